@@ -1,0 +1,34 @@
+"""Names of the fields of an AtomicGraph: the one place they are spelled."""
+
+# inputs
+POSITIONS = "positions"  # [N, 3]
+ATOM_TYPES = "atom_types"  # [N] int64, index into the model's type_names
+EDGE_INDEX = "edge_index"  # [2, E] int64, row 0 sender, row 1 receiver; sorted by receiver
+EDGE_CELL_SHIFTS = "edge_cell_shifts"  # [E, 3] integer periodic image of the receiver, as float
+EDGE_VECTORS = "edge_vectors"  # [E, 3] receiver - sender (+ periodic shift)
+CELL = "cell"  # [B, 3, 3] rows are lattice vectors
+PBC = "pbc"  # [B, 3] bool
+BATCH = "batch"  # [N] int64 graph of each atom, non-decreasing
+NUM_ATOMS = "num_atoms"  # [B] int64
+NODE_ATTRS = "node_attrs"  # [N, F] optional extra per-atom input features
+EDGE_ATTRS = "edge_attrs"  # [E, F] optional extra per-edge input features
+TOTAL_CHARGE = "total_charge"  # [B]
+HEAD = "head"  # [B] int64 readout head used for each graph
+
+# targets and predictions
+ENERGY = "energy"  # [B]
+NODE_ENERGIES = "node_energies"  # [N]
+FORCES = "forces"  # [N, 3]
+EDGE_FORCES = "edge_forces"  # [E, 3] -dE/d(edge_vectors)
+VIRIAL = "virial"  # [B, 3, 3] sum over edges of edge_vectors (x) edge_forces
+NODE_VIRIALS = "node_virials"  # [N, 3, 3] each edge's virial split between its two atoms
+STRESS = "stress"  # [B, 3, 3] -virial / volume, ASE sign convention
+CHARGES = "charges"  # [N]
+GRAPH_SCALARS = "graph_scalars"  # [B, T]
+GRAPH_VECTORS = "graph_vectors"  # [B, T, 3]
+NODE_SCALARS = "node_scalars"  # [N, T]
+NODE_VECTORS = "node_vectors"  # [N, T, 3]
+
+GRAPH_FIELDS = (CELL, PBC, NUM_ATOMS, TOTAL_CHARGE, HEAD, ENERGY, VIRIAL, STRESS, GRAPH_SCALARS, GRAPH_VECTORS)
+NODE_FIELDS = (POSITIONS, ATOM_TYPES, BATCH, NODE_ATTRS, NODE_ENERGIES, FORCES, NODE_VIRIALS, CHARGES, NODE_SCALARS, NODE_VECTORS)
+EDGE_FIELDS = (EDGE_CELL_SHIFTS, EDGE_VECTORS, EDGE_ATTRS, EDGE_FORCES)

@@ -1,0 +1,39 @@
+"""Loading ``libmlipkit_ops`` and calling its ops."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+_LIBRARY_NAME = "libmlipkit_ops.so"
+
+
+def library_path() -> Path:
+    """Where the installed op library lives (the C++ runtime loads the same file)."""
+    return Path(__file__).resolve().parent.parent / "lib" / _LIBRARY_NAME
+
+
+@functools.cache
+def load_library() -> None:
+    """Register ``torch.ops.mlipkit.*`` once per process."""
+    path = library_path()
+    if not path.is_file():
+        raise RuntimeError(
+            f"mlipkit's C++ op library is missing ({path}); reinstall mlipkit with "
+            "'pip install --no-build-isolation .' so that csrc/ is built"
+        )
+    torch.ops.load_library(str(path))
+
+
+def segment_sum(src: torch.Tensor, sorted_index: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Deterministic sum of the rows of ``src`` into ``num_segments`` rows by a sorted index."""
+    load_library()
+    return torch.ops.mlipkit.segment_sum(src, sorted_index, num_segments)
+
+
+def segment_gather(values: torch.Tensor, sorted_index: torch.Tensor) -> torch.Tensor:
+    """``values[sorted_index]``, whose derivative is ``segment_sum``."""
+    load_library()
+    return torch.ops.mlipkit.segment_gather(values, sorted_index)
