@@ -1,0 +1,5 @@
+"""ASE calculators."""
+
+from mlipkit.calculators.ase import MLIPCalculator
+
+__all__ = ["MLIPCalculator"]

@@ -1,0 +1,60 @@
+"""ASE calculator for an mlipkit model object or checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from mlipkit.data import keys
+from mlipkit.data.graph import graph_from_atoms
+from mlipkit.models.checkpoint import load_checkpoint, model_dtype
+from mlipkit.models.potential import Potential
+
+
+class MLIPCalculator(Calculator):
+    """Energy, forces, stress and per-atom energies from an mlipkit model.
+
+    ``model`` is a model object or the path of a ``.ckpt`` file. Computation runs
+    in the model's dtype on ``device``; results are float64 numpy arrays in the
+    model's units (eV and Å for models trained on eV/Å data).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model: Potential | str | Path, device: str = "cpu", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(model, (str, Path)):
+            model = load_checkpoint(model)
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.dtype = model_dtype(self.model)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if not self.model.do_derivatives and {"forces", "stress"} & set(properties):
+            raise PropertyNotImplementedError(
+                "this model is energy-only (do_derivatives=False): it gives no forces or stress"
+            )
+        periodic = bool(np.all(self.atoms.pbc))
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                f"stress needs a cell periodic in all three directions; these atoms have pbc={self.atoms.pbc.tolist()}"
+            )
+        graph = graph_from_atoms(self.atoms, self.model.r_max, self.model.type_names, self.dtype)
+        graph = {name: tensor.to(self.device) for name, tensor in graph.items()}
+        outputs = self.model(graph)
+        energy = float(outputs[keys.ENERGY].detach()[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": outputs[keys.NODE_ENERGIES].detach().cpu().double().numpy(),
+        }
+        if self.model.do_derivatives:
+            self.results["forces"] = outputs[keys.FORCES].detach().cpu().double().numpy()
+            if periodic:
+                stress = outputs[keys.STRESS].detach().cpu().double().numpy()[0]
+                self.results["stress"] = full_3x3_to_voigt_6_stress(stress)

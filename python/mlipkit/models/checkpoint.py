@@ -1,0 +1,80 @@
+"""The ``model.ckpt`` format: everything needed to rebuild a model exactly."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlipkit.models.potential import Potential
+from mlipkit.models.registry import build_from_config, model_entry
+from mlipkit.version import __version__
+
+CHECKPOINT_FORMAT = "mlipkit-checkpoint"
+#: Bumped when the file layout changes; files of another version are refused.
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.get_default_dtype()
+
+
+def save_checkpoint(model: Potential, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write model name, config, type names, r_max, dtype, weights and versions to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contents = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "mlipkit_version": __version__,
+        "model_name": model.model_name,
+        "config": model.config.model_dump(mode="json"),
+        "type_names": model.type_names,
+        "r_max": model.r_max,
+        "dtype": str(model_dtype(model)).removeprefix("torch."),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    torch.save(contents, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw, validated contents of a checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        raise ValueError(f"{path} is not an mlipkit checkpoint (unreadable: {error})") from error
+    if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an mlipkit checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+    version = contents.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format version {version} (written by mlipkit "
+            f"{contents.get('mlipkit_version')}); this mlipkit {__version__} reads version {CHECKPOINT_FORMAT_VERSION}"
+        )
+    return contents
+
+
+def load_checkpoint(path: str | Path) -> Potential:
+    """Rebuild the exact model (architecture, dtype, weights) stored in ``path``."""
+    contents = read_checkpoint(path)
+    entry = model_entry(contents["model_name"])
+    config = entry.config_class(**contents["config"])
+    model = build_from_config(contents["model_name"], config).to(getattr(torch, contents["dtype"]))
+    missing, unexpected = model.load_state_dict(contents["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not match the '{contents['model_name']}' model its config describes "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    return model.eval()

@@ -1,0 +1,146 @@
+"""Options every potential shares, and the machinery for alternative spellings.
+
+mlipkit accepts the option names of three documentation families (PhysicsML,
+InstaDeep's mlip, nequip). Each option has one canonical name (stored in
+checkpoints); ``SPELLINGS`` maps it to the other names it may be given as.
+Giving two spellings of one option with different values is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mlipkit.nn.zbl import EnergyUnits, atomic_numbers_of
+
+PerTypeValue = float | list[float] | dict[str, float]
+
+
+class LossConfig(BaseModel):
+    """How an output enters the training loss (used by the trainer)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["mse", "l1", "huber", "gaussian_nll"] = "mse"
+    weight: float = Field(1.0, ge=0.0)
+    huber_delta: float = Field(0.01, gt=0.0)
+
+
+class OutputConfig(BaseModel):
+    """An extra output head (graph or node, scalars or vectors) and its loss."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_tasks: int = Field(1, gt=0)
+    loss: LossConfig = LossConfig()
+
+
+class PairPotentialConfig(BaseModel):
+    """nequip-style ``pair_potential``: ZBL repulsion in LAMMPS metal or real energy units."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["zbl"] = "zbl"
+    units: EnergyUnits = "metal"
+    chemical_species: list[str] | None = None
+
+
+class PotentialConfig(BaseModel):
+    """Options of every model: identity, energy scale/shift, pair potential, derivatives, heads."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "do_derivatives": ("compute_forces",),
+        "per_type_energy_shifts": ("scaling_mean",),
+        "per_type_energy_scales": ("scaling_std",),
+    }
+
+    type_names: list[str] = Field(min_length=1)
+    r_max: float = Field(gt=0.0)
+    seed: int | None = None
+    per_type_energy_shifts: PerTypeValue | None = None
+    per_type_energy_scales: PerTypeValue | None = None
+    per_type_energy_shifts_trainable: bool = False
+    per_type_energy_scales_trainable: bool = False
+    add_atomic_energies: bool = True
+    do_derivatives: bool = True
+    pair_potential: PairPotentialConfig | None = None
+    num_readout_heads: int = Field(1, gt=0)
+    y_graph_scalars: OutputConfig | None = None
+    y_graph_vector: OutputConfig | None = None
+    y_node_scalars: OutputConfig | None = None
+    y_node_vector: OutputConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_spellings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        spellings: dict[str, tuple[str, ...]] = {}
+        for klass in reversed(cls.__mro__):
+            spellings.update(getattr(klass, "SPELLINGS", {}))
+        for canonical, aliases in spellings.items():
+            for alias in aliases:
+                if alias not in data:
+                    continue
+                value = data.pop(alias)
+                if canonical in data and data[canonical] != value:
+                    raise ValueError(
+                        f"'{alias}' and '{canonical}' are two spellings of one option and were given "
+                        f"different values ({value!r} and {data[canonical]!r}); give only one"
+                    )
+                data[canonical] = value
+        return data
+
+    @field_validator("type_names")
+    @classmethod
+    def _unique_type_names(cls, type_names: list[str]) -> list[str]:
+        duplicates = sorted({t for t in type_names if type_names.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"type_names must be unique, {duplicates} appear more than once")
+        return type_names
+
+    @model_validator(mode="after")
+    def _check_shared(self) -> "PotentialConfig":
+        if not self.add_atomic_energies and self.per_type_energy_shifts is not None:
+            raise ValueError("add_atomic_energies=False turns the per-type energy shifts off; do not also give them")
+        self.per_type_values(self.per_type_energy_shifts, 0.0, "per_type_energy_shifts")
+        self.per_type_values(self.per_type_energy_scales, 1.0, "per_type_energy_scales")
+        if self.pair_potential is not None:
+            species = self.pair_potential.chemical_species or self.type_names
+            if len(species) != len(self.type_names):
+                raise ValueError(
+                    f"pair_potential.chemical_species has {len(species)} entries for {len(self.type_names)} type names"
+                )
+            atomic_numbers_of(species)
+        return self
+
+    def per_type_values(self, value: PerTypeValue | None, default: float, name: str) -> list[float]:
+        """One value per type name from a scalar, a list in type order or a dict by type name."""
+        num_types = len(self.type_names)
+        if value is None:
+            return [default] * num_types
+        if isinstance(value, (int, float)):
+            return [float(value)] * num_types
+        if isinstance(value, dict):
+            missing = [t for t in self.type_names if t not in value]
+            extra = [t for t in value if t not in self.type_names]
+            if missing or extra:
+                raise ValueError(f"{name} must have one entry per type name {self.type_names}; missing {missing}, unknown {extra}")
+            return [float(value[t]) for t in self.type_names]
+        if len(value) != num_types:
+            raise ValueError(f"{name} has {len(value)} values for {num_types} type names {self.type_names}")
+        return [float(v) for v in value]
+
+    @property
+    def energy_shifts(self) -> list[float]:
+        return self.per_type_values(self.per_type_energy_shifts, 0.0, "per_type_energy_shifts")
+
+    @property
+    def energy_scales(self) -> list[float]:
+        return self.per_type_values(self.per_type_energy_scales, 1.0, "per_type_energy_scales")
+
+    @property
+    def pair_species(self) -> Sequence[str]:
+        assert self.pair_potential is not None
+        return self.pair_potential.chemical_species or self.type_names

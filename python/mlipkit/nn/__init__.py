@@ -1,0 +1,1 @@
+"""Reusable equivariant blocks shared by every model."""

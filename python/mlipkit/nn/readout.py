@@ -1,0 +1,53 @@
+"""Readouts from final node features: per-atom energy heads and extra scalar/vector outputs."""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from mlipkit.nn.activations import activation
+
+
+class EnergyReadout(nn.Module):
+    """features -> mlp_irreps -> one scalar per readout head (linear, as in NequIP)."""
+
+    def __init__(self, irreps_in: o3.Irreps, mlp_irreps: o3.Irreps, num_heads: int = 1):
+        super().__init__()
+        self.hidden = o3.Linear(irreps_in, mlp_irreps)
+        self.out = o3.Linear(mlp_irreps, o3.Irreps(f"{num_heads}x0e"))
+
+    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(node_features))
+
+
+class ScalarHead(nn.Module):
+    """Per-node invariant outputs: the scalar part of the features through a one-hidden-layer MLP."""
+
+    def __init__(self, irreps_in: o3.Irreps, mlp_irreps: o3.Irreps, num_tasks: int, activation_name: str = "silu"):
+        super().__init__()
+        self.hidden = o3.Linear(irreps_in, mlp_irreps)
+        self.act = activation(activation_name)
+        self.out = o3.Linear(mlp_irreps, o3.Irreps(f"{num_tasks}x0e"))
+
+    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(self.hidden(node_features)))
+
+
+class VectorHead(nn.Module):
+    """Per-node equivariant vectors (1o): a linear map of the l=1 odd features."""
+
+    def __init__(self, irreps_in: o3.Irreps, num_tasks: int):
+        super().__init__()
+        if o3.Irrep("1o") not in {ir for _, ir in irreps_in}:
+            raise ValueError(
+                f"a vector output needs 1o features in the last layer, which has {irreps_in}; "
+                "use max_ell >= 1 (and parity=True, or target_irreps containing 1o)"
+            )
+        self.num_tasks = num_tasks
+        self.linear = o3.Linear(irreps_in, o3.Irreps(f"{num_tasks}x1o"))
+
+    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+        # e3nn's 1o components are ordered (y, z, x); return Cartesian (x, y, z)
+        vectors = self.linear(node_features).view(-1, self.num_tasks, 3)
+        return vectors[:, :, [2, 0, 1]]
