@@ -62,7 +62,10 @@ at::Tensor segment_sum_cpu(const at::Tensor& src, const at::Tensor& sorted_index
   std::vector<int64_t> out_shape = src.sizes().vec();
   out_shape[0] = num_segments;
   auto out = at::empty(out_shape, src.options());
-  const int64_t row_size = src.dim() == 1 ? 1 : src_c.numel() / std::max<int64_t>(src.size(0), 1);
+  int64_t row_size = 1;
+  for (int64_t d = 1; d < src.dim(); ++d) {
+    row_size *= src.size(d);
+  }
   const auto ptr = segment_pointers(index_c, num_segments);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "mlipkit_segment_sum", [&] {
     using acc_t = at::opmath_type<scalar_t>;

@@ -73,6 +73,8 @@ class Potential(nn.Module):
         num_graphs = graph[keys.NUM_ATOMS].shape[0] if keys.NUM_ATOMS in graph else 1
         batch = graph[keys.BATCH] if keys.BATCH in graph else torch.zeros_like(atom_types)
         edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
+        # outputs stay differentiable when training or when the caller differentiates through the inputs
+        keep_graph = self.training or edge_vectors.requires_grad
         if self.do_derivatives and not edge_vectors.requires_grad:
             edge_vectors = edge_vectors.detach().requires_grad_(True)
 
@@ -93,7 +95,7 @@ class Potential(nn.Module):
         if self.do_derivatives:
             if energy.requires_grad:
                 (gradient,) = torch.autograd.grad(
-                    energy.sum(), edge_vectors, create_graph=self.training, materialize_grads=True
+                    energy.sum(), edge_vectors, create_graph=keep_graph, materialize_grads=True
                 )
             else:
                 gradient = torch.zeros_like(edge_vectors)

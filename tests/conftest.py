@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, molecule
+
+import mlipkit
+from mlipkit.data import batch_graphs, graph_from_atoms
+from mlipkit.models import REGISTRY
+
+#: Small but complete options for every registered model; a model without an
+#: entry here fails test_every_model_has_test_options.
+SMALL_MODEL_OPTIONS = {
+    "nequip": dict(num_layers=2, max_ell=2, num_features=8, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
+}
+
+TYPE_NAMES = ["H", "C", "O", "Cu", "Au"]
+R_MAX = 4.0
+
+
+def cu_au_triclinic() -> Atoms:
+    atoms = bulk("Cu", "fcc", a=3.7).repeat((2, 1, 1))
+    atoms[1].symbol = "Au"
+    atoms.set_cell(atoms.cell.array + np.array([[0.0, 0.3, 0.1], [0.2, 0.0, -0.2], [0.1, 0.15, 0.0]]), scale_atoms=True)
+    atoms.rattle(0.08, seed=3)
+    return atoms
+
+
+def ethanol() -> Atoms:
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=4)
+    return atoms
+
+
+def cu_slab() -> Atoms:
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.center(vacuum=4.0, axis=2)
+    atoms.pbc = [True, True, False]
+    atoms.rattle(0.05, seed=5)
+    return atoms
+
+
+STRUCTURES = {"triclinic": cu_au_triclinic, "molecule": ethanol, "slab": cu_slab}
+
+
+def build_small(name: str, dtype=torch.float64, **overrides) -> mlipkit.models.Potential:
+    options = dict(SMALL_MODEL_OPTIONS[name], type_names=TYPE_NAMES, r_max=R_MAX, seed=0)
+    options.setdefault("per_type_energy_shifts", [-1.0, -2.0, -3.0, -4.0, -5.0])
+    options.update(overrides)
+    return mlipkit.build_model(name, **options).to(dtype).eval()
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+def model_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def small_model(model_name):
+    return build_small(model_name)
+
+
+def evaluate(model, atoms: Atoms, dtype=torch.float64) -> dict[str, torch.Tensor]:
+    return model(graph_from_atoms(atoms, model.r_max, model.type_names, dtype))
+
+
+def evaluate_many(model, structures, dtype=torch.float64):
+    return model(batch_graphs([graph_from_atoms(a, model.r_max, model.type_names, dtype) for a in structures]))
+
+
+def relative_error(a, b) -> float:
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.as_tensor(b, dtype=torch.float64)
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))

@@ -1,0 +1,194 @@
+"""Physics tests every registered model must pass (parametrised over the registry)."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from e3nn import o3
+
+from conftest import SMALL_MODEL_OPTIONS, STRUCTURES, TYPE_NAMES, build_small, evaluate, evaluate_many, relative_error
+from mlipkit.data import compute_edge_vectors, graph_from_atoms, keys
+from mlipkit.models import REGISTRY, load_checkpoint, save_checkpoint
+
+# measured errors are printed (pytest -s) so closing notes can quote them
+def report(name, value):
+    print(f"\n[measured] {name}: {value:.3e}")
+
+
+def test_every_model_has_test_options():
+    assert set(REGISTRY) == set(SMALL_MODEL_OPTIONS)
+
+
+def transformed(atoms: Atoms, matrix: np.ndarray, translation=np.zeros(3)) -> Atoms:
+    atoms = atoms.copy()
+    atoms.positions = atoms.positions @ matrix.T + translation
+    atoms.cell = atoms.cell.array @ matrix.T
+    return atoms
+
+
+ROTATION = o3.angles_to_matrix(*torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)).numpy()
+MIRROR = np.diag([-1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+@pytest.mark.parametrize("operation", ["rotation", "reflection", "rotoreflection"])
+def test_o3_equivariance(small_model, structure, operation):
+    matrix = {"rotation": ROTATION, "reflection": MIRROR, "rotoreflection": ROTATION @ MIRROR}[operation]
+    atoms = STRUCTURES[structure]()
+    reference = evaluate(small_model, atoms)
+    moved = evaluate(small_model, transformed(atoms, matrix, translation=np.array([0.3, -1.1, 2.0])))
+    R = torch.from_numpy(matrix)
+    energy_error = relative_error(moved[keys.ENERGY], reference[keys.ENERGY])
+    force_error = relative_error(moved[keys.FORCES], reference[keys.FORCES] @ R.T)
+    virial_error = relative_error(moved[keys.VIRIAL], R @ reference[keys.VIRIAL] @ R.T)
+    report(f"{operation} {structure} energy/force/virial", max(energy_error, force_error, virial_error))
+    assert energy_error <= 1e-10
+    assert force_error <= 1e-10
+    assert virial_error <= 1e-10
+    assert relative_error(moved[keys.NODE_ENERGIES], reference[keys.NODE_ENERGIES]) <= 1e-10
+
+
+def test_permutation_equivariance(small_model):
+    atoms = STRUCTURES["molecule"]()
+    permutation = np.random.default_rng(0).permutation(len(atoms))
+    reference = evaluate(small_model, atoms)
+    permuted = evaluate(small_model, atoms[permutation])
+    assert relative_error(permuted[keys.ENERGY], reference[keys.ENERGY]) <= 1e-12
+    assert relative_error(permuted[keys.FORCES], reference[keys.FORCES][permutation]) <= 1e-12
+    assert relative_error(permuted[keys.NODE_ENERGIES], reference[keys.NODE_ENERGIES][permutation]) <= 1e-12
+
+
+def energy_of(model, atoms):
+    return float(evaluate(model, atoms)[keys.ENERGY][0])
+
+
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+def test_forces_match_finite_differences(small_model, structure):
+    atoms = STRUCTURES[structure]()
+    forces = evaluate(small_model, atoms)[keys.FORCES].detach().numpy()
+    h = 1e-4
+    worst = 0.0
+    for atom in range(min(len(atoms), 4)):
+        for axis in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[atom, axis] += h
+            minus.positions[atom, axis] -= h
+            numerical = -(energy_of(small_model, plus) - energy_of(small_model, minus)) / (2 * h)
+            worst = max(worst, abs(numerical - forces[atom, axis]))
+    report(f"finite-difference force error {structure} (max |F|={np.abs(forces).max():.2f})", worst)
+    assert worst <= 1e-6 * max(1.0, np.abs(forces).max())
+
+
+def test_stress_matches_finite_strain(small_model):
+    atoms = STRUCTURES["triclinic"]()
+    stress = evaluate(small_model, atoms)[keys.STRESS][0].detach().numpy()
+    volume = atoms.get_volume()
+    h = 1e-5
+    numerical = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            strains = []
+            for sign in (1, -1):
+                strain = np.eye(3)
+                strain[a, b] += sign * h / 2
+                strain[b, a] += sign * h / 2
+                strains.append(energy_of(small_model, transformed(atoms, strain)))
+            numerical[a, b] = (strains[0] - strains[1]) / (2 * h) / volume
+    worst = np.abs(numerical - stress).max()
+    report(f"finite-strain stress error (max |stress|={np.abs(stress).max():.3f})", worst)
+    assert worst <= 1e-7 * max(1.0, np.abs(stress).max())
+
+
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+def test_edge_force_route_equals_autograd_through_positions(small_model, structure):
+    atoms = STRUCTURES[structure]()
+    graph = graph_from_atoms(atoms, small_model.r_max, small_model.type_names, torch.float64)
+    positions = graph[keys.POSITIONS].requires_grad_(True)
+    graph[keys.EDGE_VECTORS] = compute_edge_vectors(graph)
+    outputs = small_model(graph)
+    (gradient,) = torch.autograd.grad(outputs[keys.ENERGY].sum(), positions)
+    assert relative_error(outputs[keys.FORCES], -gradient) <= 1e-12
+    assert relative_error(outputs[keys.NODE_VIRIALS].sum(0), outputs[keys.VIRIAL][0]) <= 1e-12
+    assert relative_error(outputs[keys.NODE_ENERGIES].sum(), outputs[keys.ENERGY][0]) <= 1e-12
+
+
+@pytest.mark.parametrize("structure", ["triclinic", "slab"])
+def test_supercell_energy_per_atom(small_model, structure):
+    atoms = STRUCTURES[structure]()
+    repeat = (2, 2, 2) if structure == "triclinic" else (2, 2, 1)
+    supercell = atoms.repeat(repeat)
+    small, large = evaluate(small_model, atoms), evaluate(small_model, supercell)
+    n = int(np.prod(repeat))
+    assert relative_error(large[keys.ENERGY] / len(supercell), small[keys.ENERGY] / len(atoms)) <= 1e-10
+    assert relative_error(large[keys.FORCES][: len(atoms)], small[keys.FORCES]) <= 1e-10
+    assert relative_error(large[keys.VIRIAL] / n, small[keys.VIRIAL]) <= 1e-10
+    if structure == "triclinic":
+        assert relative_error(large[keys.STRESS], small[keys.STRESS]) <= 1e-10
+
+
+def test_batched_equals_one_by_one(small_model):
+    structures = [make() for make in STRUCTURES.values()]
+    batched = evaluate_many(small_model, structures)
+    offset = 0
+    for i, atoms in enumerate(structures):
+        single = evaluate(small_model, atoms)
+        assert relative_error(batched[keys.ENERGY][i], single[keys.ENERGY][0]) <= 1e-12
+        assert relative_error(batched[keys.FORCES][offset : offset + len(atoms)], single[keys.FORCES]) <= 1e-12
+        assert relative_error(batched[keys.VIRIAL][i], single[keys.VIRIAL][0]) <= 1e-12
+        offset += len(atoms)
+    assert torch.isnan(batched[keys.STRESS][1]).all(), "a molecule has no stress"
+
+
+@pytest.mark.parametrize("symbol, shift", [("H", -1.0), ("Cu", -4.0), ("Au", -5.0)])
+def test_isolated_atom_energy_is_its_shift(model_name, symbol, shift):
+    model = build_small(model_name, per_type_energy_scales=[2.0, 3.0, 4.0, 5.0, 6.0])
+    out = evaluate(model, Atoms(symbol, positions=[[0.0, 0.0, 0.0]]))
+    assert abs(float(out[keys.ENERGY][0]) - shift) <= 1e-12
+    assert float(out[keys.FORCES].abs().max()) == 0.0
+    two_far_apart = evaluate(model, Atoms(symbol * 2, positions=[[0, 0, 0], [0, 0, 2 * model.r_max]]))
+    assert abs(float(two_far_apart[keys.ENERGY][0]) - 2 * shift) <= 1e-12
+
+
+def test_float32_agrees_with_float64(model_name):
+    model64 = build_small(model_name)
+    model32 = build_small(model_name, dtype=torch.float32)
+    atoms = STRUCTURES["triclinic"]()
+    out64, out32 = evaluate(model64, atoms), evaluate(model32, atoms, torch.float32)
+    assert relative_error(out32[keys.ENERGY], out64[keys.ENERGY]) <= 1e-5
+    assert relative_error(out32[keys.FORCES], out64[keys.FORCES]) <= 1e-4
+
+
+def test_checkpoint_round_trip(model_name, tmp_path):
+    model = build_small(model_name, seed=11)
+    with torch.no_grad():  # move weights off their initial values
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    path = save_checkpoint(model, tmp_path / "model.ckpt")
+    restored = load_checkpoint(path)
+    assert next(restored.parameters()).dtype == torch.float64
+    assert restored.config == model.config and restored.model_name == model_name
+    atoms = STRUCTURES["triclinic"]()
+    before, after = evaluate(model, atoms), evaluate(restored, atoms)
+    for key in (keys.ENERGY, keys.FORCES, keys.STRESS, keys.NODE_ENERGIES):
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_seed_makes_weights_reproducible(model_name):
+    a, b = build_small(model_name, seed=3), build_small(model_name, seed=3)
+    c = build_small(model_name, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+
+
+def test_force_loss_gradients_in_training_mode(model_name):
+    model = build_small(model_name).train()
+    atoms = STRUCTURES["triclinic"]()
+    forces = evaluate(model, atoms)[keys.FORCES]
+    assert forces.requires_grad, "training mode must keep the graph of the forces"
+    forces.pow(2).sum().backward()
+    gradients = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in gradients)
+    assert sum(float(g.abs().sum()) for g in gradients) > 0
+    eval_forces = evaluate(model.eval(), atoms)[keys.FORCES]
+    assert not eval_forces.requires_grad
+    assert relative_error(eval_forces, forces.detach()) <= 1e-12
