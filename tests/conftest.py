@@ -47,7 +47,7 @@ def build_small(name: str, dtype=torch.float64, **overrides) -> mlipkit.models.P
     options = dict(SMALL_MODEL_OPTIONS[name], type_names=TYPE_NAMES, r_max=R_MAX, seed=0)
     options.setdefault("per_type_energy_shifts", [-1.0, -2.0, -3.0, -4.0, -5.0])
     options.update(overrides)
-    return mlipkit.build_model(name, **options).to(dtype).eval()
+    return mlipkit.build_model(name, dtype=dtype, **options).eval()
 
 
 @pytest.fixture(params=sorted(REGISTRY))
@@ -69,6 +69,6 @@ def evaluate_many(model, structures, dtype=torch.float64):
 
 
 def relative_error(a, b) -> float:
-    a = torch.as_tensor(a, dtype=torch.float64)
-    b = torch.as_tensor(b, dtype=torch.float64)
+    a = torch.as_tensor(a, dtype=torch.float64).detach()
+    b = torch.as_tensor(b, dtype=torch.float64).detach()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))

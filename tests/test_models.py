@@ -59,7 +59,7 @@ def test_permutation_equivariance(small_model):
 
 
 def energy_of(model, atoms):
-    return float(evaluate(model, atoms)[keys.ENERGY][0])
+    return float(evaluate(model, atoms)[keys.ENERGY].detach()[0])
 
 
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
@@ -192,3 +192,18 @@ def test_force_loss_gradients_in_training_mode(model_name):
     eval_forces = evaluate(model.eval(), atoms)[keys.FORCES]
     assert not eval_forces.requires_grad
     assert relative_error(eval_forces, forces.detach()) <= 1e-12
+
+
+def test_dtype_changes(model_name, tmp_path):
+    model32 = build_small(model_name, dtype=torch.float32)
+    path = save_checkpoint(model32, tmp_path / "model32.ckpt")
+    atoms = STRUCTURES["molecule"]()
+    out32 = evaluate(model32, atoms, torch.float32)
+    cast_up = evaluate(build_small(model_name, dtype=torch.float32).to(torch.float64), atoms)
+    assert cast_up[keys.ENERGY].dtype == torch.float64
+    assert relative_error(cast_up[keys.ENERGY], out32[keys.ENERGY]) <= 1e-5
+    exact = load_checkpoint(path, dtype=torch.float64)
+    assert next(exact.parameters()).dtype == torch.float64
+    rotated = transformed(atoms, ROTATION)
+    a, b = evaluate(exact, atoms), evaluate(exact, rotated)
+    assert relative_error(b[keys.FORCES], a[keys.FORCES] @ torch.from_numpy(ROTATION).T) <= 1e-10

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +50,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+    except Exception as error:  # torch.load raises many types for files that are not its own
         raise ValueError(f"{path} is not an mlipkit checkpoint (unreadable: {error})") from error
     if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an mlipkit checkpoint (no '{CHECKPOINT_FORMAT}' header)")
@@ -65,12 +63,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return contents
 
 
-def load_checkpoint(path: str | Path) -> Potential:
-    """Rebuild the exact model (architecture, dtype, weights) stored in ``path``."""
+def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> Potential:
+    """Rebuild the exact model stored in ``path``, in its saved dtype unless ``dtype`` is given."""
     contents = read_checkpoint(path)
     entry = model_entry(contents["model_name"])
     config = entry.config_class(**contents["config"])
-    model = build_from_config(contents["model_name"], config).to(getattr(torch, contents["dtype"]))
+    model = build_from_config(contents["model_name"], config, dtype or getattr(torch, contents["dtype"]))
     missing, unexpected = model.load_state_dict(contents["state_dict"], strict=False)
     if missing or unexpected:
         raise ValueError(

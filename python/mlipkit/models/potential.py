@@ -100,7 +100,8 @@ class Potential(nn.Module):
             else:
                 gradient = torch.zeros_like(edge_vectors)
             edge_forces = -gradient
-            forces, node_virials = forces_and_node_virials(edge_index, edge_vectors, edge_forces, atom_types.shape[0])
+            geometry = edge_vectors if keep_graph else edge_vectors.detach()
+            forces, node_virials = forces_and_node_virials(edge_index, geometry, edge_forces, atom_types.shape[0])
             virial = virial_per_graph(node_virials, batch, num_graphs)
             outputs.update(
                 {

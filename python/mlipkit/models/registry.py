@@ -30,16 +30,28 @@ def model_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model '{name}'; registered models: {sorted(REGISTRY)}") from None
 
 
-def build_from_config(name: str, config: PotentialConfig) -> Potential:
-    """Build from a validated config; ``config.seed`` makes initial weights reproducible."""
+def build_from_config(name: str, config: PotentialConfig, dtype: torch.dtype = torch.float64) -> Potential:
+    """Build from a validated config; ``config.seed`` makes initial weights reproducible.
+
+    Construction always runs in float64, so that the constants e3nn computes at
+    build time (Clebsch-Gordan coefficients, normalisations) are exact, and the
+    model is then cast to ``dtype``. Casting a float32 model back up with
+    ``.to(torch.float64)`` keeps float32-rounded constants: build or load with
+    ``dtype=torch.float64`` instead when float64 accuracy matters.
+    """
     builder = model_entry(name).builder
-    if config.seed is None:
-        return builder(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return builder(config)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.random.fork_rng(devices=[], enabled=config.seed is not None):
+            if config.seed is not None:
+                torch.manual_seed(config.seed)
+            model = builder(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    return model.to(dtype)
 
 
-def build_model(name: str, **options: Any) -> Potential:
+def build_model(name: str, dtype: torch.dtype = torch.float64, **options: Any) -> Potential:
     """Build a registered model: ``build_model("nequip", type_names=["Cu"], r_max=5.0, num_layers=3)``."""
-    return build_from_config(name, model_entry(name).config_class(**options))
+    return build_from_config(name, model_entry(name).config_class(**options), dtype)

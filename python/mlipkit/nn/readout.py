@@ -48,6 +48,5 @@ class VectorHead(nn.Module):
         self.linear = o3.Linear(irreps_in, o3.Irreps(f"{num_tasks}x1o"))
 
     def forward(self, node_features: torch.Tensor) -> torch.Tensor:
-        # e3nn's 1o components are ordered (y, z, x); return Cartesian (x, y, z)
-        vectors = self.linear(node_features).view(-1, self.num_tasks, 3)
-        return vectors[:, :, [2, 0, 1]]
+        # e3nn 0.6 orders 1o components as Cartesian (x, y, z)
+        return self.linear(node_features).view(-1, self.num_tasks, 3)

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from conftest import build_small
+from mlipkit.models import load_checkpoint, read_checkpoint, save_checkpoint
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nothing.ckpt")
+
+
+def test_not_a_checkpoint(tmp_path):
+    text = tmp_path / "text.ckpt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="is not an mlipkit checkpoint"):
+        load_checkpoint(text)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match="no 'mlipkit-checkpoint' header"):
+        load_checkpoint(other)
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = save_checkpoint(build_small("nequip"), tmp_path / "m.ckpt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="is not an mlipkit checkpoint"):
+        load_checkpoint(path)
+
+
+def test_incompatible_version(tmp_path):
+    path = save_checkpoint(build_small("nequip"), tmp_path / "m.ckpt")
+    contents = read_checkpoint(path)
+    contents["format_version"] = 99
+    contents["mlipkit_version"] = "9.0.0"
+    torch.save(contents, path)
+    with pytest.raises(ValueError, match="format version 99 \\(written by mlipkit 9.0.0\\)"):
+        load_checkpoint(path)
+
+
+def test_mismatched_weights(tmp_path):
+    path = save_checkpoint(build_small("nequip"), tmp_path / "m.ckpt")
+    contents = read_checkpoint(path)
+    contents["config"]["num_layers"] = 3
+    torch.save(contents, path)
+    with pytest.raises(ValueError, match="weights do not match"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_contents(tmp_path):
+    model = build_small("nequip")
+    contents = read_checkpoint(save_checkpoint(model, tmp_path / "m.ckpt"))
+    assert contents["model_name"] == "nequip" and contents["type_names"] == model.type_names
+    assert contents["r_max"] == model.r_max and contents["dtype"] == "float64"
+    assert contents["mlipkit_version"]
