@@ -67,11 +67,11 @@ def test_float32_model_in_calculator():
 def test_md_with_calculator_conserves_energy():
     from ase import units
     from ase.md.verlet import VelocityVerlet
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     atoms = STRUCTURES["triclinic"]().repeat((1, 2, 2))
     atoms.calc = MLIPCalculator(build_small("nequip", pair_potential={"kind": "zbl"}))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     start = atoms.get_total_energy()
     dynamics = VelocityVerlet(atoms, timestep=0.5 * units.fs)
     dynamics.run(40)
