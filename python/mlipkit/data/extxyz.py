@@ -137,25 +137,23 @@ def read_extxyz(
         raise ValueError(f"{path}: not a readable extended-XYZ file: {error}") from error
     if not frames:
         raise ValueError(f"{path}: contains no structures")
+    label_keys = {
+        "energy": energy_key,
+        "forces": forces_key,
+        "stress": stress_key,
+        "charges": charges_key,
+        "total_charge": total_charge_key,
+    }
     configurations = []
     for index, atoms in enumerate(frames):
         configuration = configuration_from_atoms(
-            atoms,
-            energy_key=energy_key,
-            forces_key=forces_key,
-            stress_key=stress_key,
-            charges_key=charges_key,
-            total_charge_key=total_charge_key,
-            source=f"{path} frame {index}",
+            atoms, **{f"{label}_key": key for label, key in label_keys.items()}, source=f"{path} frame {index}"
         )
-        if not configuration.is_isolated_atom:
-            missing = [label for label in required if getattr(configuration, label) is None]
-            if missing:
-                key_of = {"energy": energy_key, "forces": forces_key, "stress": stress_key,
-                          "charges": charges_key, "total_charge": total_charge_key}
-                raise ValueError(
-                    f"{configuration.source}: missing required label(s) "
-                    + ", ".join(f"{label} (key '{key_of[label]}')" for label in missing)
-                )
+        missing = [label for label in required if getattr(configuration, label) is None]
+        if missing and not configuration.is_isolated_atom:
+            raise ValueError(
+                f"{configuration.source}: missing required label(s) "
+                + ", ".join(f"{label} (key '{label_keys[label]}')" for label in missing)
+            )
         configurations.append(configuration)
     return configurations

@@ -89,10 +89,9 @@ class RadialEmbedding(nn.Module):
             if not 0.0 < avg_r_min < r_max:
                 raise ValueError(f"avg_r_min must lie in (0, r_max={r_max}), got {avg_r_min}")
             with torch.no_grad():
-                samples = torch.linspace(avg_r_min, r_max, 1000, dtype=torch.float64)
-                values = self.basis.double()(samples) * self.envelope(samples).unsqueeze(-1)
+                samples = torch.linspace(avg_r_min, r_max, 1000)
+                values = self.basis(samples) * self.envelope(samples).unsqueeze(-1)
                 factor = float(values.pow(2).mean().rsqrt())
-                self.basis.to(torch.get_default_dtype())
         self.normalization = factor
 
     def forward(self, lengths: torch.Tensor) -> torch.Tensor:
