@@ -104,10 +104,9 @@ class PotentialConfig(BaseModel):
     def _check_shared(self) -> "PotentialConfig":
         if not self.add_atomic_energies and self.per_type_energy_shifts is not None:
             raise ValueError("add_atomic_energies=False turns the per-type energy shifts off; do not also give them")
-        self.per_type_values(self.per_type_energy_shifts, 0.0, "per_type_energy_shifts")
-        self.per_type_values(self.per_type_energy_scales, 1.0, "per_type_energy_scales")
+        _ = self.energy_shifts, self.energy_scales  # raise on a wrong number of per-type values
         if self.pair_potential is not None:
-            species = self.pair_potential.chemical_species or self.type_names
+            species = self.pair_species
             if len(species) != len(self.type_names):
                 raise ValueError(
                     f"pair_potential.chemical_species has {len(species)} entries for {len(self.type_names)} type names"

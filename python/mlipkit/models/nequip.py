@@ -186,7 +186,9 @@ class NequIP(nn.Module):
         self.feature_irreps = irreps
         self.readout = EnergyReadout(irreps, o3.Irreps(config.mlp_irreps), config.num_readout_heads)
 
-    def forward(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         atom_types = graph[keys.ATOM_TYPES]
         edge_index = graph[keys.EDGE_INDEX]
         extra_node_feats = None
@@ -197,7 +199,7 @@ class NequIP(nn.Module):
         node_attrs = node_attributes(
             with_reference_nodes(atom_types, self.num_types), self.num_types, extra_node_feats, edge_vectors.dtype
         )
-        edge_radial = self.radial_embedding(torch.linalg.norm(edge_vectors, dim=1))
+        edge_radial = self.radial_embedding(edge_lengths)
         if self.num_edge_feats:
             edge_attrs = _required(graph, keys.EDGE_ATTRS, self.num_edge_feats, edge_index.shape[1])
             edge_radial = torch.cat([edge_radial, edge_attrs.to(edge_radial.dtype)], dim=1)

@@ -1,7 +1,8 @@
 """The model every registry entry builds: a core network plus everything models share.
 
-The core maps a graph and its edge vectors to per-atom energies (one column per
-readout head, zero for an atom without neighbours) and final node features.
+The core maps a graph, its edge vectors and their lengths to per-atom energies
+(one column per readout head, zero for an atom without neighbours) and final
+node features.
 Around it: per-type scale and shift, ZBL, the sum to graph energies, extra
 output heads, and forces/virial/stress from edge forces -dE/d(edge_vectors).
 """
@@ -79,10 +80,11 @@ class Potential(nn.Module):
             edge_vectors = edge_vectors.detach().requires_grad_(True)
 
         with torch.enable_grad() if self.do_derivatives else contextlib.nullcontext():
-            head_energies, node_features = self.core(graph, edge_vectors)
+            edge_lengths = torch.linalg.norm(edge_vectors, dim=1)
+            head_energies, node_features = self.core(graph, edge_vectors, edge_lengths)
             node_energies = self.scale_shift(self._select_head(head_energies, graph, batch), atom_types)
             if self.zbl is not None:
-                node_energies = node_energies + self.zbl(atom_types, edge_index, torch.linalg.norm(edge_vectors, dim=1))
+                node_energies = node_energies + self.zbl(atom_types, edge_index, edge_lengths)
             energy = sum_into_segments(node_energies, batch, num_graphs)
 
         outputs = {keys.NODE_ENERGIES: node_energies, keys.ENERGY: energy}
