@@ -53,6 +53,8 @@ def test_three_spellings_build_the_same_model():
         (dict(per_type_energy_scales={"Cu": 1.0, "Ag": 2.0}), r"missing \['Au'\], unknown \['Ag'\]"),
         (dict(add_atomic_energies=False, per_type_energy_shifts=1.0), "add_atomic_energies=False"),
         (dict(pair_potential={"kind": "zbl", "units": "lj"}), "units"),
+        (dict(units="si"), "units"),
+        (dict(pair_potential={"kind": "zbl", "units": "real"}), "pair_potential.units is 'real' but the model's units are 'metal'"),
         (dict(pair_potential={"kind": "zbl", "chemical_species": ["Cu", "Xx"]}), "not element symbols"),
         (dict(avg_r_min=5.0), "avg_r_min=5.0 must be smaller than r_max=4.0"),
         (dict(num_featurs=8), "num_featurs"),
@@ -227,7 +229,7 @@ def zbl_reference(z1, z2, r, r_max, coulomb):
 @pytest.mark.parametrize("distance", [0.6, 1.7, 3.2])
 def test_zbl_dimer_matches_analytic(units_name, coulomb, pair, numbers, distance):
     plain = build_small("nequip")
-    with_zbl = build_small("nequip", pair_potential={"kind": "zbl", "units": units_name})
+    with_zbl = build_small("nequip", units=units_name, pair_potential={"kind": "zbl"})
     dimer = Atoms(pair, positions=[[0, 0, 0], [distance, 0, 0]])
     zbl_energy = float(evaluate(with_zbl, dimer)[keys.ENERGY][0] - evaluate(plain, dimer)[keys.ENERGY][0])
     assert zbl_energy == pytest.approx(zbl_reference(*numbers, distance, 4.0, coulomb), rel=2e-7)
@@ -237,7 +239,7 @@ def test_zbl_real_units_are_metal_times_kcal_per_mol():
     dimer = Atoms("CuAu", positions=[[0, 0, 0], [1.1, 0, 0]])
     energies = {}
     for units_name in ("metal", "real"):
-        model = build_small("nequip", pair_potential={"kind": "zbl", "units": units_name}, per_type_energy_shifts=0.0)
+        model = build_small("nequip", units=units_name, pair_potential={"kind": "zbl"}, per_type_energy_shifts=0.0)
         plain = build_small("nequip", per_type_energy_shifts=0.0)
         energies[units_name] = float(evaluate(model, dimer)[keys.ENERGY][0] - evaluate(plain, dimer)[keys.ENERGY][0])
     assert energies["real"] / energies["metal"] == pytest.approx(units.mol / units.kcal, rel=1e-12)

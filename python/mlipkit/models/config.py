@@ -35,11 +35,14 @@ class OutputConfig(BaseModel):
 
 
 class PairPotentialConfig(BaseModel):
-    """nequip-style ``pair_potential``: ZBL repulsion in LAMMPS metal or real energy units."""
+    """nequip-style ``pair_potential``: ZBL repulsion in LAMMPS metal or real energy units.
+
+    ``units`` defaults to the model's ``units``; giving another is an error.
+    """
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["zbl"] = "zbl"
-    units: EnergyUnits = "metal"
+    units: EnergyUnits | None = None
     chemical_species: list[str] | None = None
 
 
@@ -57,6 +60,8 @@ class PotentialConfig(BaseModel):
     type_names: list[str] = Field(min_length=1)
     r_max: float = Field(gt=0.0)
     seed: int | None = None
+    #: units of the training data, named as LAMMPS unit styles: "metal" is eV and Å, "real" kcal/mol and Å
+    units: EnergyUnits = "metal"
     per_type_energy_shifts: PerTypeValue | None = None
     per_type_energy_scales: PerTypeValue | None = None
     per_type_energy_shifts_trainable: bool = False
@@ -112,6 +117,11 @@ class PotentialConfig(BaseModel):
                     f"pair_potential.chemical_species has {len(species)} entries for {len(self.type_names)} type names"
                 )
             atomic_numbers_of(species)
+            if self.pair_potential.units not in (None, self.units):
+                raise ValueError(
+                    f"pair_potential.units is '{self.pair_potential.units}' but the model's units are "
+                    f"'{self.units}'; the ZBL term must be in the units of the training data"
+                )
         return self
 
     def per_type_values(self, value: PerTypeValue | None, default: float, name: str) -> list[float]:

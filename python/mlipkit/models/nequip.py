@@ -186,6 +186,15 @@ class NequIP(nn.Module):
         self.feature_irreps = irreps
         self.readout = EnergyReadout(irreps, o3.Irreps(config.mlp_irreps), config.num_readout_heads)
 
+    @property
+    def num_message_passing_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def extra_input_fields(self) -> list[str]:
+        """Graph fields beyond types and geometry that this configuration reads."""
+        return [name for name, used in ((keys.NODE_ATTRS, self.num_extra_node_feats), (keys.EDGE_ATTRS, self.num_edge_feats)) if used]
+
     def forward(
         self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,7 +45,7 @@ class Potential(nn.Module):
             config.per_type_energy_scales_trainable,
         )
         self.zbl = (
-            ZBL(config.pair_species, config.r_max, config.pair_potential.units)
+            ZBL(config.pair_species, config.r_max, config.units)
             if config.pair_potential is not None
             else None
         )
@@ -67,6 +67,15 @@ class Potential(nn.Module):
     @property
     def r_max(self) -> float:
         return float(self.config.r_max)
+
+    @property
+    def num_message_passing_layers(self) -> int:
+        """How many hops information travels: callers with ghost atoms need this many cutoffs of them."""
+        return self.core.num_message_passing_layers
+
+    @property
+    def extra_input_fields(self) -> list[str]:
+        return self.core.extra_input_fields
 
     def forward(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
         atom_types = graph[keys.ATOM_TYPES]

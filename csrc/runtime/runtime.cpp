@@ -1,0 +1,320 @@
+#include "mlipkit/runtime.hpp"
+
+#include <caffe2/serialize/inline_container.h>
+#include <dlfcn.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+namespace mlipkit {
+namespace {
+
+constexpr const char* kPrefix = "mlipkit.";
+constexpr const char* kTorchScriptMetadata = "extra/mlipkit_metadata.txt";
+
+std::string ends_in(const std::string& path) {
+  auto extension = std::filesystem::path(path).extension().string();
+  if (extension == ".pt2") return "aotinductor";
+  if (extension == ".pt") return "torchscript";
+  throw ArtifactError(path + ": unknown artifact extension '" + extension +
+                      "'; mlipkit artifacts end in '.pt2' (AOTInductor) or '.pt' (TorchScript)");
+}
+
+std::vector<std::string> split(const std::string& text) {
+  std::istringstream stream(text);
+  std::vector<std::string> words;
+  for (std::string word; stream >> word;) words.push_back(word);
+  return words;
+}
+
+const std::string& entry(const std::map<std::string, std::string>& entries, const std::string& key,
+                         const std::string& path) {
+  auto found = entries.find(key);
+  if (found == entries.end()) throw ArtifactError(path + ": artifact metadata lacks '" + kPrefix + key + "'");
+  return found->second;
+}
+
+template <typename Number>
+Number number(const std::map<std::string, std::string>& entries, const std::string& key, const std::string& path) {
+  const std::string& text = entry(entries, key, path);
+  try {
+    size_t used = 0;
+    Number value = std::is_integral_v<Number> ? static_cast<Number>(std::stoll(text, &used))
+                                              : static_cast<Number>(std::stod(text, &used));
+    if (used == text.size()) return value;
+  } catch (const std::exception&) {
+  }
+  throw ArtifactError(path + ": artifact metadata '" + kPrefix + key + "' is not a number: '" + text + "'");
+}
+
+Metadata parse_metadata(const std::map<std::string, std::string>& raw, const std::string& path) {
+  Metadata metadata;
+  for (const auto& [key, value] : raw) {
+    if (key.rfind(kPrefix, 0) == 0) metadata.entries[key.substr(std::string(kPrefix).size())] = value;
+  }
+  const auto& entries = metadata.entries;
+  auto format = entries.find("format");
+  if (format == entries.end() || format->second != "mlipkit-artifact") {
+    throw ArtifactError(path + " is not an mlipkit artifact (its metadata has no 'mlipkit.format' entry)");
+  }
+  metadata.format_version = number<int>(entries, "format_version", path);
+  if (metadata.format_version != kArtifactFormatVersion) {
+    throw ArtifactError(path + " has artifact format version " + std::to_string(metadata.format_version) +
+                        "; this runtime reads version " + std::to_string(kArtifactFormatVersion) +
+                        ": recompile it with a matching mlipkit");
+  }
+  metadata.model_name = entry(entries, "model_name", path);
+  metadata.type_names = split(entry(entries, "type_names", path));
+  metadata.r_max = number<double>(entries, "r_max", path);
+  metadata.num_message_passing_layers = number<int>(entries, "num_message_passing_layers", path);
+  metadata.units = entry(entries, "units", path);
+  metadata.energy_unit = entry(entries, "energy_unit", path);
+  metadata.length_unit = entry(entries, "length_unit", path);
+  const std::string& dtype = entry(entries, "dtype", path);
+  if (dtype == "float64") {
+    metadata.dtype = torch::kFloat64;
+  } else if (dtype == "float32") {
+    metadata.dtype = torch::kFloat32;
+  } else {
+    throw ArtifactError(path + ": unsupported artifact dtype '" + dtype + "'");
+  }
+  metadata.device = entry(entries, "device", path);
+  metadata.mode = entry(entries, "mode", path);
+  metadata.target = entry(entries, "target", path);
+  metadata.inputs = split(entry(entries, "inputs", path));
+  metadata.outputs = split(entry(entries, "outputs", path));
+  metadata.op_libraries = split(entry(entries, "op_libraries", path));
+  metadata.mlipkit_version = entry(entries, "mlipkit_version", path);
+  const std::vector<std::string> expected_inputs{"atom_types", "edge_index", "edge_vectors"};
+  if (metadata.inputs != expected_inputs) {
+    throw ArtifactError(path + ": artifact inputs '" + entry(entries, "inputs", path) +
+                        "' are not the calling convention this runtime knows (atom_types edge_index edge_vectors)");
+  }
+  if (!metadata.has_output("node_energies")) {
+    throw ArtifactError(path + ": artifact outputs '" + entry(entries, "outputs", path) + "' lack node_energies");
+  }
+  if (metadata.type_names.empty() || metadata.r_max <= 0.0) {
+    throw ArtifactError(path + ": artifact metadata has no type names or a non-positive r_max");
+  }
+  if (metadata.mode != ends_in(path)) {
+    throw ArtifactError(path + ": the file's extension does not match its mode '" + metadata.mode + "'");
+  }
+  return metadata;
+}
+
+std::map<std::string, std::string> parse_lines(const std::string& text) {
+  std::map<std::string, std::string> entries;
+  std::istringstream stream(text);
+  for (std::string line; std::getline(stream, line);) {
+    auto equals = line.find('=');
+    if (equals != std::string::npos) entries[line.substr(0, equals)] = line.substr(equals + 1);
+  }
+  return entries;
+}
+
+std::filesystem::path own_directory() {
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&own_directory), &info) == 0 || info.dli_fname == nullptr) return {};
+  return std::filesystem::path(info.dli_fname).parent_path();
+}
+
+// Op libraries stay loaded for the life of the process: the operators they
+// register are global and compiled artifacts keep pointers to them.
+void load_op_library(const std::string& name, const std::string& artifact_path) {
+  static std::mutex mutex;
+  static std::set<std::string> loaded;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (loaded.count(name)) return;
+  std::vector<std::filesystem::path> directories;
+  if (const char* paths = std::getenv("MLIPKIT_OP_LIBRARY_PATH")) {
+    std::stringstream stream(paths);
+    for (std::string directory; std::getline(stream, directory, ':');) {
+      if (!directory.empty()) directories.emplace_back(directory);
+    }
+  }
+  directories.push_back(own_directory());
+  std::string tried;
+  for (const auto& directory : directories) {
+    auto candidate = directory / ("lib" + name + ".so");
+    if (!std::filesystem::exists(candidate)) {
+      tried += " " + candidate.string();
+      continue;
+    }
+    if (dlopen(candidate.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+      throw ArtifactError(artifact_path + " needs op library '" + name + "'; loading " + candidate.string() +
+                          " failed: " + dlerror());
+    }
+    loaded.insert(name);
+    return;
+  }
+  throw ArtifactError(artifact_path + " needs op library '" + name + "', not found (looked for" + tried +
+                      "); add its directory to MLIPKIT_OP_LIBRARY_PATH");
+}
+
+void check_input(const torch::Tensor& tensor, const char* name, std::vector<int64_t> shape, torch::Dtype dtype,
+                 const std::string& path) {
+  bool ok = tensor.defined() && tensor.scalar_type() == dtype && tensor.dim() == static_cast<int64_t>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || tensor.size(i) == shape[i];
+  if (ok) return;
+  std::ostringstream message;
+  message << path << ": input '" << name << "' must be " << c10::toString(dtype) << " of shape [";
+  for (size_t i = 0; i < shape.size(); ++i) message << (i ? ", " : "") << (shape[i] < 0 ? "?" : std::to_string(shape[i]));
+  message << "], got ";
+  if (tensor.defined()) {
+    message << c10::toString(tensor.scalar_type()) << " of shape " << tensor.sizes();
+  } else {
+    message << "an undefined tensor";
+  }
+  throw ArtifactError(message.str());
+}
+
+}  // namespace
+
+bool Metadata::has_output(const std::string& name) const {
+  return std::find(outputs.begin(), outputs.end(), name) != outputs.end();
+}
+
+Metadata read_metadata(const std::string& path) {
+  if (!std::filesystem::is_regular_file(path)) throw ArtifactError("artifact not found: " + path);
+  std::string mode = ends_in(path);
+  try {
+    if (mode == "aotinductor") {
+      auto raw = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+      return parse_metadata(std::map<std::string, std::string>(raw.begin(), raw.end()), path);
+    }
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    if (!reader.hasRecord(kTorchScriptMetadata)) {
+      throw ArtifactError(path + " is not an mlipkit artifact (a TorchScript archive without " +
+                          std::string(kTorchScriptMetadata) + ")");
+    }
+    auto [data, size] = reader.getRecord(kTorchScriptMetadata);
+    return parse_metadata(parse_lines(std::string(static_cast<const char*>(data.get()), size)), path);
+  } catch (const c10::Error& error) {
+    throw ArtifactError(path + " is not a readable mlipkit artifact (corrupt or truncated?): " +
+                        error.what_without_backtrace());
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> forces_and_atomic_virials(
+    const torch::Tensor& edge_index, const torch::Tensor& edge_vectors, const torch::Tensor& edge_forces,
+    int64_t num_atoms) {
+  auto sender = edge_index[0];
+  auto receiver = edge_index[1];
+  auto forces = torch::zeros({num_atoms, 3}, edge_forces.options());
+  forces.index_add_(0, receiver, edge_forces);
+  forces.index_add_(0, sender, -edge_forces);
+  auto half_edge_virials = 0.5 * edge_vectors.unsqueeze(2) * edge_forces.unsqueeze(1);
+  auto atomic_virials = torch::zeros({num_atoms, 3, 3}, edge_forces.options());
+  atomic_virials.index_add_(0, receiver, half_edge_virials);
+  atomic_virials.index_add_(0, sender, half_edge_virials);
+  return {forces, atomic_virials};
+}
+
+struct Model::Backend {
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;
+  torch::jit::Module script;
+};
+
+Model::Model(const std::string& path)
+    : path_(path), metadata_(read_metadata(path)), device_(torch::kCPU), backend_(std::make_unique<Backend>()) {
+  if (metadata_.device == "cuda") {
+    if (!torch::cuda::is_available()) {
+      throw ArtifactError(path + " was compiled for CUDA, but this libtorch has no usable GPU");
+    }
+    device_ = torch::Device(torch::kCUDA);
+  } else if (metadata_.device != "cpu") {
+    throw ArtifactError(path + ": unknown artifact device '" + metadata_.device + "'");
+  }
+  for (const auto& library : metadata_.op_libraries) load_op_library(library, path);
+  try {
+    if (metadata_.mode == "aotinductor") {
+      backend_->package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
+    } else {
+      backend_->script = torch::jit::load(path, device_);
+      backend_->script.eval();
+    }
+  } catch (const c10::Error& error) {
+    throw ArtifactError(path + ": cannot load the compiled model: " + error.what_without_backtrace());
+  }
+}
+
+Model::~Model() = default;
+
+std::map<std::string, torch::Tensor> Model::run(
+    const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors) {
+  check_input(atom_types, "atom_types", {-1}, torch::kInt64, path_);
+  const int64_t num_edges = edge_index.defined() && edge_index.dim() == 2 ? edge_index.size(1) : -1;
+  check_input(edge_index, "edge_index", {2, -1}, torch::kInt64, path_);
+  if (edge_vectors.defined() && edge_vectors.is_floating_point() && edge_vectors.scalar_type() != metadata_.dtype) {
+    throw ArtifactError(path_ + ": dtype mismatch: the artifact computes in " + c10::toString(metadata_.dtype) +
+                        ", edge_vectors are " + c10::toString(edge_vectors.scalar_type()));
+  }
+  check_input(edge_vectors, "edge_vectors", {num_edges, 3}, metadata_.dtype, path_);
+  const int64_t num_types = static_cast<int64_t>(metadata_.type_names.size());
+  if (atom_types.numel() > 0 && (atom_types.min().item<int64_t>() < 0 || atom_types.max().item<int64_t>() >= num_types)) {
+    throw ArtifactError(path_ + ": atom_types must lie in [0, " + std::to_string(num_types) + "), got values from " +
+                        std::to_string(atom_types.min().item<int64_t>()) + " to " +
+                        std::to_string(atom_types.max().item<int64_t>()));
+  }
+  std::vector<torch::Tensor> inputs{atom_types.to(device_).contiguous(), edge_index.to(device_).contiguous(),
+                                    edge_vectors.to(device_).contiguous()};
+  std::vector<torch::Tensor> values;
+  try {
+    c10::InferenceMode inference;
+    if (backend_->package) {
+      values = backend_->package->run(inputs);
+    } else {
+      auto output = backend_->script.forward({inputs[0], inputs[1], inputs[2]});
+      for (const auto& element : output.toTupleRef().elements()) values.push_back(element.toTensor());
+    }
+  } catch (const c10::Error& error) {
+    throw ArtifactError(path_ + ": evaluation failed: " + error.what_without_backtrace());
+  }
+  if (values.size() != metadata_.outputs.size()) {
+    throw ArtifactError(path_ + ": the artifact returned " + std::to_string(values.size()) + " tensors, its metadata lists " +
+                        std::to_string(metadata_.outputs.size()) + " outputs");
+  }
+  std::map<std::string, torch::Tensor> outputs;
+  for (size_t i = 0; i < values.size(); ++i) outputs[metadata_.outputs[i]] = values[i];
+  return outputs;
+}
+
+Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
+                        const torch::Tensor& edge_vectors) {
+  auto outputs = run(atom_types, edge_index, edge_vectors);
+  Results results;
+  results.atomic_energies = outputs.at("node_energies");
+  results.energy = results.atomic_energies.sum();
+  if (outputs.count("edge_forces")) results.edge_forces = outputs.at("edge_forces");
+  if (outputs.count("forces")) {
+    results.forces = outputs.at("forces");
+    results.virial = outputs.at("virial").reshape({3, 3});
+    results.atomic_virials = outputs.at("node_virials");
+  } else if (results.edge_forces.defined()) {
+    auto device_index = edge_index.to(device_);
+    std::tie(results.forces, results.atomic_virials) = forces_and_atomic_virials(
+        device_index, edge_vectors.to(device_), results.edge_forces, atom_types.size(0));
+    results.virial = results.atomic_virials.sum(0);
+  }
+  return results;
+}
+
+Results Model::evaluate_positions(const torch::Tensor& atom_types, const torch::Tensor& positions,
+                                  const torch::Tensor& edge_index, const torch::Tensor& edge_shifts) {
+  check_input(positions, "positions", {atom_types.defined() ? atom_types.size(0) : -1, 3}, metadata_.dtype, path_);
+  check_input(edge_index, "edge_index", {2, -1}, torch::kInt64, path_);
+  auto edge_vectors = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]);
+  if (edge_shifts.defined()) {
+    check_input(edge_shifts, "edge_shifts", {edge_index.size(1), 3}, metadata_.dtype, path_);
+    edge_vectors = edge_vectors + edge_shifts;
+  }
+  return evaluate(atom_types, edge_index, edge_vectors);
+}
+
+}  // namespace mlipkit

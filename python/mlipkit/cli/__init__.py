@@ -1,0 +1,1 @@
+"""Entry points: thin argument parsing over the library."""

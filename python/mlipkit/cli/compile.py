@@ -1,0 +1,79 @@
+"""``mlip-compile model.ckpt out.pt2``: modifiers, export, verification, timings."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mlipkit.compile.artifact import mode_of_path
+from mlipkit.compile.export import CompileError, compile_checkpoint
+from mlipkit.compile.metadata import EXTENSIONS, TARGET_OUTPUTS
+from mlipkit.compile.modifiers import MODIFIERS, ModifierError
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlip-compile",
+        description="Compile an mlipkit checkpoint into a verified artifact for LAMMPS, ASE and C++.",
+    )
+    parser.add_argument("checkpoint", nargs="?", help="model.ckpt written by mlipkit")
+    parser.add_argument("output", nargs="?", help="artifact path: .pt2 (AOTInductor) or .pt (TorchScript)")
+    parser.add_argument("--mode", choices=list(EXTENSIONS), help="export route (default: from the output's extension)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], help="precision (default: the checkpoint's)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--target",
+        choices=list(TARGET_OUTPUTS),
+        default="lammps",
+        help="outputs: lammps = per-atom energies + edge forces (callers derive forces, virial, "
+        "per-atom virial); ase = also energy, forces, virial, per-atom virials; energy = per-atom energies only",
+    )
+    parser.add_argument(
+        "--modifier",
+        action="append",
+        default=[],
+        metavar="NAME[:{PARAMS}]",
+        help="apply a modifier before export (repeatable, in order); see --list-modifiers",
+    )
+    parser.add_argument("--list-modifiers", action="store_true", help="list the modifiers and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    if arguments.list_modifiers:
+        width = max(len(name) for name in MODIFIERS)
+        for name, modifier in MODIFIERS.items():
+            print(f"{name:<{width}}  {modifier.summary}")
+        return 0
+    if not arguments.checkpoint or not arguments.output:
+        parser().error("give a checkpoint and an output path (or --list-modifiers)")
+    try:
+        mode = arguments.mode or mode_of_path(Path(arguments.output))
+        print(f"mlip-compile {arguments.checkpoint} -> {arguments.output} ({mode}, target {arguments.target})")
+        start = time.perf_counter()
+        report = compile_checkpoint(
+            arguments.checkpoint,
+            arguments.output,
+            mode=mode,
+            dtype=getattr(torch, arguments.dtype) if arguments.dtype else None,
+            device=arguments.device,
+            target=arguments.target,
+            modifiers=arguments.modifier,
+            log=print,
+        )
+    except (CompileError, ModifierError, ValueError, FileNotFoundError) as error:
+        print(f"mlip-compile: error: {error}", file=sys.stderr)
+        return 1
+    checks = ", ".join(f"{name} {difference:.1e}" for name, difference in report.verification.items())
+    print(f"verified against the eager model (max relative difference: {checks})")
+    print(f"wrote {report.path} ({report.metadata.dtype}, {report.metadata.device}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

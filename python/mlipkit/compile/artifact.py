@@ -1,0 +1,141 @@
+"""Loading a compiled artifact in Python and evaluating it like a model.
+
+``Artifact(path)`` validates the file and its metadata; ``artifact.run`` takes
+the contract's inputs and returns its outputs by name; ``artifact(graph)``
+returns the same fields as a model's forward (energy, node energies, forces,
+virials, stress), deriving what the artifact does not compute from its edge
+forces with the same routine the models use.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import torch
+
+from mlipkit import ops
+from mlipkit.compile.metadata import EXTENSIONS, TORCHSCRIPT_METADATA_FILE, ArtifactMetadata
+from mlipkit.data import keys
+from mlipkit.data.graph import AtomicGraph, compute_edge_vectors
+from mlipkit.nn.derivatives import forces_and_node_virials, stress_from_virial, virial_per_graph
+from mlipkit.nn.scatter import sum_into_segments
+
+
+def mode_of_path(path: Path) -> str:
+    for mode, extension in EXTENSIONS.items():
+        if path.suffix == extension:
+            return mode
+    raise ValueError(
+        f"{path}: unknown artifact extension '{path.suffix}'; mlipkit artifacts end in "
+        + " or ".join(f"'{e}' ({m})" for m, e in EXTENSIONS.items())
+    )
+
+
+def read_metadata(path: str | Path) -> ArtifactMetadata:
+    """The metadata of an artifact, without loading its code."""
+    path = Path(path)
+    mode = _check_file(path)
+    with zipfile.ZipFile(path) as archive:
+        if mode == "aotinductor":
+            # AOTInductor writes the metadata dict next to each compiled library
+            names = [n for n in archive.namelist() if "/aotinductor/" in n and n.endswith("wrapper_metadata.json")]
+            if names:
+                return ArtifactMetadata.from_strings(json.loads(archive.read(names[0])), str(path))
+        else:
+            names = [n for n in archive.namelist() if n.endswith("/extra/" + TORCHSCRIPT_METADATA_FILE)]
+            if names:
+                return ArtifactMetadata.from_text(archive.read(names[0]).decode(), str(path))
+    raise ValueError(f"{path} is not an mlipkit artifact (a zip archive without mlipkit {mode} metadata)")
+
+
+def _check_file(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"artifact not found: {path}")
+    mode = mode_of_path(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an mlipkit artifact (not a zip archive; truncated or corrupt?)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"{path} is a corrupt archive ({error})") from None
+    if bad is not None:
+        raise ValueError(f"{path} is a corrupt archive (member '{bad}' fails its checksum)")
+    return mode
+
+
+class Artifact:
+    """A compiled model; ``device`` defaults to the one it was compiled for."""
+
+    def __init__(self, path: str | Path, device: str | torch.device | None = None):
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        self.device = torch.device(device or self.metadata.device)
+        if self.device.type != self.metadata.device:
+            raise ValueError(
+                f"{self.path} was compiled for {self.metadata.device}; it cannot run on {self.device.type}"
+            )
+        self.dtype = getattr(torch, self.metadata.dtype)
+        ops.load_library()
+        try:
+            if self.metadata.mode == "aotinductor":
+                self._runner = torch._inductor.aoti_load_package(str(self.path))
+            else:
+                self._runner = torch.jit.load(str(self.path), map_location=self.device)
+        except Exception as error:  # the loaders raise RuntimeError, OSError, ... for broken files
+            raise ValueError(f"{self.path}: cannot load the compiled model ({error})") from error
+
+    @property
+    def type_names(self) -> list[str]:
+        return self.metadata.type_names
+
+    @property
+    def r_max(self) -> float:
+        return self.metadata.r_max
+
+    @property
+    def do_derivatives(self) -> bool:
+        return keys.EDGE_FORCES in self.metadata.outputs
+
+    def run(self, atom_types: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The artifact's raw outputs, by name, for the contract's three inputs."""
+        num_atoms, num_edges = atom_types.shape[0], edge_index.shape[-1]
+        expected = {
+            keys.ATOM_TYPES: ((num_atoms,), torch.int64),
+            keys.EDGE_INDEX: ((2, num_edges), torch.int64),
+            keys.EDGE_VECTORS: ((num_edges, 3), self.dtype),
+        }
+        inputs = {keys.ATOM_TYPES: atom_types, keys.EDGE_INDEX: edge_index, keys.EDGE_VECTORS: edge_vectors}
+        for name, (shape, dtype) in expected.items():
+            tensor = inputs[name]
+            if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+                raise ValueError(
+                    f"{self.path}: input '{name}' must be {dtype} of shape {list(shape)}, "
+                    f"got {tensor.dtype} of shape {list(tensor.shape)}"
+                )
+        if num_atoms and (int(atom_types.min()) < 0 or int(atom_types.max()) >= len(self.type_names)):
+            raise ValueError(f"{self.path}: atom_types must index the type names {self.type_names}")
+        values = self._runner(*(inputs[name].to(self.device).contiguous() for name in self.metadata.inputs))
+        return dict(zip(self.metadata.outputs, values))
+
+    def __call__(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
+        """The fields a model's forward gives, for one or more graphs."""
+        atom_types, edge_index = graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX]
+        edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
+        batch = graph[keys.BATCH] if keys.BATCH in graph else torch.zeros_like(atom_types)
+        num_graphs = graph[keys.NUM_ATOMS].shape[0] if keys.NUM_ATOMS in graph else 1
+        outputs = self.run(atom_types, edge_index, edge_vectors)
+        outputs[keys.ENERGY] = sum_into_segments(outputs[keys.NODE_ENERGIES], batch, num_graphs)
+        if not self.do_derivatives:
+            return outputs
+        if keys.FORCES not in outputs or num_graphs > 1:
+            forces, node_virials = forces_and_node_virials(
+                edge_index, edge_vectors, outputs[keys.EDGE_FORCES], atom_types.shape[0]
+            )
+            outputs.update({keys.FORCES: forces, keys.NODE_VIRIALS: node_virials})
+        outputs[keys.VIRIAL] = virial_per_graph(outputs[keys.NODE_VIRIALS], batch, num_graphs)
+        if keys.CELL in graph and keys.PBC in graph:
+            outputs[keys.STRESS] = stress_from_virial(outputs[keys.VIRIAL], graph[keys.CELL], graph[keys.PBC])
+        return outputs

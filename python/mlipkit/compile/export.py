@@ -1,0 +1,273 @@
+"""Export a model to a self-describing artifact, verified before it is written.
+
+Route: the model (with autograd forces) is traced once by ``make_fx`` into a
+graph of aten and mlipkit ops with symbolic numbers of atoms and edges; that
+graph is exported with ``torch.export`` and compiled by AOTInductor (``.pt2``)
+or scripted for TorchScript (``.pt``). The artifact is written beside the
+output path, loaded back, evaluated on structures of other sizes than the
+traced one, compared with the eager model, and only then moved into place.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from mlipkit.compile.artifact import Artifact, mode_of_path
+from mlipkit.compile.metadata import (
+    EXTENSIONS,
+    INPUTS,
+    TARGET_OUTPUTS,
+    TORCHSCRIPT_METADATA_FILE,
+    UNIT_NAMES,
+    ArtifactMetadata,
+    ExportMode,
+    ExportTarget,
+    config_hash,
+)
+from mlipkit.compile.modifiers import apply_modifiers
+from mlipkit.data import keys
+from mlipkit.data.extxyz import Configuration
+from mlipkit.data.graph import AtomicGraph, compute_edge_vectors, graph_from_configuration
+from mlipkit.models.checkpoint import load_checkpoint, model_dtype
+from mlipkit.models.potential import Potential
+from mlipkit.version import __version__
+
+#: Largest relative difference (max |artifact - eager| / max |eager|) accepted per output.
+VERIFY_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+#: Op libraries every artifact needs (the model's graph calls torch.ops.mlipkit.*).
+OP_LIBRARIES = ["mlipkit_ops"]
+#: AOTInductor settings: the generated wrapper only launches kernels, so it is
+#: built at -O0 (tens of seconds less, no measurable run-time cost).
+AOTI_OPTIONS = {"aot_inductor.compile_wrapper_opt_level": "O0"}
+
+
+class CompileError(RuntimeError):
+    pass
+
+
+@dataclass
+class CompileReport:
+    path: Path
+    metadata: ArtifactMetadata
+    timings: dict[str, float] = field(default_factory=dict)
+    #: structure name -> largest relative difference to the eager model over all outputs
+    verification: dict[str, float] = field(default_factory=dict)
+
+
+class ExportablePotential(nn.Module):
+    """The artifact's calling convention around a Potential: three tensors in, a tuple out."""
+
+    def __init__(self, model: Potential, outputs: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.outputs = tuple(outputs)
+
+    def forward(self, atom_types: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor):
+        graph = {keys.ATOM_TYPES: atom_types, keys.EDGE_INDEX: edge_index, keys.EDGE_VECTORS: edge_vectors}
+        results = self.model(graph)
+        return tuple(results[name] for name in self.outputs)
+
+
+def probe_structure(type_names: Sequence[str], r_max: float, repeats: tuple[int, int, int], periodic: bool, seed: int) -> Configuration:
+    """A rattled, sheared fcc arrangement scaled to r_max (about 40 neighbours each), types in turn."""
+    nearest = 0.55 * r_max
+    a = nearest * np.sqrt(2.0)
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]) * a
+    cells = np.stack(np.meshgrid(*(np.arange(n) for n in repeats), indexing="ij"), -1).reshape(-1, 3) * a
+    positions = (cells[:, None, :] + basis[None]).reshape(-1, 3)
+    shear = np.array([[1.0, 0.04, 0.02], [0.03, 1.0, -0.05], [0.02, 0.06, 1.0]])
+    cell = np.diag(np.array(repeats, dtype=np.float64) * a) @ shear
+    positions = positions @ shear + np.random.default_rng(seed).normal(scale=0.04 * nearest, size=positions.shape)
+    symbols = [type_names[i % len(type_names)] for i in range(len(positions))]
+    return Configuration(symbols=symbols, positions=positions, cell=cell if periodic else np.zeros((3, 3)), pbc=np.array([periodic] * 3))
+
+
+def _contract_inputs(graph: AtomicGraph, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(t.to(device) for t in (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph)))
+
+
+def verification_graphs(model: Potential, dtype: torch.dtype) -> dict[str, AtomicGraph]:
+    """Structures of other sizes than the traced one: periodic triclinic, and a non-periodic cluster."""
+    shapes = {"periodic_32_atoms": ((2, 2, 2), True), "cluster_12_atoms": ((1, 1, 3), False)}
+    return {
+        name: graph_from_configuration(probe_structure(model.type_names, model.r_max, repeats, periodic, seed), model.r_max, model.type_names, dtype)
+        for seed, (name, (repeats, periodic)) in enumerate(shapes.items())
+    }
+
+
+def trace(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
+    """make_fx with symbolic shapes: autograd.grad becomes explicit backward ops."""
+    return make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example_inputs)
+
+
+def export_aotinductor(
+    graph_module: torch.fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path: Path, metadata: ArtifactMetadata
+) -> None:
+    num_atoms = torch.export.Dim("num_atoms", min=1)
+    num_edges = torch.export.Dim("num_edges", min=1)
+    dynamic_shapes = ({0: num_atoms}, {1: num_edges}, {0: num_edges})
+    exported = torch.export.export(graph_module, example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
+    options = dict(AOTI_OPTIONS, **{"aot_inductor.metadata": metadata.to_strings()})
+    torch._inductor.aoti_compile_and_package(exported, package_path=str(path), inductor_configs=options)
+
+
+def export_torchscript(graph_module: torch.fx.GraphModule, path: Path, metadata: ArtifactMetadata) -> None:
+    """Script the traced graph; TorchScript resolves overloads itself, so calls name op packets."""
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            node.target = node.target.overloadpacket
+    graph_module.recompile()
+    scripted = torch.jit.script(graph_module)
+    scripted.save(str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: metadata.to_text()})
+
+
+def relative_difference(value: torch.Tensor, reference: torch.Tensor) -> float:
+    value, reference = value.detach().double().cpu(), reference.detach().double().cpu()
+    if value.shape != reference.shape:
+        return float("inf")
+    if reference.numel() == 0:
+        return 0.0
+    return float((value - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
+
+
+def verify(artifact: Artifact, model: Potential, graphs: dict[str, AtomicGraph]) -> dict[str, float]:
+    """Largest relative difference between artifact and eager model per structure; raises past tolerance."""
+    tolerance = VERIFY_TOLERANCE[artifact.dtype]
+    exportable = ExportablePotential(model, artifact.metadata.outputs)
+    differences = {}
+    for name, graph in graphs.items():
+        inputs = _contract_inputs(graph, artifact.device)
+        expected = dict(zip(artifact.metadata.outputs, exportable(*inputs)))
+        produced = artifact.run(*inputs)
+        per_output = {output: relative_difference(produced[output], expected[output]) for output in expected}
+        worst = max(per_output, key=per_output.get)
+        if not per_output[worst] <= tolerance:
+            raise CompileError(
+                f"verification failed on {name}: output '{worst}' differs from the eager model by "
+                f"{per_output[worst]:.3g} (relative; tolerance {tolerance:g} for {artifact.metadata.dtype}); "
+                "the artifact was not written"
+            )
+        differences[name] = per_output[worst]
+    return differences
+
+
+def _check_exportable(model: Potential, target: str) -> None:
+    if model.extra_input_fields:
+        raise CompileError(
+            f"the model reads graph fields {model.extra_input_fields} beyond types and geometry; "
+            "the artifact contract (atom_types, edge_index, edge_vectors) cannot feed them"
+        )
+    if target != "energy" and not model.do_derivatives:
+        raise CompileError(
+            f"the model is energy-only, so target '{target}' has no forces: apply the modifier "
+            "enable_ForceStressOutput, or compile with --target energy"
+        )
+    spaced = [name for name in model.type_names if not name or any(c.isspace() for c in name)]
+    if spaced:
+        raise CompileError(f"type names {spaced} contain whitespace, which the artifact metadata cannot hold")
+
+
+def compile_model(
+    model: Potential,
+    output: str | Path,
+    mode: ExportMode = "aotinductor",
+    target: ExportTarget = "lammps",
+    device: str = "cpu",
+    modifiers: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> CompileReport:
+    """Export ``model`` (in its dtype) to ``output``; ``modifiers`` are recorded as already applied."""
+    log = log or (lambda message: None)
+    output = Path(output)
+    if mode not in EXTENSIONS:
+        raise CompileError(f"unknown mode '{mode}'; choose one of {list(EXTENSIONS)}")
+    if target not in TARGET_OUTPUTS:
+        raise CompileError(f"unknown target '{target}'; choose one of {list(TARGET_OUTPUTS)}")
+    if mode_of_path(output) != mode:
+        raise CompileError(f"{output}: {mode} artifacts end in '{EXTENSIONS[mode]}', not '{output.suffix}'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CompileError("--device cuda needs a CUDA build of PyTorch and a GPU; this machine has neither")
+    _check_exportable(model, target)
+    dtype = model_dtype(model)
+    model = copy.deepcopy(model).to(device).eval()
+    model.do_derivatives = target != "energy"
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    metadata = ArtifactMetadata(
+        model_name=model.model_name,
+        type_names=model.type_names,
+        r_max=model.r_max,
+        num_message_passing_layers=model.num_message_passing_layers,
+        units=model.config.units,
+        energy_unit=UNIT_NAMES[model.config.units][0],
+        length_unit=UNIT_NAMES[model.config.units][1],
+        dtype=str(dtype).removeprefix("torch."),
+        device=device,
+        mode=mode,
+        target=target,
+        inputs=list(INPUTS),
+        outputs=list(TARGET_OUTPUTS[target]),
+        op_libraries=OP_LIBRARIES,
+        modifiers=list(modifiers),
+        mlipkit_version=__version__,
+        torch_version=torch.__version__,
+        config_hash=config_hash(model.model_name, model.config),
+    )
+    report = CompileReport(output, metadata)
+
+    def stage(name: str, work: Callable[[], object]) -> object:
+        start = time.perf_counter()
+        result = work()
+        report.timings[name] = time.perf_counter() - start
+        log(f"  {name:<10} {report.timings[name]:7.1f} s")
+        return result
+
+    exportable = ExportablePotential(model, metadata.outputs)
+    example = graph_from_configuration(probe_structure(model.type_names, model.r_max, (2, 1, 1), True, 7), model.r_max, model.type_names, dtype)
+    example_inputs = _contract_inputs(example, torch.device(device))
+    graph_module = stage("trace", lambda: trace(exportable, example_inputs))
+    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if mode == "aotinductor":
+            stage("compile", lambda: export_aotinductor(graph_module, example_inputs, partial, metadata))
+        else:
+            stage("script", lambda: export_torchscript(graph_module, partial, metadata))
+        artifact = stage("load", lambda: Artifact(partial))
+        report.verification = stage("verify", lambda: verify(artifact, model, verification_graphs(model, dtype)))
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return report
+
+
+def compile_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path,
+    mode: ExportMode = "aotinductor",
+    dtype: torch.dtype | None = None,
+    device: str = "cpu",
+    target: ExportTarget = "lammps",
+    modifiers: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> CompileReport:
+    """``mlip-compile``: load, modify, export, verify; ``dtype`` defaults to the checkpoint's."""
+    start = time.perf_counter()
+    model = load_checkpoint(checkpoint, dtype)
+    applied = apply_modifiers(model, modifiers)
+    loaded = time.perf_counter() - start
+    if log:
+        log(f"  {'load ckpt':<10} {loaded:7.1f} s")
+    report = compile_model(model, output, mode, target, device, applied, log)
+    report.timings = {"load checkpoint": loaded, **report.timings}
+    return report

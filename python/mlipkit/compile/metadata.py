@@ -1,0 +1,110 @@
+"""Artifact metadata: what a compiled model is, stored as flat string pairs.
+
+Flat ``mlipkit.<field>`` -> string pairs travel unchanged in an AOTInductor
+package's metadata and in a TorchScript extra file, and the C++ runtime reads
+them without a JSON parser. Lists are space separated. The C++ runtime
+(csrc/runtime/artifact.cpp) reads the same keys and refuses other versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlipkit.data import keys
+
+ARTIFACT_FORMAT = "mlipkit-artifact"
+#: Bumped when the calling convention or the keys change; the runtimes refuse other versions.
+ARTIFACT_FORMAT_VERSION = 1
+KEY_PREFIX = "mlipkit."
+#: Name of the metadata file inside a TorchScript archive (``key=value`` lines).
+TORCHSCRIPT_METADATA_FILE = "mlipkit_metadata.txt"
+
+INPUTS = (keys.ATOM_TYPES, keys.EDGE_INDEX, keys.EDGE_VECTORS)
+
+ExportMode = Literal["aotinductor", "torchscript"]
+ExportTarget = Literal["lammps", "ase", "energy"]
+
+#: The outputs each target computes inside the artifact. ``lammps``: the minimal
+#: conservative contract (forces, virial and per-atom virial are derived from the
+#: edge forces by the caller, which knows local and ghost atoms); ``ase``: also the
+#: forces, virial and per-atom virials of the whole input (the caller divides by
+#: its cell volume for stress); ``energy``: no derivatives at all.
+TARGET_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "lammps": (keys.NODE_ENERGIES, keys.EDGE_FORCES),
+    "ase": (keys.ENERGY, keys.NODE_ENERGIES, keys.EDGE_FORCES, keys.FORCES, keys.VIRIAL, keys.NODE_VIRIALS),
+    "energy": (keys.NODE_ENERGIES,),
+}
+
+EXTENSIONS: dict[str, str] = {"aotinductor": ".pt2", "torchscript": ".pt"}
+
+UNIT_NAMES = {"metal": ("eV", "Angstrom"), "real": ("kcal/mol", "Angstrom")}
+
+
+class ArtifactMetadata(BaseModel):
+    """Everything a caller needs to run an artifact correctly (see README, "Compiled artifacts")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["mlipkit-artifact"] = ARTIFACT_FORMAT
+    format_version: int = ARTIFACT_FORMAT_VERSION
+    model_name: str
+    type_names: list[str] = Field(min_length=1)
+    r_max: float = Field(gt=0.0)
+    num_message_passing_layers: int = Field(ge=0)
+    units: Literal["metal", "real"]
+    energy_unit: str
+    length_unit: str
+    dtype: Literal["float32", "float64"]
+    device: Literal["cpu", "cuda"]
+    mode: ExportMode
+    target: ExportTarget
+    inputs: list[str]
+    outputs: list[str]
+    op_libraries: list[str]
+    modifiers: list[str]
+    mlipkit_version: str
+    torch_version: str
+    config_hash: str
+
+    def to_strings(self) -> dict[str, str]:
+        strings = {}
+        for name, value in self.model_dump().items():
+            text = " ".join(value) if isinstance(value, list) else repr(value) if isinstance(value, float) else str(value)
+            strings[KEY_PREFIX + name] = text
+        return strings
+
+    @classmethod
+    def from_strings(cls, strings: dict[str, str], source: str) -> "ArtifactMetadata":
+        """Parse and validate; ``source`` names the file in error messages."""
+        fields = {k.removeprefix(KEY_PREFIX): v for k, v in strings.items() if k.startswith(KEY_PREFIX)}
+        if fields.get("format") != ARTIFACT_FORMAT:
+            raise ValueError(f"{source} is not an mlipkit artifact (its metadata has no '{KEY_PREFIX}format' entry)")
+        version = fields.get("format_version")
+        if version != str(ARTIFACT_FORMAT_VERSION):
+            raise ValueError(
+                f"{source} has artifact format version {version} (written by mlipkit {fields.get('mlipkit_version')}); "
+                f"this mlipkit reads version {ARTIFACT_FORMAT_VERSION}: recompile it from its checkpoint"
+            )
+        list_fields = {name for name, field in cls.model_fields.items() if field.annotation == list[str]}
+        values = {name: text.split() if name in list_fields else text for name, text in fields.items()}
+        known = {name: value for name, value in values.items() if name in cls.model_fields}
+        return cls.model_validate(known)
+
+    def to_text(self) -> str:
+        """``key=value`` lines, the TorchScript archive's form."""
+        return "".join(f"{key}={value}\n" for key, value in self.to_strings().items())
+
+    @classmethod
+    def from_text(cls, text: str, source: str) -> "ArtifactMetadata":
+        strings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        return cls.from_strings(strings, source)
+
+
+def config_hash(model_name: str, config: BaseModel) -> str:
+    """sha256 of the model name and its canonical config (JSON, sorted keys)."""
+    text = json.dumps({"model_name": model_name, "config": config.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,149 @@
+"""Modifiers: named, documented transformations of a model before export or fine-tuning.
+
+A modifier is given as ``name`` or ``name:{yaml mapping of parameters}`` (CLI),
+or as ``{"name": ..., **parameters}`` (config files). Each changes the model in
+place and keeps ``model.config`` in step, so a modified model saved to a
+checkpoint rebuilds as modified. A modifier that does not apply to the model
+raises ``ModifierError`` saying why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import yaml
+
+from mlipkit.models.config import PerTypeValue
+from mlipkit.models.potential import Potential
+from mlipkit.nn.interaction import Convolution
+
+
+class ModifierError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Modifier:
+    name: str
+    summary: str
+    apply: Callable[..., None]
+
+
+def _set_config(model: Potential, **changes: Any) -> None:
+    model.config = model.config.model_copy(update=changes)
+
+
+def enable_force_stress_output(model: Potential) -> None:
+    if model.do_derivatives:
+        raise ModifierError("enable_ForceStressOutput: the model already outputs forces, stress and virial")
+    model.do_derivatives = True
+    _set_config(model, do_derivatives=True)
+
+
+def disable_force_stress_output(model: Potential) -> None:
+    if not model.do_derivatives:
+        raise ModifierError("disable_ForceStressOutput: the model is already energy-only")
+    model.do_derivatives = False
+    _set_config(model, do_derivatives=False)
+
+
+def per_type_energy_scale_shift(
+    model: Potential, shifts: PerTypeValue | None = None, scales: PerTypeValue | None = None
+) -> None:
+    if shifts is None and scales is None:
+        raise ModifierError("per_type_energy_scale_shift needs 'shifts', 'scales' or both")
+    if shifts is not None and not model.config.add_atomic_energies:
+        raise ModifierError("per_type_energy_scale_shift: the model has add_atomic_energies=False, so it has no shifts")
+    scale_shift = model.scale_shift
+    for name, values, tensor in (("shifts", shifts, scale_shift.shifts), ("scales", scales, scale_shift.scales)):
+        if values is None:
+            continue
+        try:
+            per_type = model.config.per_type_values(values, 0.0, name)
+        except ValueError as error:
+            raise ModifierError(f"per_type_energy_scale_shift: {error}") from None
+        with torch.no_grad():
+            tensor.copy_(torch.tensor(per_type, dtype=tensor.dtype))
+        _set_config(model, **{f"per_type_energy_{name}": dict(zip(model.type_names, per_type))})
+
+
+SCATTER_IMPLEMENTATIONS = {"segment_sum": True, "index_add": False}
+TENSOR_PRODUCT_IMPLEMENTATIONS = ("e3nn",)
+
+
+def set_kernels(model: Potential, scatter: str | None = None, tensor_product: str | None = None) -> None:
+    if scatter is None and tensor_product is None:
+        raise ModifierError("set_kernels needs 'scatter' and/or 'tensor_product'")
+    if tensor_product is not None and tensor_product not in TENSOR_PRODUCT_IMPLEMENTATIONS:
+        raise ModifierError(
+            f"set_kernels: tensor_product '{tensor_product}' is not available; this build has {list(TENSOR_PRODUCT_IMPLEMENTATIONS)}"
+        )
+    if scatter is not None:
+        if scatter not in SCATTER_IMPLEMENTATIONS:
+            raise ModifierError(f"set_kernels: scatter '{scatter}' is unknown; choose one of {list(SCATTER_IMPLEMENTATIONS)}")
+        convolutions = [module for module in model.modules() if isinstance(module, Convolution)]
+        if not convolutions or "deterministic_scatter_ops" not in type(model.config).model_fields:
+            raise ModifierError(f"set_kernels: the '{model.model_name}' model has no switchable message scatter")
+        for convolution in convolutions:
+            convolution.deterministic_scatter = SCATTER_IMPLEMENTATIONS[scatter]
+        _set_config(model, deterministic_scatter_ops=SCATTER_IMPLEMENTATIONS[scatter])
+
+
+MODIFIERS: dict[str, Modifier] = {
+    modifier.name: modifier
+    for modifier in (
+        Modifier(
+            "enable_ForceStressOutput",
+            "an energy-only model gains forces, virial, per-atom virials and stress (by autograd)",
+            enable_force_stress_output,
+        ),
+        Modifier("disable_ForceStressOutput", "the model outputs energies only", disable_force_stress_output),
+        Modifier(
+            "per_type_energy_scale_shift",
+            "replace per-type energy shifts and/or scales: {shifts: {Cu: -3.7}, scales: 1.2} "
+            "(a value, a list in type order or a mapping by type name)",
+            per_type_energy_scale_shift,
+        ),
+        Modifier(
+            "set_kernels",
+            "choose kernel implementations: {scatter: segment_sum|index_add, tensor_product: e3nn}",
+            set_kernels,
+        ),
+    )
+}
+
+
+def parse_modifier(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``"name"``, ``"name:{a: 1}"`` or ``{"name": "name", "a": 1}`` -> (name, parameters)."""
+    if isinstance(spec, Mapping):
+        parameters = dict(spec)
+        name = parameters.pop("name", None)
+        if not isinstance(name, str):
+            raise ModifierError(f"a modifier given as a mapping needs a 'name' entry, got {dict(spec)}")
+        return name, parameters
+    name, _, text = spec.partition(":")
+    parameters = yaml.safe_load(text) if text.strip() else {}
+    if not isinstance(parameters, dict):
+        raise ModifierError(f"modifier '{name}': parameters must be a mapping such as '{name}:{{key: value}}', got {text!r}")
+    return name.strip(), parameters
+
+
+def apply_modifiers(model: Potential, specs: Sequence[str | Mapping[str, Any]]) -> list[str]:
+    """Apply modifiers in order; returns ``name`` or ``name:{compact json}`` for each, for metadata."""
+    applied = []
+    for spec in specs:
+        name, parameters = parse_modifier(spec)
+        if name not in MODIFIERS:
+            raise ModifierError(f"unknown modifier '{name}'; available: {sorted(MODIFIERS)}")
+        modifier = MODIFIERS[name]
+        try:
+            inspect.signature(modifier.apply).bind(model, **parameters)
+        except TypeError as error:
+            raise ModifierError(f"modifier '{name}' does not take parameters {sorted(parameters)} ({error})") from None
+        modifier.apply(model, **parameters)
+        applied.append(name + (":" + json.dumps(parameters, separators=(",", ":")) if parameters else ""))
+    return applied
