@@ -72,3 +72,63 @@ def relative_error(a, b) -> float:
     a = torch.as_tensor(a, dtype=torch.float64).detach()
     b = torch.as_tensor(b, dtype=torch.float64).detach()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+#: Artifacts of the small NequIP that tests share: name -> (mode, dtype, target).
+ARTIFACT_SPECS = {
+    "aotinductor_float64": ("aotinductor", torch.float64, "lammps"),
+    "aotinductor_float32": ("aotinductor", torch.float32, "lammps"),
+    "torchscript_float64": ("torchscript", torch.float64, "lammps"),
+    "torchscript_float32": ("torchscript", torch.float32, "lammps"),
+    "torchscript_float64_ase": ("torchscript", torch.float64, "ase"),
+}
+
+
+class SharedArtifacts:
+    """Compiles each artifact once per test run, shared by pytest-xdist workers through a file lock."""
+
+    def __init__(self, directory, checkpoint):
+        self.directory = directory
+        self.checkpoint = checkpoint
+
+    def __getitem__(self, name):
+        from filelock import FileLock
+
+        from mlipkit.compile import compile_checkpoint
+        from mlipkit.compile.metadata import EXTENSIONS
+
+        mode, dtype, target = ARTIFACT_SPECS[name]
+        path = self.directory / f"{name}{EXTENSIONS[mode]}"
+        with FileLock(str(path) + ".lock"):
+            if not path.exists():
+                compile_checkpoint(self.checkpoint, path, mode=mode, dtype=dtype, target=target)
+        return path, dtype
+
+
+def _shared_directory(tmp_path_factory):
+    """A directory every xdist worker of this run sees (the parent of the per-worker base)."""
+    base = tmp_path_factory.getbasetemp()
+    directory = (base.parent if base.name.startswith("popen-gw") else base) / "shared"
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory):
+    from filelock import FileLock
+
+    path = _shared_directory(tmp_path_factory) / "small_nequip.ckpt"
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            mlipkit.save_checkpoint(build_small("nequip"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory, small_checkpoint):
+    return SharedArtifacts(_shared_directory(tmp_path_factory), small_checkpoint)
+
+
+@pytest.fixture(params=["aotinductor_float64", "aotinductor_float32", "torchscript_float64", "torchscript_float32"])
+def artifact_name(request):
+    return request.param

@@ -241,6 +241,8 @@ Model::Model(const std::string& path)
     }
   } catch (const c10::Error& error) {
     throw ArtifactError(path + ": cannot load the compiled model: " + error.what_without_backtrace());
+  } catch (const std::exception& error) {
+    throw ArtifactError(path + ": cannot load the compiled model: " + error.what());
   }
 }
 
@@ -262,6 +264,12 @@ std::map<std::string, torch::Tensor> Model::run(
                         std::to_string(atom_types.min().item<int64_t>()) + " to " +
                         std::to_string(atom_types.max().item<int64_t>()));
   }
+  if (num_edges > 1) {
+    auto receivers = edge_index[1];
+    if (!(receivers.slice(0, 1) >= receivers.slice(0, 0, num_edges - 1)).all().item<bool>()) {
+      throw ArtifactError(path_ + ": edge_index must be sorted by receiver (row 1 non-decreasing)");
+    }
+  }
   std::vector<torch::Tensor> inputs{atom_types.to(device_).contiguous(), edge_index.to(device_).contiguous(),
                                     edge_vectors.to(device_).contiguous()};
   std::vector<torch::Tensor> values;
@@ -275,6 +283,8 @@ std::map<std::string, torch::Tensor> Model::run(
     }
   } catch (const c10::Error& error) {
     throw ArtifactError(path_ + ": evaluation failed: " + error.what_without_backtrace());
+  } catch (const std::exception& error) {
+    throw ArtifactError(path_ + ": evaluation failed: " + error.what());
   }
   if (values.size() != metadata_.outputs.size()) {
     throw ArtifactError(path_ + ": the artifact returned " + std::to_string(values.size()) + " tensors, its metadata lists " +

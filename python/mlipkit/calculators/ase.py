@@ -1,4 +1,4 @@
-"""ASE calculator for an mlipkit model object or checkpoint."""
+"""ASE calculator for an mlipkit model object, checkpoint or compiled artifact."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from mlipkit.compile.artifact import Artifact
 from mlipkit.data import keys
 from mlipkit.data.graph import graph_from_atoms
 from mlipkit.models.checkpoint import load_checkpoint, model_dtype
@@ -18,20 +19,25 @@ from mlipkit.models.potential import Potential
 class MLIPCalculator(Calculator):
     """Energy, forces, stress and per-atom energies from an mlipkit model.
 
-    ``model`` is a model object or the path of a ``.ckpt`` file. Computation runs
-    in the model's dtype on ``device``; results are float64 numpy arrays in the
-    model's units (eV and Å for models trained on eV/Å data).
+    ``model`` is a model object, the path of a ``.ckpt`` checkpoint, or the path
+    of a compiled artifact (``.pt2`` or ``.pt``, any target but ``energy`` for
+    forces). Computation runs in the model's dtype on ``device`` (an artifact
+    runs on the device it was compiled for); results are float64 numpy arrays
+    in the model's units (eV and Å for ``units: metal``).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model: Potential | str | Path, device: str = "cpu", **kwargs):
+    def __init__(self, model: Potential | Artifact | str | Path, device: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(model, (str, Path)):
-            model = load_checkpoint(model)
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        self.dtype = model_dtype(self.model)
+            model = Artifact(model, device) if Path(model).suffix in (".pt2", ".pt") else load_checkpoint(model)
+        if isinstance(model, Artifact):
+            self.model, self.device, self.dtype = model, model.device, model.dtype
+        else:
+            self.device = torch.device(device or "cpu")
+            self.model = model.to(self.device).eval()
+            self.dtype = model_dtype(self.model)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

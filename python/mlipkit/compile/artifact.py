@@ -10,6 +10,7 @@ forces with the same routine the models use.
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -83,7 +84,9 @@ class Artifact:
             if self.metadata.mode == "aotinductor":
                 self._runner = torch._inductor.aoti_load_package(str(self.path))
             else:
-                self._runner = torch.jit.load(str(self.path), map_location=self.device)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._runner = torch.jit.load(str(self.path), map_location=self.device)
         except Exception as error:  # the loaders raise RuntimeError, OSError, ... for broken files
             raise ValueError(f"{self.path}: cannot load the compiled model ({error})") from error
 
@@ -115,6 +118,9 @@ class Artifact:
                     f"{self.path}: input '{name}' must be {dtype} of shape {list(shape)}, "
                     f"got {tensor.dtype} of shape {list(tensor.shape)}"
                 )
+        receivers = edge_index[1]
+        if num_edges > 1 and not bool((receivers[1:] >= receivers[:-1]).all()):
+            raise ValueError(f"{self.path}: edge_index must be sorted by receiver (row 1 non-decreasing)")
         if num_atoms and (int(atom_types.min()) < 0 or int(atom_types.max()) >= len(self.type_names)):
             raise ValueError(f"{self.path}: atom_types must index the type names {self.type_names}")
         values = self._runner(*(inputs[name].to(self.device).contiguous() for name in self.metadata.inputs))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -127,7 +128,11 @@ def export_torchscript(graph_module: torch.fx.GraphModule, path: Path, metadata:
         if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
             node.target = node.target.overloadpacket
     graph_module.recompile()
-    scripted = torch.jit.script(graph_module)
+    with warnings.catch_warnings():
+        # TorchScript is deprecated upstream but still the most portable route; say so once in the README
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The TorchScript type system", UserWarning)
+        scripted = torch.jit.script(graph_module)
     scripted.save(str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: metadata.to_text()})
 
 
