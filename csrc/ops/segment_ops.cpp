@@ -91,11 +91,21 @@ at::Tensor segment_sum_cpu(const at::Tensor& src, const at::Tensor& sorted_index
   return out;
 }
 
-at::Tensor segment_gather_cpu(const at::Tensor& values, const at::Tensor& sorted_index) {
+at::Tensor segment_gather_index_select(const at::Tensor& values, const at::Tensor& sorted_index) {
   TORCH_CHECK(values.dim() >= 1, "mlipkit::segment_gather: values must have at least one dimension");
   TORCH_CHECK(sorted_index.dim() == 1 && sorted_index.scalar_type() == at::kLong,
               "mlipkit::segment_gather: sorted_index must be a 1-D int64 tensor");
   return values.index_select(0, sorted_index);
+}
+
+// Any other device (CUDA): ATen's segment_reduce sums each segment in order,
+// so results stay deterministic; the index is not validated (that would sync).
+at::Tensor segment_sum_device(const at::Tensor& src, const at::Tensor& sorted_index, int64_t num_segments) {
+  check_index(src, sorted_index, "segment_sum");
+  TORCH_CHECK(num_segments >= 0, "mlipkit::segment_sum: num_segments must be >= 0, got ", num_segments);
+  auto lengths = at::bincount(sorted_index, {}, num_segments);
+  return at::segment_reduce(src.contiguous(), "sum", lengths, std::nullopt, std::nullopt, 0,
+                            /*unsafe=*/true, at::Scalar(0));
 }
 
 at::Tensor segment_sum_meta(const at::Tensor& src, const at::Tensor& sorted_index, c10::SymInt num_segments) {
@@ -176,7 +186,12 @@ TORCH_LIBRARY(mlipkit, m) {
 
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) {
   m.impl("segment_sum", segment_sum_cpu);
-  m.impl("segment_gather", segment_gather_cpu);
+  m.impl("segment_gather", segment_gather_index_select);
+}
+
+TORCH_LIBRARY_IMPL(mlipkit, CUDA, m) {
+  m.impl("segment_sum", segment_sum_device);
+  m.impl("segment_gather", segment_gather_index_select);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, Meta, m) {

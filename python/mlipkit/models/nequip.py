@@ -216,7 +216,7 @@ class NequIP(nn.Module):
         features = self.embedding(node_attrs)
         for layer in self.layers:
             features = layer(features, node_attrs, edge_sh, edge_radial, edge_index)
-        energies = subtract_reference(self.readout(features), atom_types)
+        energies = subtract_reference(self.readout(features), node_attrs[: atom_types.shape[0], : self.num_types])
         return energies, features[: atom_types.shape[0]]
 
 

@@ -41,7 +41,13 @@ def with_reference_nodes(atom_types: torch.Tensor, num_types: int) -> torch.Tens
     return torch.cat([atom_types, torch.arange(num_types, device=atom_types.device)])
 
 
-def subtract_reference(values: torch.Tensor, atom_types: torch.Tensor) -> torch.Tensor:
-    """Per-node values minus those of the reference node of the same type."""
-    num_nodes = atom_types.shape[0]
-    return values[:num_nodes] - values[num_nodes:].index_select(0, atom_types)
+def subtract_reference(values: torch.Tensor, type_one_hot: torch.Tensor) -> torch.Tensor:
+    """Per-node values minus those of the reference node of the same type.
+
+    ``type_one_hot`` [N, T] picks the reference rows by an (exact) matrix
+    product rather than an index: its derivative is then a matrix product, not
+    a scatter into T rows, which Inductor's CPU code generation mishandles for
+    a single type.
+    """
+    num_nodes = type_one_hot.shape[0]
+    return values[:num_nodes] - type_one_hot @ values[num_nodes:]
