@@ -288,3 +288,13 @@ def test_cli_compile_and_info(small_checkpoint, tmp_path, capsys):
     assert compile_cli.main([str(tmp_path / "nothing.ckpt"), str(tmp_path / "x.pt")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
     assert info_cli.main([str(small_checkpoint)]) == 1
+
+
+def test_single_type_model_compiles_with_aotinductor(tmp_path):
+    """One type name once broke Inductor's CPU scatter code generation (see nn.embedding.subtract_reference)."""
+    model = mlipkit.build_model("nequip", type_names=["Cu"], r_max=4.0, num_layers=1, max_ell=1, num_features=4, radial_mlp_hidden=[8], seed=0).eval()
+    report = compile_model(model, tmp_path / "cu.pt2")
+    assert report.verification and max(report.verification.values()) <= 1e-10
+    atoms = cu_cell_108()
+    graph, inputs = contract_inputs(atoms, model.r_max, model.type_names, torch.float64)
+    assert relative_error(Artifact(report.path).run(*inputs)[keys.EDGE_FORCES], model(graph)[keys.EDGE_FORCES]) <= 1e-10

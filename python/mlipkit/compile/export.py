@@ -2,8 +2,7 @@
 
 Route: the model (with autograd forces) is traced once by ``make_fx`` into a
 graph of aten and mlipkit ops with symbolic numbers of atoms and edges; that
-graph is exported with ``torch.export`` and compiled by AOTInductor (``.pt2``)
-or scripted for TorchScript (``.pt``). The artifact is written beside the
+graph is compiled by AOTInductor (``.pt2``) or scripted for TorchScript (``.pt``). The artifact is written beside the
 output path, loaded back, evaluated on structures of other sizes than the
 traced one, compared with the eager model, and only then moved into place.
 """
@@ -20,8 +19,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
+from torch._inductor.package import package_aoti
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
 from mlipkit.compile.artifact import Artifact, mode_of_path
 from mlipkit.compile.metadata import (
@@ -111,15 +113,24 @@ def trace(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.
     return make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example_inputs)
 
 
-def export_aotinductor(
-    graph_module: torch.fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path: Path, metadata: ArtifactMetadata
-) -> None:
-    num_atoms = torch.export.Dim("num_atoms", min=1)
-    num_edges = torch.export.Dim("num_edges", min=1)
-    dynamic_shapes = ({0: num_atoms}, {1: num_edges}, {0: num_edges})
-    exported = torch.export.export(graph_module, example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
-    options = dict(AOTI_OPTIONS, **{"aot_inductor.metadata": metadata.to_strings()})
-    torch._inductor.aoti_compile_and_package(exported, package_path=str(path), inductor_configs=options)
+def export_aotinductor(graph_module: torch.fx.GraphModule, path: Path, metadata: ArtifactMetadata) -> None:
+    """Compile the traced graph straight into a package, without a torch.export re-trace.
+
+    The graph's placeholders carry make_fx's fake tensors with symbolic sizes;
+    compiling with those as example inputs keeps the numbers of atoms and edges
+    dynamic. A pytree signature (three tensors in, a tuple out) lets PyTorch's
+    own package loader call the result. This skips torch.export's full re-trace
+    of the graph, about a tenth of the compile time.
+    """
+    placeholders = [node for node in graph_module.graph.nodes if node.op == "placeholder"]
+    fake_inputs = tuple(node.meta["val"] for node in placeholders)
+    in_spec = pytree.tree_flatten((fake_inputs, {}))[1]
+    out_spec = pytree.tree_flatten(tuple(metadata.outputs))[1]
+    graph_module.graph._codegen = _PyTreeCodeGen(_PyTreeInfo(list(metadata.inputs), in_spec, out_spec))
+    graph_module.recompile()
+    options = dict(AOTI_OPTIONS, **{"aot_inductor.package": True, "aot_inductor.metadata": metadata.to_strings()})
+    files = torch._inductor.aot_compile(graph_module, fake_inputs, options=options)
+    package_aoti(str(path), files)
 
 
 def export_torchscript(graph_module: torch.fx.GraphModule, path: Path, metadata: ArtifactMetadata) -> None:
@@ -250,7 +261,7 @@ def compile_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         if mode == "aotinductor":
-            stage("compile", lambda: export_aotinductor(graph_module, example_inputs, partial, metadata))
+            stage("compile", lambda: export_aotinductor(graph_module, partial, metadata))
         else:
             stage("script", lambda: export_torchscript(graph_module, partial, metadata))
         artifact = stage("load", lambda: Artifact(partial))
