@@ -15,10 +15,9 @@ from mlipkit.cli import compile as compile_cli
 from mlipkit.cli import info as info_cli
 from mlipkit.compile import Artifact, ArtifactMetadata, CompileError, ModifierError, apply_modifiers, compile_model
 from mlipkit.compile import export as export_module
-from mlipkit.compile.export import relative_difference
+from mlipkit.compile.export import contract_inputs, relative_difference
 from mlipkit.compile.metadata import TARGET_OUTPUTS
 from mlipkit.data import graph_from_atoms, keys
-from mlipkit.data.graph import compute_edge_vectors
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -32,9 +31,9 @@ def cu_cell_108() -> "ase.Atoms":  # noqa: F821
 CASES = dict(STRUCTURES, cu_108=cu_cell_108)
 
 
-def contract_inputs(atoms, r_max, type_names, dtype):
+def graph_and_inputs(atoms, r_max, type_names, dtype):
     graph = graph_from_atoms(atoms, r_max, type_names, dtype)
-    return graph, (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph))
+    return graph, contract_inputs(graph, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("structure", sorted(CASES))
@@ -42,7 +41,7 @@ def test_eager_aotinductor_torchscript_and_cpp_agree(artifacts, artifact_name, s
     path, dtype = artifacts[artifact_name]
     model = build_small("nequip", dtype)
     atoms = CASES[structure]()
-    graph, inputs = contract_inputs(atoms, model.r_max, model.type_names, dtype)
+    graph, inputs = graph_and_inputs(atoms, model.r_max, model.type_names, dtype)
     eager = model(graph)
     python_outputs = Artifact(path)(graph)
     cpp_outputs = _runtime.Model(str(path)).evaluate(*inputs)
@@ -91,7 +90,7 @@ def test_ase_target_computes_everything_inside(artifacts):
     model = build_small("nequip", dtype)
     artifact = Artifact(path)
     assert artifact.metadata.outputs == list(TARGET_OUTPUTS["ase"])
-    graph, inputs = contract_inputs(STRUCTURES["triclinic"](), model.r_max, model.type_names, dtype)
+    graph, inputs = graph_and_inputs(STRUCTURES["triclinic"](), model.r_max, model.type_names, dtype)
     eager = model(graph)
     raw = artifact.run(*inputs)
     for name in (keys.ENERGY, keys.FORCES, keys.VIRIAL, keys.NODE_VIRIALS):
@@ -115,7 +114,7 @@ def test_ase_calculator_on_artifact_equals_checkpoint(artifacts, small_checkpoin
 def test_positions_entry_point_matches_edge_vectors(artifacts):
     path, dtype = artifacts["torchscript_float64"]
     atoms = STRUCTURES["triclinic"]()
-    graph, inputs = contract_inputs(atoms, 4.0, ["H", "C", "O", "Cu", "Au"], dtype)
+    graph, inputs = graph_and_inputs(atoms, 4.0, ["H", "C", "O", "Cu", "Au"], dtype)
     shifts = graph[keys.EDGE_CELL_SHIFTS] @ graph[keys.CELL][0]
     runtime = _runtime.Model(str(path))
     from_positions = runtime.evaluate_positions(graph[keys.ATOM_TYPES], graph[keys.POSITIONS], graph[keys.EDGE_INDEX], shifts)
@@ -154,7 +153,7 @@ def test_energy_target_compiles_an_energy_only_model(tmp_path):
     report = compile_model(model, tmp_path / "energy.pt", mode="torchscript", target="energy")
     artifact = Artifact(report.path)
     assert not artifact.do_derivatives
-    graph, inputs = contract_inputs(STRUCTURES["molecule"](), model.r_max, model.type_names, torch.float64)
+    graph, inputs = graph_and_inputs(STRUCTURES["molecule"](), model.r_max, model.type_names, torch.float64)
     assert relative_error(artifact(graph)[keys.ENERGY], model(graph)[keys.ENERGY]) <= 1e-10
     assert "forces" not in _runtime.Model(str(report.path)).evaluate(*inputs)
 
@@ -232,7 +231,7 @@ def test_artifact_errors(artifacts, tmp_path):
             _runtime.Model(str(bad))
 
     model = build_small("nequip")
-    graph, (types, edge_index, edge_vectors) = contract_inputs(STRUCTURES["molecule"](), 4.0, model.type_names, torch.float64)
+    graph, (types, edge_index, edge_vectors) = graph_and_inputs(STRUCTURES["molecule"](), 4.0, model.type_names, torch.float64)
     for loader in (Artifact(path).run, _runtime.Model(str(path)).run):
         with pytest.raises(ValueError, match="float|Float"):
             loader(types, edge_index, edge_vectors.float())
@@ -296,5 +295,5 @@ def test_single_type_model_compiles_with_aotinductor(tmp_path):
     report = compile_model(model, tmp_path / "cu.pt2")
     assert report.verification and max(report.verification.values()) <= 1e-10
     atoms = cu_cell_108()
-    graph, inputs = contract_inputs(atoms, model.r_max, model.type_names, torch.float64)
+    graph, inputs = graph_and_inputs(atoms, model.r_max, model.type_names, torch.float64)
     assert relative_error(Artifact(report.path).run(*inputs)[keys.EDGE_FORCES], model(graph)[keys.EDGE_FORCES]) <= 1e-10

@@ -10,6 +10,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlipkit.compile.artifact import Artifact
+from mlipkit.compile.metadata import EXTENSIONS
 from mlipkit.data import keys
 from mlipkit.data.graph import graph_from_atoms
 from mlipkit.models.checkpoint import load_checkpoint, model_dtype
@@ -31,7 +32,7 @@ class MLIPCalculator(Calculator):
     def __init__(self, model: Potential | Artifact | str | Path, device: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(model, (str, Path)):
-            model = Artifact(model, device) if Path(model).suffix in (".pt2", ".pt") else load_checkpoint(model)
+            model = Artifact(model, device) if Path(model).suffix in EXTENSIONS.values() else load_checkpoint(model)
         if isinstance(model, Artifact):
             self.model, self.device, self.dtype = model, model.device, model.dtype
         else:

@@ -3,8 +3,8 @@
 ``Artifact(path)`` validates the file and its metadata; ``artifact.run`` takes
 the contract's inputs and returns its outputs by name; ``artifact(graph)``
 returns the same fields as a model's forward (energy, node energies, forces,
-virials, stress), deriving what the artifact does not compute from its edge
-forces with the same routine the models use.
+virials, stress), derived from the artifact's edge forces by the routine the
+models use.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from mlipkit import ops
 from mlipkit.compile.metadata import EXTENSIONS, TORCHSCRIPT_METADATA_FILE, ArtifactMetadata
 from mlipkit.data import keys
-from mlipkit.data.graph import AtomicGraph, compute_edge_vectors
-from mlipkit.nn.derivatives import forces_and_node_virials, stress_from_virial, virial_per_graph
+from mlipkit.data.graph import AtomicGraph, batch_layout, compute_edge_vectors
+from mlipkit.nn.derivatives import outputs_from_edge_forces
 from mlipkit.nn.scatter import sum_into_segments
 
 
@@ -128,20 +128,10 @@ class Artifact:
 
     def __call__(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
         """The fields a model's forward gives, for one or more graphs."""
-        atom_types, edge_index = graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX]
         edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
-        batch = graph[keys.BATCH] if keys.BATCH in graph else torch.zeros_like(atom_types)
-        num_graphs = graph[keys.NUM_ATOMS].shape[0] if keys.NUM_ATOMS in graph else 1
-        outputs = self.run(atom_types, edge_index, edge_vectors)
+        batch, num_graphs = batch_layout(graph)
+        outputs = self.run(graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], edge_vectors)
         outputs[keys.ENERGY] = sum_into_segments(outputs[keys.NODE_ENERGIES], batch, num_graphs)
-        if not self.do_derivatives:
-            return outputs
-        if keys.FORCES not in outputs or num_graphs > 1:
-            forces, node_virials = forces_and_node_virials(
-                edge_index, edge_vectors, outputs[keys.EDGE_FORCES], atom_types.shape[0]
-            )
-            outputs.update({keys.FORCES: forces, keys.NODE_VIRIALS: node_virials})
-        outputs[keys.VIRIAL] = virial_per_graph(outputs[keys.NODE_VIRIALS], batch, num_graphs)
-        if keys.CELL in graph and keys.PBC in graph:
-            outputs[keys.STRESS] = stress_from_virial(outputs[keys.VIRIAL], graph[keys.CELL], graph[keys.PBC])
+        if self.do_derivatives:
+            outputs.update(outputs_from_edge_forces(graph, edge_vectors, outputs[keys.EDGE_FORCES], batch, num_graphs))
         return outputs

@@ -95,7 +95,8 @@ def probe_structure(type_names: Sequence[str], r_max: float, repeats: tuple[int,
     return Configuration(symbols=symbols, positions=positions, cell=cell if periodic else np.zeros((3, 3)), pbc=np.array([periodic] * 3))
 
 
-def _contract_inputs(graph: AtomicGraph, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def contract_inputs(graph: AtomicGraph, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The artifact's inputs for a graph: atom types, edge index, edge vectors."""
     return tuple(t.to(device) for t in (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph)))
 
 
@@ -170,7 +171,7 @@ def verify(artifact: Artifact, model: Potential, graphs: dict[str, AtomicGraph])
     exportable = ExportablePotential(model, artifact.metadata.outputs)
     differences = {}
     for name, graph in graphs.items():
-        inputs = _contract_inputs(graph, artifact.device)
+        inputs = contract_inputs(graph, artifact.device)
         expected = dict(zip(artifact.metadata.outputs, exportable(*inputs)))
         produced = artifact.run(*inputs)
         per_output = {output: relative_difference(produced[output], expected[output]) for output in expected}
@@ -258,7 +259,7 @@ def compile_model(
 
     exportable = ExportablePotential(model, metadata.outputs)
     example = graph_from_configuration(probe_structure(model.type_names, model.r_max, (2, 1, 1), True, 7), model.r_max, model.type_names, dtype)
-    example_inputs = _contract_inputs(example, torch.device(device))
+    example_inputs = contract_inputs(example, torch.device(device))
     graph_module = stage("trace", lambda: trace(exportable, example_inputs))
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     output.parent.mkdir(parents=True, exist_ok=True)

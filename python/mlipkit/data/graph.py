@@ -72,6 +72,13 @@ def graph_from_atoms(
     return graph_from_configuration(configuration, r_max, type_names, dtype)
 
 
+def batch_layout(graph: AtomicGraph) -> tuple[torch.Tensor, int]:
+    """Each atom's graph index and the number of graphs; a graph without batch fields is one structure."""
+    batch = graph[keys.BATCH] if keys.BATCH in graph else torch.zeros_like(graph[keys.ATOM_TYPES])
+    num_graphs = graph[keys.NUM_ATOMS].shape[0] if keys.NUM_ATOMS in graph else 1
+    return batch, num_graphs
+
+
 def compute_edge_vectors(graph: AtomicGraph) -> torch.Tensor:
     """Receiver minus sender position, plus the periodic shift of the receiver."""
     sender, receiver = graph[keys.EDGE_INDEX]

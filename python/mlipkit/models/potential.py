@@ -16,9 +16,9 @@ from e3nn import o3
 from torch import nn
 
 from mlipkit.data import keys
-from mlipkit.data.graph import AtomicGraph, compute_edge_vectors
+from mlipkit.data.graph import AtomicGraph, batch_layout, compute_edge_vectors
 from mlipkit.models.config import PotentialConfig
-from mlipkit.nn.derivatives import forces_and_node_virials, stress_from_virial, virial_per_graph
+from mlipkit.nn.derivatives import outputs_from_edge_forces
 from mlipkit.nn.readout import ScalarHead, VectorHead
 from mlipkit.nn.scale_shift import PerTypeScaleShift
 from mlipkit.nn.scatter import sum_into_segments
@@ -80,8 +80,7 @@ class Potential(nn.Module):
     def forward(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
         atom_types = graph[keys.ATOM_TYPES]
         edge_index = graph[keys.EDGE_INDEX]
-        num_graphs = graph[keys.NUM_ATOMS].shape[0] if keys.NUM_ATOMS in graph else 1
-        batch = graph[keys.BATCH] if keys.BATCH in graph else torch.zeros_like(atom_types)
+        batch, num_graphs = batch_layout(graph)
         edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
         # outputs stay differentiable when training or when the caller differentiates through the inputs
         keep_graph = self.training or edge_vectors.requires_grad
@@ -112,18 +111,7 @@ class Potential(nn.Module):
                 gradient = torch.zeros_like(edge_vectors)
             edge_forces = -gradient
             geometry = edge_vectors if keep_graph else edge_vectors.detach()
-            forces, node_virials = forces_and_node_virials(edge_index, geometry, edge_forces, atom_types.shape[0])
-            virial = virial_per_graph(node_virials, batch, num_graphs)
-            outputs.update(
-                {
-                    keys.EDGE_FORCES: edge_forces,
-                    keys.FORCES: forces,
-                    keys.NODE_VIRIALS: node_virials,
-                    keys.VIRIAL: virial,
-                }
-            )
-            if keys.CELL in graph and keys.PBC in graph:
-                outputs[keys.STRESS] = stress_from_virial(virial, graph[keys.CELL], graph[keys.PBC])
+            outputs.update(outputs_from_edge_forces(graph, geometry, edge_forces, batch, num_graphs))
         return outputs
 
     def _select_head(self, head_energies: torch.Tensor, graph: AtomicGraph, batch: torch.Tensor) -> torch.Tensor:

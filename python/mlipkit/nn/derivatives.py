@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from mlipkit.data import keys
 from mlipkit.nn.scatter import sum_into_nodes, sum_into_segments
 
 
@@ -37,3 +38,26 @@ def stress_from_virial(virial: torch.Tensor, cell: torch.Tensor, pbc: torch.Tens
     safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
     stress = -virial / safe_volume.view(-1, 1, 1)
     return torch.where(periodic.view(-1, 1, 1), stress, torch.full_like(stress, float("nan")))
+
+
+def outputs_from_edge_forces(
+    graph: dict[str, torch.Tensor],
+    edge_vectors: torch.Tensor,
+    edge_forces: torch.Tensor,
+    batch: torch.Tensor,
+    num_graphs: int,
+) -> dict[str, torch.Tensor]:
+    """Edge forces, forces, per-atom virials, virials and (where the graph has a cell) stress."""
+    forces, node_virials = forces_and_node_virials(
+        graph[keys.EDGE_INDEX], edge_vectors, edge_forces, graph[keys.ATOM_TYPES].shape[0]
+    )
+    virial = virial_per_graph(node_virials, batch, num_graphs)
+    outputs = {
+        keys.EDGE_FORCES: edge_forces,
+        keys.FORCES: forces,
+        keys.NODE_VIRIALS: node_virials,
+        keys.VIRIAL: virial,
+    }
+    if keys.CELL in graph and keys.PBC in graph:
+        outputs[keys.STRESS] = stress_from_virial(virial, graph[keys.CELL], graph[keys.PBC])
+    return outputs
