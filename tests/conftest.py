@@ -105,7 +105,7 @@ class SharedArtifacts:
         return path, dtype
 
 
-def _shared_directory(tmp_path_factory):
+def shared_directory(tmp_path_factory):
     """A directory every xdist worker of this run sees (the parent of the per-worker base)."""
     base = tmp_path_factory.getbasetemp()
     directory = (base.parent if base.name.startswith("popen-gw") else base) / "shared"
@@ -117,7 +117,7 @@ def _shared_directory(tmp_path_factory):
 def small_checkpoint(tmp_path_factory):
     from filelock import FileLock
 
-    path = _shared_directory(tmp_path_factory) / "small_nequip.ckpt"
+    path = shared_directory(tmp_path_factory) / "small_nequip.ckpt"
     with FileLock(str(path) + ".lock"):
         if not path.exists():
             mlipkit.save_checkpoint(build_small("nequip"), path)
@@ -126,7 +126,7 @@ def small_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory, small_checkpoint):
-    return SharedArtifacts(_shared_directory(tmp_path_factory), small_checkpoint)
+    return SharedArtifacts(shared_directory(tmp_path_factory), small_checkpoint)
 
 
 @pytest.fixture(params=["aotinductor_float64", "aotinductor_float32", "torchscript_float64", "torchscript_float32"])

@@ -25,6 +25,7 @@ def test_calculator_matches_model(source, tmp_path):
     stress = reference[keys.STRESS][0].numpy()
     assert np.allclose(atoms.get_stress(voigt=False), stress, atol=1e-13)
     assert np.allclose(atoms.get_stress(), stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]], atol=1e-13)
+    assert np.allclose(atoms.get_stresses().sum(0), atoms.get_stress(), atol=1e-13)
 
 
 def test_calculator_stress_matches_ase_finite_differences():

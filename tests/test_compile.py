@@ -85,6 +85,56 @@ def term_scales(edge_index, edge_vectors, edge_forces, num_atoms) -> dict[str, f
     }
 
 
+def test_node_energy_mask_leaves_atoms_out_of_the_energy(artifacts):
+    """LAMMPS masks ghost atoms: energy and forces then belong to the counted atoms' energies only."""
+    path, dtype = artifacts["aotinductor_float64"]
+    model = build_small("nequip", dtype)
+    atoms = CASES["cu_108"]()
+    graph = graph_from_atoms(atoms, model.r_max, model.type_names, dtype)
+    mask = torch.arange(len(atoms)) % 4 != 0
+    graph[keys.NODE_ENERGY_MASK] = mask
+    eager = model(graph)
+    assert float(eager[keys.ENERGY][0]) == pytest.approx(float(eager[keys.NODE_ENERGIES][mask].sum()), rel=1e-14)
+    inputs = contract_inputs(graph, torch.device("cpu"), Artifact(path).metadata.inputs)
+    assert inputs[3].equal(mask)
+    python_outputs = Artifact(path)(graph)
+    cpp_outputs = _runtime.Model(str(path)).evaluate(*inputs)
+    for python_name, cpp_name in [(keys.ENERGY, "energy"), (keys.FORCES, "forces"), (keys.EDGE_FORCES, "edge_forces")]:
+        expected = eager[python_name].detach().reshape(-1)
+        assert relative_error(python_outputs[python_name].reshape(-1), expected) <= 1e-10, python_name
+        assert relative_error(cpp_outputs[cpp_name].reshape(-1), expected) <= 1e-10, cpp_name
+    unmasked = model(graph_from_atoms(atoms, model.r_max, model.type_names, dtype))
+    assert relative_error(eager[keys.FORCES], unmasked[keys.FORCES]) > 1e-3
+
+    ase_path, _ = artifacts["torchscript_float64_ase"]
+    with pytest.raises(ValueError, match="compile with --target lammps"):
+        Artifact(ase_path).run(*inputs)
+    with pytest.raises(_runtime.ArtifactError, match="compile with --target lammps"):
+        _runtime.Model(str(ase_path)).evaluate(*inputs)
+
+
+def test_masked_forces_are_the_gradient_of_the_masked_energy():
+    model = build_small("nequip")
+    atoms = STRUCTURES["triclinic"]()
+    mask = torch.tensor([True, False] * (len(atoms) // 2))
+
+    def masked(positions):
+        moved = atoms.copy()
+        moved.positions = positions
+        graph = graph_from_atoms(moved, model.r_max, model.type_names, torch.float64)
+        graph[keys.NODE_ENERGY_MASK] = mask
+        return model(graph)
+
+    forces = masked(atoms.positions)[keys.FORCES].detach().numpy()
+    step = 1e-5
+    for atom, axis in [(0, 0), (1, 2)]:
+        shifted = [atoms.positions.copy(), atoms.positions.copy()]
+        shifted[0][atom, axis] += step
+        shifted[1][atom, axis] -= step
+        plus, minus = (float(masked(p)[keys.ENERGY][0]) for p in shifted)
+        assert -(plus - minus) / (2 * step) == pytest.approx(forces[atom, axis], abs=1e-7)
+
+
 def test_ase_target_computes_everything_inside(artifacts):
     path, dtype = artifacts["torchscript_float64_ase"]
     model = build_small("nequip", dtype)
@@ -191,7 +241,7 @@ def test_verification_refuses_a_wrong_artifact(tmp_path, monkeypatch):
     other = build_small("nequip", seed=1)
     real_trace = export_module.trace
     monkeypatch.setattr(
-        export_module, "trace", lambda module, inputs: real_trace(export_module.ExportablePotential(_frozen(other), module.outputs), inputs)
+        export_module, "trace", lambda module, inputs: real_trace(export_module.ExportablePotential(_frozen(other), module.inputs, module.outputs), inputs)
     )
     output = tmp_path / "wrong.pt"
     with pytest.raises(CompileError, match="verification failed.*was not written"):
@@ -250,7 +300,7 @@ def test_newer_format_version_is_refused(artifacts, tmp_path):
         for item in source.infolist():
             data = source.read(item)
             if item.filename.endswith("mlipkit_metadata.txt"):
-                data = data.replace(b"mlipkit.format_version=1", b"mlipkit.format_version=99")
+                data = data.replace(b"mlipkit.format_version=2", b"mlipkit.format_version=99")
             target.writestr(item, data)
     with pytest.raises(ValueError, match="format version 99"):
         Artifact(newer)

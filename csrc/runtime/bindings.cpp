@@ -34,14 +34,21 @@ PYBIND11_MODULE(_runtime, module) {
       .def_property_readonly("metadata", [](const mlipkit::Model& model) { return model.metadata().entries; })
       .def_property_readonly("type_names", [](const mlipkit::Model& model) { return model.metadata().type_names; })
       .def_property_readonly("r_max", [](const mlipkit::Model& model) { return model.metadata().r_max; })
-      .def("run", &mlipkit::Model::run, py::arg("atom_types"), py::arg("edge_index"), py::arg("edge_vectors"))
+      .def(
+          "run",
+          [](mlipkit::Model& model, const torch::Tensor& atom_types, const torch::Tensor& edge_index,
+             const torch::Tensor& edge_vectors, std::optional<torch::Tensor> node_energy_mask) {
+            return model.run(atom_types, edge_index, edge_vectors, node_energy_mask.value_or(torch::Tensor()));
+          },
+          py::arg("atom_types"), py::arg("edge_index"), py::arg("edge_vectors"), py::arg("node_energy_mask") = py::none())
       .def(
           "evaluate",
           [](mlipkit::Model& model, const torch::Tensor& atom_types, const torch::Tensor& edge_index,
-             const torch::Tensor& edge_vectors) {
-            return results_dict(model.evaluate(atom_types, edge_index, edge_vectors));
+             const torch::Tensor& edge_vectors, std::optional<torch::Tensor> node_energy_mask) {
+            return results_dict(
+                model.evaluate(atom_types, edge_index, edge_vectors, node_energy_mask.value_or(torch::Tensor())));
           },
-          py::arg("atom_types"), py::arg("edge_index"), py::arg("edge_vectors"))
+          py::arg("atom_types"), py::arg("edge_index"), py::arg("edge_vectors"), py::arg("node_energy_mask") = py::none())
       .def(
           "evaluate_positions",
           [](mlipkit::Model& model, const torch::Tensor& atom_types, const torch::Tensor& positions,

@@ -91,10 +91,13 @@ Metadata parse_metadata(const std::map<std::string, std::string>& raw, const std
   metadata.outputs = split(entry(entries, "outputs", path));
   metadata.op_libraries = split(entry(entries, "op_libraries", path));
   metadata.mlipkit_version = entry(entries, "mlipkit_version", path);
-  const std::vector<std::string> expected_inputs{"atom_types", "edge_index", "edge_vectors"};
-  if (metadata.inputs != expected_inputs) {
+  const std::vector<std::string> geometry_inputs{"atom_types", "edge_index", "edge_vectors"};
+  std::vector<std::string> masked_inputs = geometry_inputs;
+  masked_inputs.push_back("node_energy_mask");
+  if (metadata.inputs != geometry_inputs && metadata.inputs != masked_inputs) {
     throw ArtifactError(path + ": artifact inputs '" + entry(entries, "inputs", path) +
-                        "' are not the calling convention this runtime knows (atom_types edge_index edge_vectors)");
+                        "' are not a calling convention this runtime knows (atom_types edge_index edge_vectors"
+                        " [node_energy_mask])");
   }
   if (!metadata.has_output("node_energies")) {
     throw ArtifactError(path + ": artifact outputs '" + entry(entries, "outputs", path) + "' lack node_energies");
@@ -180,6 +183,10 @@ bool Metadata::has_output(const std::string& name) const {
   return std::find(outputs.begin(), outputs.end(), name) != outputs.end();
 }
 
+bool Metadata::takes_node_energy_mask() const {
+  return std::find(inputs.begin(), inputs.end(), "node_energy_mask") != inputs.end();
+}
+
 Metadata read_metadata(const std::string& path) {
   if (!std::filesystem::is_regular_file(path)) throw ArtifactError("artifact not found: " + path);
   std::string mode = ends_in(path);
@@ -249,8 +256,20 @@ Model::Model(const std::string& path)
 Model::~Model() = default;
 
 std::map<std::string, torch::Tensor> Model::run(
-    const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors) {
+    const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
+    const torch::Tensor& node_energy_mask) {
   check_input(atom_types, "atom_types", {-1}, torch::kInt64, path_);
+  const int64_t num_atoms = atom_types.size(0);
+  torch::Tensor mask = node_energy_mask;
+  if (mask.defined()) {
+    check_input(mask, "node_energy_mask", {num_atoms}, torch::kBool, path_);
+    if (!metadata_.takes_node_energy_mask() && !mask.all().item<bool>()) {
+      throw ArtifactError(path_ + ": this '" + metadata_.target +
+                          "' artifact counts every atom's energy; compile with --target lammps to mask atoms out");
+    }
+  } else {
+    mask = torch::ones({num_atoms}, torch::kBool);
+  }
   const int64_t num_edges = edge_index.defined() && edge_index.dim() == 2 ? edge_index.size(1) : -1;
   check_input(edge_index, "edge_index", {2, -1}, torch::kInt64, path_);
   if (edge_vectors.defined() && edge_vectors.is_floating_point() && edge_vectors.scalar_type() != metadata_.dtype) {
@@ -272,13 +291,14 @@ std::map<std::string, torch::Tensor> Model::run(
   }
   std::vector<torch::Tensor> inputs{atom_types.to(device_).contiguous(), edge_index.to(device_).contiguous(),
                                     edge_vectors.to(device_).contiguous()};
+  if (metadata_.takes_node_energy_mask()) inputs.push_back(mask.to(device_).contiguous());
   std::vector<torch::Tensor> values;
   try {
     c10::InferenceMode inference;
     if (backend_->package) {
       values = backend_->package->run(inputs);
     } else {
-      auto output = backend_->script.forward({inputs[0], inputs[1], inputs[2]});
+      auto output = backend_->script.forward(std::vector<torch::IValue>(inputs.begin(), inputs.end()));
       for (const auto& element : output.toTupleRef().elements()) values.push_back(element.toTensor());
     }
   } catch (const c10::Error& error) {
@@ -296,11 +316,13 @@ std::map<std::string, torch::Tensor> Model::run(
 }
 
 Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
-                        const torch::Tensor& edge_vectors) {
-  auto outputs = run(atom_types, edge_index, edge_vectors);
+                        const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask) {
+  auto outputs = run(atom_types, edge_index, edge_vectors, node_energy_mask);
   Results results;
   results.atomic_energies = outputs.at("node_energies");
-  results.energy = results.atomic_energies.sum();
+  results.energy = node_energy_mask.defined()
+                       ? torch::where(node_energy_mask.to(device_), results.atomic_energies, 0.0).sum()
+                       : results.atomic_energies.sum();
   if (outputs.count("edge_forces")) results.edge_forces = outputs.at("edge_forces");
   if (outputs.count("forces")) {
     results.forces = outputs.at("forces");

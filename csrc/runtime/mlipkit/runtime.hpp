@@ -3,7 +3,9 @@
 //
 // The artifact takes atom_types [N] (int64), edge_index [2, E] (int64; row 0
 // sender, row 1 receiver, receivers non-decreasing) and edge_vectors [E, 3]
-// (receiver - sender + periodic shift, in the artifact's dtype). Forces,
+// (receiver - sender + periodic shift, in the artifact's dtype); artifacts of
+// target "lammps" also take node_energy_mask [N] (bool): the atoms whose
+// energies count (a LAMMPS rank's own atoms, not its ghosts). Forces,
 // virial and per-atom virials are derived here from the edge forces
 // f_e = -dE/d(edge_vectors) when the artifact does not return them itself.
 #pragma once
@@ -26,7 +28,7 @@ class ArtifactError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr int kArtifactFormatVersion = 1;
+inline constexpr int kArtifactFormatVersion = 2;
 
 struct Metadata {
   std::map<std::string, std::string> entries;  // every mlipkit.* key, unparsed
@@ -48,6 +50,8 @@ struct Metadata {
   std::string mlipkit_version;
 
   bool has_output(const std::string& name) const;
+  // Whether the artifact takes node_energy_mask (otherwise every atom's energy counts).
+  bool takes_node_energy_mask() const;
   // Whether forces are available (as edge forces or directly).
   bool has_forces() const { return has_output("edge_forces") || has_output("forces"); }
 };
@@ -56,7 +60,7 @@ struct Metadata {
 Metadata read_metadata(const std::string& path);
 
 struct Results {
-  torch::Tensor energy;           // [] sum of atomic_energies
+  torch::Tensor energy;           // [] sum of the counted atomic_energies
   torch::Tensor atomic_energies;  // [N]
   torch::Tensor forces;           // [N, 3]     undefined for energy-only artifacts
   torch::Tensor virial;           // [3, 3]     sum over edges of edge_vector (x) edge_force
@@ -82,12 +86,15 @@ class Model {
   const std::string& path() const { return path_; }
   torch::Device device() const { return device_; }
 
-  // The artifact's raw outputs, by name, after checking the inputs.
+  // The artifact's raw outputs, by name, after checking the inputs. An
+  // undefined node_energy_mask counts every atom.
   std::map<std::string, torch::Tensor> run(
-      const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors);
+      const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
+      const torch::Tensor& node_energy_mask = {});
 
   // Energy, per-atom energies, and (unless energy-only) forces, virial, per-atom virials.
-  Results evaluate(const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors);
+  Results evaluate(const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
+                   const torch::Tensor& node_energy_mask = {});
 
   // As evaluate, with edge vectors positions[receiver] - positions[sender] + edge_shifts
   // (edge_shifts [E, 3]: the Cartesian periodic shift of each edge; undefined for none).

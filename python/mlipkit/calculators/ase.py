@@ -18,16 +18,18 @@ from mlipkit.models.potential import Potential
 
 
 class MLIPCalculator(Calculator):
-    """Energy, forces, stress and per-atom energies from an mlipkit model.
+    """Energy, forces, stress, per-atom energies and per-atom stresses from an mlipkit model.
 
     ``model`` is a model object, the path of a ``.ckpt`` checkpoint, or the path
     of a compiled artifact (``.pt2`` or ``.pt``, any target but ``energy`` for
     forces). Computation runs in the model's dtype on ``device`` (an artifact
     runs on the device it was compiled for); results are float64 numpy arrays
-    in the model's units (eV and Å for ``units: metal``).
+    in the model's units (eV and Å for ``units: metal``). Per-atom stresses
+    ("stresses", Voigt order like "stress") are -per-atom virial / cell volume
+    and sum to the stress.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
     def __init__(self, model: Potential | Artifact | str | Path, device: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -47,7 +49,7 @@ class MLIPCalculator(Calculator):
                 "this model is energy-only (do_derivatives=False): it gives no forces or stress"
             )
         periodic = bool(np.all(self.atoms.pbc))
-        if "stress" in properties and not periodic:
+        if {"stress", "stresses"} & set(properties) and not periodic:
             raise PropertyNotImplementedError(
                 f"stress needs a cell periodic in all three directions; these atoms have pbc={self.atoms.pbc.tolist()}"
             )
@@ -65,3 +67,5 @@ class MLIPCalculator(Calculator):
             if periodic:
                 stress = outputs[keys.STRESS].detach().cpu().double().numpy()[0]
                 self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+                node_virials = outputs[keys.NODE_VIRIALS].detach().cpu().double().numpy()
+                self.results["stresses"] = full_3x3_to_voigt_6_stress(-node_virials / self.atoms.get_volume())

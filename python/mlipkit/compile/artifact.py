@@ -102,15 +102,35 @@ class Artifact:
     def do_derivatives(self) -> bool:
         return keys.EDGE_FORCES in self.metadata.outputs
 
-    def run(self, atom_types: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The artifact's raw outputs, by name, for the contract's three inputs."""
+    def run(
+        self,
+        atom_types: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        node_energy_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The artifact's raw outputs, by name; ``node_energy_mask`` (default: every atom) picks the atoms whose energies count."""
         num_atoms, num_edges = atom_types.shape[0], edge_index.shape[-1]
+        takes_mask = keys.NODE_ENERGY_MASK in self.metadata.inputs
+        if node_energy_mask is None:
+            node_energy_mask = torch.ones(num_atoms, dtype=torch.bool, device=atom_types.device)
+        elif not takes_mask and not bool(node_energy_mask.all()):
+            raise ValueError(
+                f"{self.path}: this '{self.metadata.target}' artifact counts every atom's energy; "
+                "compile with --target lammps to mask atoms out"
+            )
         expected = {
             keys.ATOM_TYPES: ((num_atoms,), torch.int64),
             keys.EDGE_INDEX: ((2, num_edges), torch.int64),
             keys.EDGE_VECTORS: ((num_edges, 3), self.dtype),
+            keys.NODE_ENERGY_MASK: ((num_atoms,), torch.bool),
         }
-        inputs = {keys.ATOM_TYPES: atom_types, keys.EDGE_INDEX: edge_index, keys.EDGE_VECTORS: edge_vectors}
+        inputs = {
+            keys.ATOM_TYPES: atom_types,
+            keys.EDGE_INDEX: edge_index,
+            keys.EDGE_VECTORS: edge_vectors,
+            keys.NODE_ENERGY_MASK: node_energy_mask,
+        }
         for name, (shape, dtype) in expected.items():
             tensor = inputs[name]
             if tuple(tensor.shape) != shape or tensor.dtype != dtype:
@@ -130,8 +150,10 @@ class Artifact:
         """The fields a model's forward gives, for one or more graphs."""
         edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
         batch, num_graphs = batch_layout(graph)
-        outputs = self.run(graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], edge_vectors)
-        outputs[keys.ENERGY] = sum_into_segments(outputs[keys.NODE_ENERGIES], batch, num_graphs)
+        mask = graph.get(keys.NODE_ENERGY_MASK)
+        outputs = self.run(graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], edge_vectors, mask)
+        counted = outputs[keys.NODE_ENERGIES] if mask is None else torch.where(mask, outputs[keys.NODE_ENERGIES], 0.0)
+        outputs[keys.ENERGY] = sum_into_segments(counted, batch, num_graphs)
         if self.do_derivatives:
             outputs.update(outputs_from_edge_forces(graph, edge_vectors, outputs[keys.EDGE_FORCES], batch, num_graphs))
         return outputs

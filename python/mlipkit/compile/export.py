@@ -29,6 +29,7 @@ from mlipkit.compile.artifact import Artifact, mode_of_path
 from mlipkit.compile.metadata import (
     EXTENSIONS,
     INPUTS,
+    TARGET_INPUTS,
     TARGET_OUTPUTS,
     TORCHSCRIPT_METADATA_FILE,
     UNIT_NAMES,
@@ -68,16 +69,16 @@ class CompileReport:
 
 
 class ExportablePotential(nn.Module):
-    """The artifact's calling convention around a Potential: three tensors in, a tuple out."""
+    """The artifact's calling convention around a Potential: named tensors in, a tuple out."""
 
-    def __init__(self, model: Potential, outputs: Sequence[str]):
+    def __init__(self, model: Potential, inputs: Sequence[str], outputs: Sequence[str]):
         super().__init__()
         self.model = model
+        self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
 
-    def forward(self, atom_types: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor):
-        graph = {keys.ATOM_TYPES: atom_types, keys.EDGE_INDEX: edge_index, keys.EDGE_VECTORS: edge_vectors}
-        results = self.model(graph)
+    def forward(self, *tensors: torch.Tensor):
+        results = self.model(dict(zip(self.inputs, tensors)))
         return tuple(results[name] for name in self.outputs)
 
 
@@ -95,18 +96,30 @@ def probe_structure(type_names: Sequence[str], r_max: float, repeats: tuple[int,
     return Configuration(symbols=symbols, positions=positions, cell=cell if periodic else np.zeros((3, 3)), pbc=np.array([periodic] * 3))
 
 
-def contract_inputs(graph: AtomicGraph, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The artifact's inputs for a graph: atom types, edge index, edge vectors."""
-    return tuple(t.to(device) for t in (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph)))
+def contract_inputs(graph: AtomicGraph, device: torch.device, inputs: Sequence[str] = INPUTS) -> tuple[torch.Tensor, ...]:
+    """The artifact's inputs for a graph, in the order ``inputs`` names them (every atom counts unless masked)."""
+    values = {
+        keys.ATOM_TYPES: graph[keys.ATOM_TYPES],
+        keys.EDGE_INDEX: graph[keys.EDGE_INDEX],
+        keys.EDGE_VECTORS: compute_edge_vectors(graph),
+        keys.NODE_ENERGY_MASK: graph.get(keys.NODE_ENERGY_MASK, torch.ones_like(graph[keys.ATOM_TYPES], dtype=torch.bool)),
+    }
+    return tuple(values[name].to(device) for name in inputs)
 
 
 def verification_graphs(model: Potential, dtype: torch.dtype) -> dict[str, AtomicGraph]:
-    """Structures of other sizes than the traced one: periodic triclinic, and a non-periodic cluster."""
+    """Structures of other sizes than the traced one: periodic triclinic, and a non-periodic cluster.
+
+    Every third atom's energy is masked out, as LAMMPS masks ghost atoms.
+    """
     shapes = {"periodic_32_atoms": ((2, 2, 2), True), "cluster_12_atoms": ((1, 1, 3), False)}
-    return {
-        name: graph_from_configuration(probe_structure(model.type_names, model.r_max, repeats, periodic, seed), model.r_max, model.type_names, dtype)
-        for seed, (name, (repeats, periodic)) in enumerate(shapes.items())
-    }
+    graphs = {}
+    for seed, (name, (repeats, periodic)) in enumerate(shapes.items()):
+        configuration = probe_structure(model.type_names, model.r_max, repeats, periodic, seed)
+        graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype)
+        graph[keys.NODE_ENERGY_MASK] = torch.arange(len(configuration.symbols)) % 3 != 0
+        graphs[name] = graph
+    return graphs
 
 
 def trace(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
@@ -168,10 +181,10 @@ def relative_difference(value: torch.Tensor, reference: torch.Tensor, scale: flo
 def verify(artifact: Artifact, model: Potential, graphs: dict[str, AtomicGraph]) -> dict[str, float]:
     """Largest relative difference between artifact and eager model per structure; raises past tolerance."""
     tolerance = VERIFY_TOLERANCE[artifact.dtype]
-    exportable = ExportablePotential(model, artifact.metadata.outputs)
+    exportable = ExportablePotential(model, artifact.metadata.inputs, artifact.metadata.outputs)
     differences = {}
     for name, graph in graphs.items():
-        inputs = contract_inputs(graph, artifact.device)
+        inputs = contract_inputs(graph, artifact.device, artifact.metadata.inputs)
         expected = dict(zip(artifact.metadata.outputs, exportable(*inputs)))
         produced = artifact.run(*inputs)
         per_output = {output: relative_difference(produced[output], expected[output]) for output in expected}
@@ -240,7 +253,7 @@ def compile_model(
         device=device,
         mode=mode,
         target=target,
-        inputs=list(INPUTS),
+        inputs=list(TARGET_INPUTS[target]),
         outputs=list(TARGET_OUTPUTS[target]),
         op_libraries=OP_LIBRARIES,
         modifiers=list(modifiers),
@@ -257,9 +270,9 @@ def compile_model(
         log(f"  {name:<10} {report.timings[name]:7.1f} s")
         return result
 
-    exportable = ExportablePotential(model, metadata.outputs)
+    exportable = ExportablePotential(model, metadata.inputs, metadata.outputs)
     example = graph_from_configuration(probe_structure(model.type_names, model.r_max, (2, 1, 1), True, 7), model.r_max, model.type_names, dtype)
-    example_inputs = contract_inputs(example, torch.device(device))
+    example_inputs = contract_inputs(example, torch.device(device), metadata.inputs)
     graph_module = stage("trace", lambda: trace(exportable, example_inputs))
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from mlipkit.data import keys
 
 ARTIFACT_FORMAT = "mlipkit-artifact"
 #: Bumped when the calling convention or the keys change; the runtimes refuse other versions.
-ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_FORMAT_VERSION = 2
 KEY_PREFIX = "mlipkit."
 #: Name of the metadata file inside a TorchScript archive (``key=value`` lines).
 TORCHSCRIPT_METADATA_FILE = "mlipkit_metadata.txt"
@@ -37,6 +37,15 @@ TARGET_OUTPUTS: dict[str, tuple[str, ...]] = {
     "lammps": (keys.NODE_ENERGIES, keys.EDGE_FORCES),
     "ase": (keys.ENERGY, keys.NODE_ENERGIES, keys.EDGE_FORCES, keys.FORCES, keys.VIRIAL, keys.NODE_VIRIALS),
     "energy": (keys.NODE_ENERGIES,),
+}
+
+#: The inputs each target takes. ``lammps`` also takes node_energy_mask [N] (bool):
+#: the atoms whose energies the edge forces differentiate (a rank's own atoms,
+#: not its ghost atoms, whose receptive fields are cut off).
+TARGET_INPUTS: dict[str, tuple[str, ...]] = {
+    "lammps": INPUTS + (keys.NODE_ENERGY_MASK,),
+    "ase": INPUTS,
+    "energy": INPUTS,
 }
 
 EXTENSIONS: dict[str, str] = {"aotinductor": ".pt2", "torchscript": ".pt"}

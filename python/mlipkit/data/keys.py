@@ -14,6 +14,7 @@ NODE_ATTRS = "node_attrs"  # [N, F] optional extra per-atom input features
 EDGE_ATTRS = "edge_attrs"  # [E, F] optional extra per-edge input features
 TOTAL_CHARGE = "total_charge"  # [B]
 HEAD = "head"  # [B] int64 readout head used for each graph
+NODE_ENERGY_MASK = "node_energy_mask"  # [N] bool, optional: atoms whose energies count in the graph energy (and so in forces)
 
 # targets and predictions
 ENERGY = "energy"  # [B]
@@ -30,5 +31,5 @@ NODE_SCALARS = "node_scalars"  # [N, T]
 NODE_VECTORS = "node_vectors"  # [N, T, 3]
 
 GRAPH_FIELDS = (CELL, PBC, NUM_ATOMS, TOTAL_CHARGE, HEAD, ENERGY, VIRIAL, STRESS, GRAPH_SCALARS, GRAPH_VECTORS)
-NODE_FIELDS = (POSITIONS, ATOM_TYPES, BATCH, NODE_ATTRS, NODE_ENERGIES, FORCES, NODE_VIRIALS, CHARGES, NODE_SCALARS, NODE_VECTORS)
+NODE_FIELDS = (POSITIONS, ATOM_TYPES, BATCH, NODE_ATTRS, NODE_ENERGY_MASK, NODE_ENERGIES, FORCES, NODE_VIRIALS, CHARGES, NODE_SCALARS, NODE_VECTORS)
 EDGE_FIELDS = (EDGE_CELL_SHIFTS, EDGE_VECTORS, EDGE_ATTRS, EDGE_FORCES)

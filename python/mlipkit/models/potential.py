@@ -93,7 +93,11 @@ class Potential(nn.Module):
             node_energies = self.scale_shift(self._select_head(head_energies, graph, batch), atom_types)
             if self.zbl is not None:
                 node_energies = node_energies + self.zbl(atom_types, edge_index, edge_lengths)
-            energy = sum_into_segments(node_energies, batch, num_graphs)
+            counted_energies = node_energies
+            if keys.NODE_ENERGY_MASK in graph:
+                # callers with ghost atoms (LAMMPS) count only the energies they own
+                counted_energies = torch.where(graph[keys.NODE_ENERGY_MASK], node_energies, torch.zeros_like(node_energies))
+            energy = sum_into_segments(counted_energies, batch, num_graphs)
 
         outputs = {keys.NODE_ENERGIES: node_energies, keys.ENERGY: energy}
         for output, head in self.heads.items():

