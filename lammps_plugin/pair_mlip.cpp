@@ -180,22 +180,20 @@ void PairMLIP::build_graph() {
   receivers_.clear();
   edge_vectors_.clear();
   atom_node_.assign(nall, -1);
-  local_of_tag_.clear();
-  local_of_tag_.reserve(nlocal);
+  node_of_tag_.clear();
+  node_of_tag_.reserve(nlocal);
   for (int i = 0; i < nlocal; ++i) {
     atom_node_[i] = i;
     node_atom_.push_back(i);
-    local_of_tag_[tag[i]] = i;
-  }
-  // a periodic image of an owned atom is that atom
-  for (int ghost = nlocal; ghost < nall; ++ghost) {
-    auto owner = local_of_tag_.find(tag[ghost]);
-    if (owner != local_of_tag_.end()) atom_node_[ghost] = owner->second;
+    node_of_tag_[tag[i]] = i;
   }
 
-  // Breadth first from the owned atoms: receivers within num_layers - 1 hops
-  // get their edges, their senders become nodes. Nodes appear in hop order
-  // and receivers are visited in node order, so edges are sorted by receiver.
+  // Breadth first from the owned atoms. Every atom (tag) is one node, however
+  // many periodic images of it are ghosts: the image met first is the closest
+  // in hops, so its neighbour list is complete and it speaks for the atom.
+  // Receivers within num_layers - 1 hops get their edges; nodes appear in hop
+  // order and receivers are visited in node order, so edges come sorted by
+  // receiver.
   const double cutoff_sq = r_max_ * r_max_;
   size_t begin = 0;
   size_t end = node_atom_.size();
@@ -215,14 +213,15 @@ void PairMLIP::build_graph() {
           error->one(FLERR, "pair mlip: atoms {} and {} are {:.3g} Angstrom apart (on top of each other)", tag[i],
                      tag[j], std::sqrt(distance_sq));
         }
-        int sender = atom_node_[j];
-        if (sender < 0) {
-          if (!ghost_nodes_) error->one(FLERR, "pair mlip: ghost atom {} has no owner on this rank", tag[j]);
-          sender = static_cast<int>(node_atom_.size());
-          node_atom_.push_back(j);
-          atom_node_[j] = sender;
+        if (atom_node_[j] < 0) {
+          auto [entry, added] = node_of_tag_.try_emplace(tag[j], static_cast<int>(node_atom_.size()));
+          if (added) {
+            if (!ghost_nodes_) error->one(FLERR, "pair mlip: ghost atom {} has no owner on this rank", tag[j]);
+            node_atom_.push_back(j);
+          }
+          atom_node_[j] = entry->second;
         }
-        senders_.push_back(sender);
+        senders_.push_back(atom_node_[j]);
         receivers_.push_back(static_cast<int64_t>(node));
         edge_vectors_.insert(edge_vectors_.end(), {dx, dy, dz});
       }

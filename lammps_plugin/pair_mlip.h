@@ -4,13 +4,16 @@
 // list, evaluates it through the mlipkit C++ runtime, and hands back energies,
 // forces, the virial and per-atom energies and virials in LAMMPS units.
 //
-// Message passing reaches num_message_passing_layers x r_max. On one rank
-// every ghost atom is a periodic image of an owned atom and becomes an edge
-// to its owner (no extra graph nodes). On several ranks the ghost shell is
-// layers x r_max + skin thick; ghost atoms that are images of owned atoms
-// are again folded onto their owners, the others become graph nodes whose
-// energies are masked out, and forces on them travel home through LAMMPS's
-// reverse communication (hence newton on).
+// Message passing reaches num_message_passing_layers x r_max. The graph has
+// one node per atom, never one per periodic image: an edge to a ghost atom
+// that is an image of an owned atom is an edge to the owned atom. On one rank
+// that is every ghost, so the graph is exactly the periodic graph of the
+// owned atoms. On several ranks the ghost shell is layers x r_max + skin
+// thick (a ghost-feature exchange between layers would need the model split
+// into per-layer artifacts); atoms owned by other ranks that lie within
+// layers hops become nodes too, with their energies masked out, and the
+// forces on them travel home through LAMMPS's reverse communication (hence
+// newton on).
 #pragma once
 
 #include <chrono>
@@ -52,9 +55,9 @@ class PairMLIP : public Pair {
   bool ghost_nodes_ = false;           // several ranks: remote ghost atoms are graph nodes
 
   // the graph of one step
-  std::vector<int> node_atom_;         // graph node -> LAMMPS atom index
+  std::vector<int> node_atom_;         // graph node -> LAMMPS atom index (owned, or the image that speaks for it)
   std::vector<int> atom_node_;         // LAMMPS atom index -> graph node (-1: not in the graph)
-  std::unordered_map<tagint, int> local_of_tag_;
+  std::unordered_map<tagint, int> node_of_tag_;
   std::vector<int64_t> senders_, receivers_;
   std::vector<double> edge_vectors_;
 

