@@ -106,10 +106,16 @@ run 0
 """
 
 
-def read_single_point(directory: Path, units: str) -> dict[str, np.ndarray]:
+def read_thermo(directory: Path) -> np.ndarray:
+    """The thermo table of the (last) run in the directory's log.lammps."""
     log = (directory / "log.lammps").read_text().splitlines()
-    header = next(i for i, line in enumerate(log) if line.split()[:2] == ["Step", "PotEng"])
-    values = np.array(log[header + 1].split(), dtype=float)
+    header = max(i for i, line in enumerate(log) if line.split()[:1] == ["Step"])
+    end = next(i for i in range(header + 1, len(log)) if log[i].startswith("Loop time"))
+    return np.array([line.split() for line in log[header + 1 : end]], dtype=float)
+
+
+def read_single_point(directory: Path, units: str) -> dict[str, np.ndarray]:
+    values = read_thermo(directory)[0]
     dump = np.loadtxt(directory / "dump.txt", skiprows=9)
     dump = dump.reshape(-1, dump.shape[-1])
     per_energy = PRESSURE_VOLUME_PER_ENERGY[units]
@@ -242,13 +248,6 @@ thermo_style custom step time etotal pe ke temp
 thermo_modify format float %.17g
 run {steps}
 """
-
-
-def read_thermo(directory: Path) -> np.ndarray:
-    log = (directory / "log.lammps").read_text().splitlines()
-    header = next(i for i, line in enumerate(log) if line.split()[:3] == ["Step", "Time", "TotEng"])
-    end = next(i for i in range(header + 1, len(log)) if log[i].startswith("Loop time"))
-    return np.array([line.split() for line in log[header + 1 : end]], dtype=float)
 
 
 def test_nve_conserves_energy(smooth_artifact, tmp_path):

@@ -20,8 +20,7 @@ from mlipkit import ops
 from mlipkit.compile.metadata import EXTENSIONS, TORCHSCRIPT_METADATA_FILE, ArtifactMetadata
 from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph, batch_layout, compute_edge_vectors
-from mlipkit.nn.derivatives import outputs_from_edge_forces
-from mlipkit.nn.scatter import sum_into_segments
+from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces
 
 
 def mode_of_path(path: Path) -> str:
@@ -150,10 +149,8 @@ class Artifact:
         """The fields a model's forward gives, for one or more graphs."""
         edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
         batch, num_graphs = batch_layout(graph)
-        mask = graph.get(keys.NODE_ENERGY_MASK)
-        outputs = self.run(graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], edge_vectors, mask)
-        counted = outputs[keys.NODE_ENERGIES] if mask is None else torch.where(mask, outputs[keys.NODE_ENERGIES], 0.0)
-        outputs[keys.ENERGY] = sum_into_segments(counted, batch, num_graphs)
+        outputs = self.run(graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], edge_vectors, graph.get(keys.NODE_ENERGY_MASK))
+        outputs[keys.ENERGY] = graph_energies(outputs[keys.NODE_ENERGIES], graph, batch, num_graphs)
         if self.do_derivatives:
             outputs.update(outputs_from_edge_forces(graph, edge_vectors, outputs[keys.EDGE_FORCES], batch, num_graphs))
         return outputs

@@ -18,7 +18,7 @@ from torch import nn
 from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph, batch_layout, compute_edge_vectors
 from mlipkit.models.config import PotentialConfig
-from mlipkit.nn.derivatives import outputs_from_edge_forces
+from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces
 from mlipkit.nn.readout import ScalarHead, VectorHead
 from mlipkit.nn.scale_shift import PerTypeScaleShift
 from mlipkit.nn.scatter import sum_into_segments
@@ -93,11 +93,7 @@ class Potential(nn.Module):
             node_energies = self.scale_shift(self._select_head(head_energies, graph, batch), atom_types)
             if self.zbl is not None:
                 node_energies = node_energies + self.zbl(atom_types, edge_index, edge_lengths)
-            counted_energies = node_energies
-            if keys.NODE_ENERGY_MASK in graph:
-                # callers with ghost atoms (LAMMPS) count only the energies they own
-                counted_energies = torch.where(graph[keys.NODE_ENERGY_MASK], node_energies, torch.zeros_like(node_energies))
-            energy = sum_into_segments(counted_energies, batch, num_graphs)
+            energy = graph_energies(node_energies, graph, batch, num_graphs)
 
         outputs = {keys.NODE_ENERGIES: node_energies, keys.ENERGY: energy}
         for output, head in self.heads.items():

@@ -1,4 +1,4 @@
-"""Forces and virials from edge forces: the routine every output path shares.
+"""Graph energies, and forces and virials from edge forces: the routines every output path shares.
 
 With edge vectors r_e = x_receiver - x_sender (+ periodic shift) and edge
 forces f_e = -dE/dr_e, the force on an atom is the sum of f_e over the edges it
@@ -38,6 +38,17 @@ def stress_from_virial(virial: torch.Tensor, cell: torch.Tensor, pbc: torch.Tens
     safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
     stress = -virial / safe_volume.view(-1, 1, 1)
     return torch.where(periodic.view(-1, 1, 1), stress, torch.full_like(stress, float("nan")))
+
+
+def graph_energies(node_energies: torch.Tensor, graph: dict[str, torch.Tensor], batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """Per-graph sums of the counted atoms' energies (all atoms unless the graph has a node_energy_mask).
+
+    Callers with ghost atoms (LAMMPS) count only the atoms they own; forces are
+    then derivatives of that sum.
+    """
+    if keys.NODE_ENERGY_MASK in graph:
+        node_energies = torch.where(graph[keys.NODE_ENERGY_MASK], node_energies, torch.zeros_like(node_energies))
+    return sum_into_segments(node_energies, batch, num_graphs)
 
 
 def outputs_from_edge_forces(
