@@ -164,6 +164,20 @@ void PairMLIP::init_style() {
   model_time_ = total_time_ = std::chrono::duration<double>(0.0);
 }
 
+void PairMLIP::init_list(int id, NeighList* list) {
+  Pair::init_list(id, list);
+  // a pair left out of the neighbour list is an edge missing from the graph: refuse rather than compute wrong numbers
+  if (neighbor->exclude) {
+    error->all(FLERR, "pair_style mlip needs every pair within the cutoff; remove 'neigh_modify exclude'");
+  }
+  for (int k = 1; k <= 3 && atom->molecular != Atom::ATOMIC; ++k) {
+    if (neighbor->special_flag[k] == 0) {
+      error->all(FLERR, "pair_style mlip needs bonded pairs in the neighbour list; give them non-zero weights, "
+                 "e.g. 'special_bonds lj/coul 1.0 1.0 1.0' (the weights do not scale the model)");
+    }
+  }
+}
+
 double PairMLIP::init_one(int i, int j) {
   cutghost[i][j] = cutghost[j][i] = r_max_;
   return r_max_;

@@ -38,6 +38,7 @@ class PairMLIP : public Pair {
   void settings(int narg, char** arg) override;
   void coeff(int narg, char** arg) override;
   void init_style() override;
+  void init_list(int id, class NeighList* list) override;
   double init_one(int i, int j) override;
   void finish() override;
 

