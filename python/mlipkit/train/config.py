@@ -1,0 +1,187 @@
+"""The ``mlip-train`` config: validated YAML, with dataset statistics as hyperparameters.
+
+Any model option may be a reference to a statistic of the training data,
+``${training_data_stats:NAME}`` (the whole value, or inside a list or dict),
+resolved before the model is built; the resolved config is what checkpoints
+store.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlipkit.data.statistics import DatasetStatistics
+from mlipkit.models.config import LossConfig
+
+#: ``${training_data_stats:NAME}``
+STATISTIC_REFERENCE = re.compile(r"^\$\{training_data_stats:([A-Za-z_]+)\}$")
+#: Outputs the trainer can fit, with the dataset label each one is compared with.
+LOSS_OUTPUTS = ("energy", "forces", "stress")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and the value."""
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: Path
+    validation: Path | None = None
+    test: Path | None = None
+    #: with no validation/test file: fractions of ``train`` held out for them
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    #: element names in model order, or "infer" (sorted by atomic number from the training data)
+    type_names: list[str] | Literal["infer"] = "infer"
+    batch_size: int = Field(4, gt=0)
+    validation_batch_size: int = Field(16, gt=0)
+    shuffle_seed: int = 0
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "DataConfig":
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise ValueError("validation_fraction + test_fraction must leave some training data (sum < 1)")
+        return self
+
+
+class ModelSection(BaseModel):
+    """``name`` from the registry; every other key is an option of that model (statistics allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class OptimizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(0.01, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    amsgrad: bool = True
+
+
+class SchedulerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["none", "reduce_on_plateau", "cosine"] = "reduce_on_plateau"
+    #: reduce_on_plateau: multiply lr by ``factor`` after ``patience`` epochs without improvement
+    factor: float = Field(0.5, gt=0.0, lt=1.0)
+    patience: int = Field(10, ge=0)
+    min_lr: float = Field(1e-6, ge=0.0)
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data: DataConfig
+    model: ModelSection
+    #: output name (energy, forces, stress) -> loss; energy is compared per atom
+    loss: dict[str, LossConfig] = Field(default_factory=lambda: {"energy": LossConfig(weight=1.0), "forces": LossConfig(weight=10.0)})
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    #: decay of the exponential moving average of the weights used for validation and saved; null: none
+    ema_decay: float | None = Field(0.99, gt=0.0, lt=1.0)
+    max_epochs: int = Field(100, gt=0)
+    #: stop after this many epochs without a better validation loss; null: never
+    early_stopping_patience: int | None = Field(None, gt=0)
+    #: largest gradient norm; null: no clipping
+    gradient_clip: float | None = Field(None, gt=0.0)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    #: run directory: best.ckpt, last.ckpt, metrics.csv, plots, config.yaml
+    output_dir: Path = Path("runs/mlip")
+
+    @model_validator(mode="after")
+    def _losses(self) -> "TrainConfig":
+        unknown = sorted(set(self.loss) - set(LOSS_OUTPUTS))
+        if unknown:
+            raise ValueError(f"loss: unknown output(s) {unknown}; outputs that can be fitted: {list(LOSS_OUTPUTS)}")
+        if not self.loss:
+            raise ValueError("loss: give at least one output to fit (energy, forces, stress)")
+        for output, loss in self.loss.items():
+            if loss.name == "gaussian_nll":
+                raise ValueError(
+                    f"loss.{output}: gaussian_nll needs a model with a variance output, and this model has none"
+                )
+        return self
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        value = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
+        lines.append(f"  {location}: {item['msg']}{value}")
+    return f"{source}: invalid training config\n" + "\n".join(lines)
+
+
+def parse_config(values: dict[str, Any], source: str = "<config>") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a YAML config; relative data paths are taken relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a training config is a mapping of sections (data, model, loss, ...)")
+    data = values.get("data")
+    if isinstance(data, dict):
+        for key in ("train", "validation", "test"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str((path.parent / data[key]).resolve())
+    return parse_config(values, str(path))
+
+
+def statistic_values(statistics: DatasetStatistics, type_names: list[str]) -> dict[str, Any]:
+    """Every name a ``${training_data_stats:NAME}`` reference may use, with its value (None: not in the data)."""
+    per_type_forces = statistics.per_type_forces_rms
+    return {
+        "num_neighbors_mean": statistics.num_neighbors_mean,
+        "avg_r_min": statistics.avg_r_min,
+        "per_atom_energy_mean": statistics.per_atom_energy_mean,
+        "per_atom_energy_std": statistics.per_atom_energy_std,
+        "total_energy_std": statistics.total_energy_std,
+        "forces_rms": statistics.forces_rms,
+        "per_type_forces_rms": (
+            {name: value for name, value in zip(type_names, per_type_forces)} if per_type_forces else None
+        ),
+        "isolated_atom_energies": dict(statistics.isolated_atom_energies) or None,
+    }
+
+
+def resolve_statistics(options: Any, values: dict[str, Any], where: str = "model") -> Any:
+    """``options`` with every statistics reference replaced by its value."""
+    if isinstance(options, dict):
+        return {key: resolve_statistics(value, values, f"{where}.{key}") for key, value in options.items()}
+    if isinstance(options, list):
+        return [resolve_statistics(value, values, f"{where}[{i}]") for i, value in enumerate(options)]
+    if isinstance(options, str) and options.startswith("${"):
+        match = STATISTIC_REFERENCE.match(options)
+        if match is None:
+            raise ConfigError(f"{where}: '{options}' is not a statistics reference; write ${{training_data_stats:NAME}}")
+        name = match.group(1)
+        if name not in values:
+            raise ConfigError(f"{where}: unknown statistic '{name}'; known statistics: {sorted(values)}")
+        value = values[name]
+        if value is None:
+            raise ConfigError(f"{where}: the training data does not define '{name}' (no labels it needs, e.g. forces)")
+        if isinstance(value, dict) and any(v is None for v in value.values()):
+            missing = sorted(k for k, v in value.items() if v is None)
+            raise ConfigError(f"{where}: '{name}' is undefined for {missing} (no such atoms with that label)")
+        return value
+    return options

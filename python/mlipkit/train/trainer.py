@@ -1,0 +1,336 @@
+"""The training loop: data, statistics, model, optimiser, EMA, checkpoints, metrics and plots.
+
+Any registered model trains here unchanged: the trainer only builds it from
+the registry and reads the outputs named in ``keys``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+from ase.data import atomic_numbers
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from mlipkit.data import keys
+from mlipkit.data.extxyz import Configuration, read_extxyz
+from mlipkit.data.graph import AtomicGraph, batch_graphs, graph_from_configuration
+from mlipkit.data.statistics import DatasetStatistics, compute_statistics
+from mlipkit.models.checkpoint import read_checkpoint, save_checkpoint
+from mlipkit.models.potential import Potential
+from mlipkit.models.registry import build_model
+from mlipkit.train.config import ConfigError, TrainConfig, resolve_statistics, statistic_values
+from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator, total_loss
+
+#: graph fields a training batch carries besides the labels
+INPUT_FIELDS = (keys.POSITIONS, keys.ATOM_TYPES, keys.EDGE_INDEX, keys.EDGE_CELL_SHIFTS, keys.CELL, keys.PBC, keys.BATCH, keys.NUM_ATOMS)
+
+
+@dataclass
+class Datasets:
+    train: list[Configuration]
+    validation: list[Configuration]
+    test: list[Configuration]
+    isolated_atoms: list[Configuration]
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    best_checkpoint: Path
+    epochs: int
+    best_validation_loss: float
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+
+
+def load_datasets(config: TrainConfig) -> Datasets:
+    """Read the files; without validation/test files, hold out fractions of the training file (seeded)."""
+    data = config.data
+    read = lambda path: read_extxyz(path, energy_key=data.energy_key, forces_key=data.forces_key, stress_key=data.stress_key)  # noqa: E731
+    frames = read(data.train)
+    isolated = [c for c in frames if c.is_isolated_atom]
+    frames = [c for c in frames if not c.is_isolated_atom]
+    order = np.random.default_rng(data.shuffle_seed).permutation(len(frames))
+    num_validation = 0 if data.validation else int(round(data.validation_fraction * len(frames)))
+    num_test = 0 if data.test else int(round(data.test_fraction * len(frames)))
+    validation = [frames[i] for i in order[:num_validation]] if num_validation else []
+    test = [frames[i] for i in order[num_validation : num_validation + num_test]] if num_test else []
+    train = [frames[i] for i in order[num_validation + num_test :]]
+    if data.validation:
+        validation = [c for c in read(data.validation) if not c.is_isolated_atom]
+    if data.test:
+        test = [c for c in read(data.test) if not c.is_isolated_atom]
+    if not train or not validation:
+        raise ConfigError(f"data: {len(train)} training and {len(validation)} validation structures; both must be non-empty")
+    return Datasets(train, validation, test, isolated)
+
+
+def infer_type_names(configurations: list[Configuration]) -> list[str]:
+    return sorted({s for c in configurations for s in c.symbols}, key=lambda symbol: atomic_numbers[symbol])
+
+
+def training_graphs(configurations: list[Configuration], model: Potential, outputs: list[str], dtype: torch.dtype, name: str) -> list[AtomicGraph]:
+    """Graphs with the input fields and the labels the losses need; a structure without one is an error."""
+    fields = INPUT_FIELDS + tuple(TARGET_FIELDS[output] for output in outputs)
+    graphs = []
+    for index, configuration in enumerate(configurations):
+        graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype)
+        missing = [field for field in fields if field not in graph]
+        if missing:
+            raise ConfigError(
+                f"{name} structure {index} ({configuration.source}) has no {missing}; the loss fits {outputs}: "
+                "drop that loss or label every structure"
+            )
+        graphs.append({field: graph[field] for field in fields})
+    return graphs
+
+
+def batches(graphs: list[AtomicGraph], batch_size: int, generator: torch.Generator | None = None):
+    order = torch.randperm(len(graphs), generator=generator).tolist() if generator is not None else range(len(graphs))
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        yield batch_graphs([graphs[i] for i in order[start : start + batch_size]])
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, log: Callable[[str], None] = print, progress: bool = True):
+        self.config = config
+        self.log = log
+        self.progress = progress
+        self.dtype = getattr(torch, config.dtype)
+        self.device = torch.device(config.device)
+        self.output_dir = Path(config.output_dir)
+        self.outputs = list(config.loss)
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        config = self.config
+        torch.manual_seed(config.seed)
+        self.datasets = load_datasets(config)
+        everything = self.datasets.train + self.datasets.isolated_atoms
+        type_names = infer_type_names(everything) if config.data.type_names == "infer" else list(config.data.type_names)
+        options = config.model.model_dump(exclude={"name"})
+        if "type_names" in options:
+            raise ConfigError("model.type_names: give type names once, under data.type_names")
+        if "r_max" not in options:
+            raise ConfigError("model.r_max: the cutoff radius is required")
+        self.statistics: DatasetStatistics = compute_statistics(everything, float(options["r_max"]), type_names, progress=self.progress)
+        options = resolve_statistics(options, statistic_values(self.statistics, type_names))
+        options.setdefault("seed", config.seed)
+        try:
+            self.model = build_model(config.model.name, dtype=self.dtype, type_names=type_names, **options).to(self.device)
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from None
+        self.resolved_model_options = options
+        self.graphs = {
+            name: [
+                {k: v.to(self.device) for k, v in graph.items()}
+                for graph in training_graphs(getattr(self.datasets, name), self.model, self.outputs, self.dtype, name)
+            ]
+            for name in ("train", "validation", "test")
+        }
+        optimizer_class = torch.optim.AdamW if config.optimizer.name == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer_class(
+            self.model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay, amsgrad=config.optimizer.amsgrad
+        )
+        scheduler = config.scheduler
+        if scheduler.name == "reduce_on_plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=scheduler.factor, patience=scheduler.patience, min_lr=scheduler.min_lr
+            )
+        elif scheduler.name == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.max_epochs, eta_min=scheduler.min_lr)
+        else:
+            self.scheduler = None
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+            if config.ema_decay is not None
+            else None
+        )
+        self.epoch = 0
+        self.best_validation_loss = math.inf
+        self.epochs_without_improvement = 0
+
+    def evaluation_model(self) -> Potential:
+        """The weights validation uses and checkpoints hold: the EMA if configured."""
+        return self.ema.module if self.ema is not None else self.model
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _extra(self, with_state: bool) -> dict:
+        extra = {
+            "train_config": self.config.model_dump(mode="json"),
+            "resolved_model_options": self.resolved_model_options,
+            "statistics": self.statistics.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "best_validation_loss": self.best_validation_loss,
+        }
+        if with_state:
+            extra["training_state"] = {
+                "model": self.model.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "epochs_without_improvement": self.epochs_without_improvement,
+                "torch_rng": torch.get_rng_state(),
+            }
+        return extra
+
+    def save(self, name: str, with_state: bool) -> Path:
+        return save_checkpoint(self.evaluation_model(), self.output_dir / name, self._extra(with_state))
+
+    def restore(self, path: Path) -> None:
+        """Continue from ``last.ckpt``: weights, EMA, optimiser, scheduler, counters and RNG."""
+        extra = read_checkpoint(path)["extra"]
+        if "training_state" not in extra:
+            raise ConfigError(f"{path} holds no training state (only last.ckpt can be resumed)")
+        state = extra["training_state"]
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epochs_without_improvement = state["epochs_without_improvement"]
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = extra["epoch"]
+        self.best_validation_loss = extra["best_validation_loss"]
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        errors = ErrorAccumulator()
+        loss_sum, num_batches = 0.0, 0
+        generator = torch.Generator().manual_seed(self.config.data.shuffle_seed * 100003 + self.epoch)
+        graphs = self.graphs["train"]
+        total = math.ceil(len(graphs) / self.config.data.batch_size)
+        bar = tqdm(batches(graphs, self.config.data.batch_size, generator), total=total, desc=f"epoch {self.epoch}", leave=False, disable=not self.progress)
+        for batch in bar:
+            self.optimizer.zero_grad(set_to_none=True)
+            predictions = self.model(batch)
+            loss, _ = total_loss(predictions, batch, self.config.loss)
+            loss.backward()
+            if self.config.gradient_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.gradient_clip)
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            errors.add(predictions, batch, self.outputs)
+            loss_sum += float(loss.detach())
+            num_batches += 1
+            bar.set_postfix(loss=f"{loss_sum / num_batches:.4g}")
+        return {"train_loss": loss_sum / num_batches, **errors.metrics("train")}
+
+    def evaluate(self, name: str, model: Potential | None = None) -> dict[str, float]:
+        """Loss and errors of ``model`` (default: the evaluation weights) on a dataset."""
+        model = model or self.evaluation_model()
+        model.eval()
+        errors = ErrorAccumulator()
+        loss_sum, weight_sum = 0.0, 0
+        for batch in batches(self.graphs[name], self.config.data.validation_batch_size):
+            predictions = model(batch)
+            loss, _ = total_loss(predictions, batch, self.config.loss)
+            size = int(batch[keys.NUM_ATOMS].shape[0])
+            loss_sum += float(loss.detach()) * size
+            weight_sum += size
+            errors.add(predictions, batch, self.outputs)
+        return {f"{name}_loss": loss_sum / max(weight_sum, 1), **errors.metrics(name)}
+
+    def run(self, resume: bool = False) -> TrainResult:
+        self.build()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        last = self.output_dir / "last.ckpt"
+        metrics_path = self.output_dir / "metrics.csv"
+        if resume:
+            self.restore(last)
+            self.log(f"resumed from {last} after epoch {self.epoch}")
+        elif metrics_path.exists():
+            metrics_path.unlink()
+        (self.output_dir / "config.yaml").write_text(
+            yaml.safe_dump({**self.config.model_dump(mode="json"), "resolved_model_options": self.resolved_model_options}, sort_keys=False)
+        )
+        counts = {name: len(graphs) for name, graphs in self.graphs.items()}
+        self.log(f"data: {counts['train']} training, {counts['validation']} validation, {counts['test']} test structures; "
+                 f"types {self.model.type_names}; {sum(p.numel() for p in self.model.parameters()):,} parameters")
+        started = time.perf_counter()
+        while self.epoch < self.config.max_epochs:
+            self.epoch += 1
+            epoch_start = time.perf_counter()
+            row = {"epoch": self.epoch, **self.train_epoch(), **self.evaluate("validation")}
+            validation_loss = row["validation_loss"]
+            if self.scheduler is not None:
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(validation_loss)
+                else:
+                    self.scheduler.step()
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row["time_s"] = time.perf_counter() - epoch_start
+            improved = validation_loss < self.best_validation_loss
+            if improved:
+                self.best_validation_loss = validation_loss
+                self.epochs_without_improvement = 0
+            else:
+                self.epochs_without_improvement += 1
+            if improved:
+                self.save("best.ckpt", with_state=False)
+            self.save("last.ckpt", with_state=True)
+            self._append_metrics(metrics_path, row)
+            self.log(self._summary(row) + ("  *" if improved else ""))
+            patience = self.config.early_stopping_patience
+            if patience is not None and self.epochs_without_improvement >= patience:
+                self.log(f"early stopping: no better validation loss for {patience} epochs")
+                break
+        self.log(f"trained {self.epoch} epochs in {time.perf_counter() - started:.1f} s")
+        return self.finish(metrics_path)
+
+    def finish(self, metrics_path: Path) -> TrainResult:
+        from mlipkit.models.checkpoint import load_checkpoint
+        from mlipkit.train.plots import learning_curve, parity_plots
+
+        best = self.output_dir / "best.ckpt"
+        result = TrainResult(self.output_dir, best, self.epoch, self.best_validation_loss)
+        best_model = load_checkpoint(best, self.dtype).to(self.device)
+        held_out = "test" if self.graphs["test"] else "validation"
+        result.test_metrics = self.evaluate(held_out, best_model)
+        self.log(f"best model on the {held_out} set: " + self._summary(result.test_metrics))
+        result.plots.append(learning_curve(metrics_path, self.output_dir / "learning_curve.png"))
+        result.plots += parity_plots(best_model, self.graphs[held_out], self.outputs, self.config.data.validation_batch_size, self.output_dir, held_out)
+        for plot in result.plots:
+            self.log(f"wrote {plot}")
+        return result
+
+    @staticmethod
+    def _append_metrics(path: Path, row: dict) -> None:
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    @staticmethod
+    def _summary(row: dict) -> str:
+        parts = [f"epoch {row['epoch']:3d}"] if "epoch" in row else []
+        for key, value in row.items():
+            if key.endswith("_loss"):
+                parts.append(f"{key} {value:.4g}")
+            elif key.endswith("energy_mae"):
+                parts.append(f"{key.removesuffix('_mae')} MAE {1000 * value:.2f} meV/atom")
+            elif key.endswith("forces_mae"):
+                parts.append(f"{key.removesuffix('_mae')} MAE {1000 * value:.1f} meV/Å")
+            elif key.endswith("stress_mae"):
+                parts.append(f"{key.removesuffix('_mae')} MAE {1000 * value:.2f} meV/Å³")
+        if "lr" in row:
+            parts.append(f"lr {row['lr']:.2g}")
+        return ", ".join(parts)
