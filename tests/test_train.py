@@ -1,0 +1,181 @@
+"""mlip-train: config errors, statistics as hyperparameters, the loop, resume, determinism."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from ase.neighborlist import neighbor_list
+
+from mlipkit.cli import train as train_cli
+from mlipkit.models.checkpoint import read_checkpoint
+from mlipkit.train import ConfigError, Trainer, load_config, parse_config
+
+R_MAX = 4.0
+
+
+def emt_frames(count: int, seed: int, with_forces: bool = True):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+        atoms.symbols[rng.integers(len(atoms))] = "Au"
+        atoms.set_cell(atoms.cell.array * (1 + rng.normal(scale=0.01)), scale_atoms=True)
+        atoms.rattle(0.1, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        results = {"energy": atoms.get_potential_energy()}
+        if with_forces:
+            results.update(forces=atoms.get_forces(), stress=atoms.get_stress())
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "cuau.xyz"
+    write(path, emt_frames(24, 0), format="extxyz")
+    return path
+
+
+def config_values(dataset, output_dir, **overrides):
+    values = {
+        "data": {"train": str(dataset), "batch_size": 4, "validation_fraction": 0.25, "test_fraction": 0.0},
+        "model": {
+            "name": "nequip", "r_max": R_MAX, "num_layers": 1, "max_ell": 1, "num_features": 4, "radial_mlp_hidden": [8],
+            "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
+            "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
+            "per_type_energy_scales": "${training_data_stats:per_type_forces_rms}",
+        },
+        "loss": {"energy": {"weight": 1.0}, "forces": {"weight": 10.0}, "stress": {"weight": 1.0}},
+        "optimizer": {"lr": 0.01},
+        "ema_decay": 0.5,
+        "max_epochs": 3,
+        "dtype": "float64",
+        "output_dir": str(output_dir),
+    }
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        if name:
+            values[section][name] = value
+        else:
+            values[section] = value
+    return values
+
+
+def test_statistics_become_hyperparameters(dataset, tmp_path):
+    trainer = Trainer(parse_config(config_values(dataset, tmp_path)), progress=False)
+    trainer.build()
+    train = trainer.datasets.train
+    energies = [c.energy / len(c.symbols) for c in train]
+    forces = np.concatenate([c.forces for c in train])
+    symbols = np.concatenate([c.symbols for c in train])
+    neighbours = sum(len(neighbor_list("i", frame_atoms(c), R_MAX)) for c in train) / len(symbols)
+    config = trainer.model.config
+    assert config.avg_num_neighbours == pytest.approx(neighbours, rel=1e-12)
+    assert config.per_type_energy_shifts == pytest.approx(np.mean(energies), rel=1e-12)
+    assert trainer.model.type_names == ["Cu", "Au"]  # inferred, by atomic number
+    expected_scales = [float(np.sqrt(np.mean(forces[symbols == element] ** 2))) for element in ("Cu", "Au")]
+    assert [config.per_type_energy_scales[e] for e in ("Cu", "Au")] == pytest.approx(expected_scales, rel=1e-12)
+
+
+def frame_atoms(configuration):
+    from ase import Atoms
+
+    return Atoms(configuration.symbols, positions=configuration.positions, cell=configuration.cell, pbc=configuration.pbc)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss": {"charges": {"weight": 1.0}}}, "unknown output(s) ['charges']"),
+        ({"loss": {"energy": {"name": "gaussian_nll"}}}, "gaussian_nll needs a model with a variance output"),
+        ({"optimiser": {"lr": 0.1}}, "optimiser: Extra inputs are not permitted"),
+        ({"optimizer": {"lr": -1.0}}, "optimizer.lr: Input should be greater than 0"),
+        ({"data__validation_fraction": 0.6, "data__test_fraction": 0.5}, "must leave some training data"),
+    ],
+)
+def test_config_errors_name_key_and_value(dataset, tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(config_values(dataset, tmp_path, **overrides))
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "model_option, message",
+    [
+        ({"avg_num_neighbors": "${training_data_stats:neighbours}"}, "unknown statistic 'neighbours'; known statistics: ["),
+        ({"avg_num_neighbors": "${num_neighbors_mean}"}, "is not a statistics reference"),
+        ({"type_names": ["Cu"]}, "give type names once, under data.type_names"),
+    ],
+)
+def test_model_option_errors(dataset, tmp_path, model_option, message):
+    values = config_values(dataset, tmp_path)
+    values["model"].update(model_option)
+    with pytest.raises(ConfigError, match=message.replace("$", r"\$").replace("{", r"\{").replace("[", r"\[")):
+        Trainer(parse_config(values), progress=False).build()
+
+
+def test_energy_only_data_has_no_force_statistics(tmp_path):
+    path = tmp_path / "energies.xyz"
+    write(path, emt_frames(8, 1, with_forces=False), format="extxyz")
+    values = config_values(path, tmp_path / "run", loss={"energy": {"weight": 1.0}})
+    with pytest.raises(ConfigError, match="does not define 'per_type_forces_rms'"):
+        Trainer(parse_config(values), progress=False).build()
+    values["model"]["per_type_energy_scales"] = "${training_data_stats:per_atom_energy_std}"
+    trainer = Trainer(parse_config(values), progress=False)
+    trainer.build()
+    assert trainer.model.config.per_type_energy_scales == pytest.approx(trainer.statistics.per_atom_energy_std)
+
+
+def test_training_reduces_the_loss_and_writes_its_files(dataset, tmp_path):
+    result = Trainer(parse_config(config_values(dataset, tmp_path, max_epochs=6)), progress=False).run()
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    losses = [float(row.split(",")[header.index("validation_loss")]) for row in rows[1:]]
+    assert len(losses) == 6 and losses[-1] < losses[0] and min(losses) < 0.5 * losses[0], losses
+    for column in ("train_forces_mae", "validation_energy_rmse", "validation_stress_mae", "lr", "time_s"):
+        assert column in header
+    for name in ("best.ckpt", "last.ckpt", "config.yaml", "learning_curve.png", "parity_forces.png", "parity_energy.png"):
+        assert (tmp_path / name).is_file(), name
+    extra = read_checkpoint(result.best_checkpoint)["extra"]
+    assert extra["resolved_model_options"]["avg_num_neighbors"] == pytest.approx(read_checkpoint(result.best_checkpoint)["config"]["avg_num_neighbours"])
+    assert "num_neighbors_mean" in extra["statistics"]
+
+
+def final_weights(path):
+    return read_checkpoint(path)["extra"]["training_state"]["model"]
+
+
+def test_resume_continues_with_identical_state(dataset, tmp_path):
+    straight = tmp_path / "straight"
+    Trainer(parse_config(config_values(dataset, straight, max_epochs=3)), progress=False).run()
+    split = tmp_path / "split"
+    Trainer(parse_config(config_values(dataset, split, max_epochs=2)), progress=False).run()
+    Trainer(parse_config(config_values(dataset, split, max_epochs=3)), progress=False).run(resume=True)
+    expected, resumed = final_weights(straight / "last.ckpt"), final_weights(split / "last.ckpt")
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    assert (split / "metrics.csv").read_text() .count("\n") == 4
+
+
+def test_float64_training_is_deterministic(dataset, tmp_path):
+    for run in ("a", "b"):
+        Trainer(parse_config(config_values(dataset, tmp_path / run, max_epochs=1)), progress=False).run()
+    first, second = final_weights(tmp_path / "a" / "last.ckpt"), final_weights(tmp_path / "b" / "last.ckpt")
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_cli_trains_from_a_yaml_file(dataset, tmp_path, capsys):
+    values = config_values(dataset, tmp_path / "run", max_epochs=1)
+    values["data"]["train"] = dataset.name  # relative to the config file
+    config_path = dataset.parent / "config.yaml"
+    config_path.write_text(yaml.safe_dump(values))
+    assert load_config(config_path).data.train == dataset.resolve()
+    assert train_cli.main([str(config_path), "--no-progress"]) == 0
+    assert "best checkpoint" in capsys.readouterr().out
+    assert train_cli.main([str(tmp_path / "absent.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
