@@ -17,16 +17,15 @@ import numpy as np
 import torch
 import yaml
 from ase.data import atomic_numbers
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from mlipkit.data import keys
 from mlipkit.data.extxyz import Configuration, read_extxyz
 from mlipkit.data.graph import AtomicGraph, batch_graphs, graph_from_configuration
 from mlipkit.data.statistics import DatasetStatistics, compute_statistics
-from mlipkit.models.checkpoint import read_checkpoint, save_checkpoint
+from mlipkit.models.checkpoint import model_dtype, read_checkpoint, save_checkpoint
 from mlipkit.models.potential import Potential
-from mlipkit.models.registry import build_model
+from mlipkit.models.registry import build_from_config, build_model
 from mlipkit.train.config import ConfigError, TrainConfig, resolve_statistics, statistic_values
 from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator, total_loss
 
@@ -101,6 +100,34 @@ def batches(graphs: list[AtomicGraph], batch_size: int, generator: torch.Generat
         yield batch_graphs([graphs[i] for i in order[start : start + batch_size]])
 
 
+class WeightAverage:
+    """Exponential moving average of a model's weights, held in a second model built from the same config.
+
+    (A deep copy is not used: copying e3nn's compiled modules adds buffers,
+    so the copy's state would not line up with the model's.)
+    """
+
+    def __init__(self, model: Potential, decay: float):
+        self.decay = decay
+        self.module = build_from_config(model.model_name, model.config, model_dtype(model)).to(next(model.parameters()).device)
+        self.module.load_state_dict(model.state_dict())
+
+    @torch.no_grad()
+    def update(self, model: Potential) -> None:
+        current = model.state_dict()
+        for name, averaged in self.module.state_dict().items():
+            if averaged.is_floating_point():
+                averaged.lerp_(current[name], 1.0 - self.decay)
+            else:
+                averaged.copy_(current[name])
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, log: Callable[[str], None] = print, progress: bool = True):
         self.config = config
@@ -152,11 +179,7 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.max_epochs, eta_min=scheduler.min_lr)
         else:
             self.scheduler = None
-        self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-            if config.ema_decay is not None
-            else None
-        )
+        self.ema = WeightAverage(self.model, config.ema_decay) if config.ema_decay is not None else None
         self.epoch = 0
         self.best_validation_loss = math.inf
         self.epochs_without_improvement = 0
@@ -225,7 +248,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.gradient_clip)
             self.optimizer.step()
             if self.ema is not None:
-                self.ema.update_parameters(self.model)
+                self.ema.update(self.model)
             errors.add(predictions, batch, self.outputs)
             loss_sum += float(loss.detach())
             num_batches += 1
