@@ -179,3 +179,24 @@ def test_cli_trains_from_a_yaml_file(dataset, tmp_path, capsys):
     assert "best checkpoint" in capsys.readouterr().out
     assert train_cli.main([str(tmp_path / "absent.yaml")]) == 1
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_mlip_eval_reports_errors_and_writes_predictions(dataset, tmp_path, capsys):
+    from ase.io import read
+
+    from mlipkit.calculators import MLIPCalculator
+    from mlipkit.cli import eval as eval_cli
+
+    result = Trainer(parse_config(config_values(dataset, tmp_path, max_epochs=1)), progress=False).run()
+    predictions = tmp_path / "predictions.xyz"
+    assert eval_cli.main([str(result.best_checkpoint), str(dataset), "--output", str(predictions)]) == 0
+    printed = capsys.readouterr().out
+    assert "energy  MAE" in printed and "forces  MAE" in printed and "stress  MAE" in printed
+    frames = read(predictions, ":")
+    assert len(frames) == 24
+    atoms = frames[3].copy()
+    atoms.calc = MLIPCalculator(result.best_checkpoint)
+    assert atoms.get_potential_energy() == pytest.approx(frames[3].get_potential_energy(), rel=1e-10)
+    assert np.allclose(atoms.get_forces(), frames[3].get_forces(), atol=1e-10)
+    assert eval_cli.main([str(result.best_checkpoint), str(tmp_path / "absent.xyz")]) == 1
+    assert "dataset file not found" in capsys.readouterr().err

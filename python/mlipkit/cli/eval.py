@@ -1,0 +1,35 @@
+"""``mlip-eval model.ckpt data.xyz``: errors of a trained model on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlipkit.train.evaluation import evaluate_checkpoint
+
+UNITS = {"energy": ("meV/atom", 1000.0), "forces": ("meV/Å", 1000.0), "stress": ("meV/Å³", 1000.0)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlip-eval", description="Evaluate a checkpoint on labelled extended-XYZ data.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("data")
+    parser.add_argument("--output", help="write the predictions (energy, forces, stress) to this extended-XYZ file")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    arguments = parser.parse_args(argv)
+    try:
+        metrics = evaluate_checkpoint(arguments.checkpoint, arguments.data, arguments.batch_size, arguments.output, arguments.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"mlip-eval: error: {error}", file=sys.stderr)
+        return 1
+    for output, (unit, factor) in UNITS.items():
+        if f"eval_{output}_mae" in metrics:
+            print(f"{output:<7} MAE {factor * metrics[f'eval_{output}_mae']:10.3f} {unit:<9} RMSE {factor * metrics[f'eval_{output}_rmse']:10.3f} {unit}")
+    if arguments.output:
+        print(f"wrote predictions to {arguments.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""``mlip-eval``: errors of a trained model on labelled data, and its predictions as extended XYZ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from mlipkit.data import keys
+from mlipkit.data.extxyz import read_extxyz
+from mlipkit.data.graph import batch_graphs, graph_from_configuration
+from mlipkit.models.checkpoint import load_checkpoint
+from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, data: str | Path, batch_size: int = 16, output: str | Path | None = None, device: str = "cpu"
+) -> dict[str, float]:
+    """MAE and RMSE of every output the data labels (energy per atom, forces, stress)."""
+    model = load_checkpoint(checkpoint).to(device)
+    dtype = next(model.parameters()).dtype
+    configurations = [c for c in read_extxyz(data) if not c.is_isolated_atom]
+    if not configurations:
+        raise ValueError(f"{data}: no structures to evaluate (only isolated-atom references)")
+    labelled = [output for output, field in TARGET_FIELDS.items() if all(getattr(c, output) is not None for c in configurations)]
+    graphs = []
+    for configuration in configurations:
+        graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype)
+        graphs.append({name: tensor.to(device) for name, tensor in graph.items() if name not in (keys.CHARGES, keys.TOTAL_CHARGE)})
+    errors = ErrorAccumulator()
+    predicted_frames = []
+    for start in range(0, len(graphs), batch_size):
+        batch = batch_graphs(graphs[start : start + batch_size])
+        predictions = model(batch)
+        errors.add(predictions, batch, labelled)
+        if output is not None:
+            predicted_frames += _frames(configurations[start : start + batch_size], predictions, batch)
+    if output is not None:
+        write(output, predicted_frames, format="extxyz")
+    return errors.metrics("eval")
+
+
+def _frames(configurations, predictions, batch) -> list[Atoms]:
+    """The structures with the model's energy, forces and stress as their calculator results."""
+    frames = []
+    offsets = np.concatenate([[0], np.cumsum(batch[keys.NUM_ATOMS].cpu().numpy())])
+    for index, configuration in enumerate(configurations):
+        atoms = Atoms(configuration.symbols, positions=configuration.positions, cell=configuration.cell, pbc=configuration.pbc)
+        results = {"energy": float(predictions[keys.ENERGY][index])}
+        if keys.FORCES in predictions:
+            results["forces"] = predictions[keys.FORCES][offsets[index] : offsets[index + 1]].detach().double().cpu().numpy()
+        if keys.STRESS in predictions and configuration.pbc.all():
+            results["stress"] = predictions[keys.STRESS][index].detach().double().cpu().numpy()
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    return frames
