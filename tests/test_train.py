@@ -200,3 +200,27 @@ def test_mlip_eval_reports_errors_and_writes_predictions(dataset, tmp_path, caps
     assert np.allclose(atoms.get_forces(), frames[3].get_forces(), atol=1e-10)
     assert eval_cli.main([str(result.best_checkpoint), str(tmp_path / "absent.xyz")]) == 1
     assert "dataset file not found" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_agree_with_one(dataset, tmp_path):
+    """DistributedDataParallel (gloo): each rank takes half of every batch; the result is the one-process result."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = {}
+    for processes in (1, 2):
+        output_dir = tmp_path / f"run{processes}"
+        config_path = tmp_path / f"config{processes}.yaml"
+        config_path.write_text(yaml.safe_dump(config_values(dataset, output_dir, max_epochs=2)))
+        command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={processes}",
+                   "-m", "mlipkit.cli.train", str(config_path), "--no-progress"]
+        run = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        runs[processes] = final_weights(output_dir / "last.ckpt")
+    for name, expected in runs[1].items():
+        if expected.is_floating_point():
+            assert torch.allclose(runs[2][name], expected, rtol=1e-9, atol=1e-12), name
+    metrics = (tmp_path / "run2" / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 3

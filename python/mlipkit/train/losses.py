@@ -22,22 +22,37 @@ def prediction_and_target(output: str, predictions: dict, graph: dict) -> tuple[
     return predicted.reshape(-1), target.reshape(-1)
 
 
-def loss_term(predicted: torch.Tensor, target: torch.Tensor, loss: LossConfig) -> torch.Tensor:
+def loss_term(predicted: torch.Tensor, target: torch.Tensor, loss: LossConfig, count: int | None = None) -> torch.Tensor:
+    """Sum of the elementwise loss over ``count`` (default: the number of elements, i.e. the mean).
+
+    Distributed training divides each rank's sum by the element count of the
+    whole batch, so that the ranks' gradients add up to the one-process gradient.
+    """
+    count = predicted.numel() if count is None else count
     if loss.name == "mse":
-        return F.mse_loss(predicted, target)
+        return F.mse_loss(predicted, target, reduction="sum") / count
     if loss.name == "l1":
-        return F.l1_loss(predicted, target)
+        return F.l1_loss(predicted, target, reduction="sum") / count
     if loss.name == "huber":
-        return F.huber_loss(predicted, target, delta=loss.huber_delta)
+        return F.huber_loss(predicted, target, reduction="sum", delta=loss.huber_delta) / count
     raise ValueError(f"loss '{loss.name}' cannot be computed for this output")
 
 
-def total_loss(predictions: dict, graph: dict, losses: dict[str, LossConfig]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the configured terms, and each term's value."""
+def label_count(output: str, graph: dict) -> int:
+    """How many loss elements ``output`` has in a batch: one energy and 9 stress entries per graph, 3 forces per atom."""
+    if output == "forces":
+        return 3 * int(graph[keys.ATOM_TYPES].shape[0])
+    return (9 if output == "stress" else 1) * int(graph[keys.NUM_ATOMS].shape[0])
+
+
+def total_loss(
+    predictions: dict, graph: dict, losses: dict[str, LossConfig], counts: dict[str, int] | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the configured terms, and each term's value (``counts``: see loss_term)."""
     terms = {}
     total = 0.0
     for output, loss in losses.items():
-        term = loss_term(*prediction_and_target(output, predictions, graph), loss)
+        term = loss_term(*prediction_and_target(output, predictions, graph), loss, (counts or {}).get(output))
         terms[output] = float(term.detach())
         total = total + loss.weight * term
     return total, terms
@@ -58,6 +73,16 @@ class ErrorAccumulator:
             self.absolute[output] = self.absolute.get(output, 0.0) + float(difference.abs().sum())
             self.squared[output] = self.squared.get(output, 0.0) + float((difference**2).sum())
             self.count[output] = self.count.get(output, 0) + difference.numel()
+
+    def all_reduce(self) -> None:
+        """Sum the accumulated errors over the ranks of a distributed run."""
+        import torch.distributed as dist
+
+        outputs = sorted(self.count)
+        sums = torch.tensor([[self.absolute[o], self.squared[o], self.count[o]] for o in outputs], dtype=torch.float64)
+        dist.all_reduce(sums)
+        for output, (absolute, squared, count) in zip(outputs, sums.tolist()):
+            self.absolute[output], self.squared[output], self.count[output] = absolute, squared, int(count)
 
     def metrics(self, prefix: str) -> dict[str, float]:
         values = {}

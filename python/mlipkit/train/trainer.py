@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from ase.data import atomic_numbers
 from tqdm.auto import tqdm
@@ -27,7 +29,7 @@ from mlipkit.models.checkpoint import model_dtype, read_checkpoint, save_checkpo
 from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_from_config, build_model
 from mlipkit.train.config import ConfigError, TrainConfig, resolve_statistics, statistic_values
-from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator, total_loss
+from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator, label_count, total_loss
 
 #: graph fields a training batch carries besides the labels
 INPUT_FIELDS = (keys.POSITIONS, keys.ATOM_TYPES, keys.EDGE_INDEX, keys.EDGE_CELL_SHIFTS, keys.CELL, keys.PBC, keys.BATCH, keys.NUM_ATOMS)
@@ -93,11 +95,22 @@ def training_graphs(configurations: list[Configuration], model: Potential, outpu
     return graphs
 
 
+def batch_indices(num_graphs: int, batch_size: int, generator: torch.Generator | None = None) -> list[list[int]]:
+    order = torch.randperm(num_graphs, generator=generator).tolist() if generator is not None else list(range(num_graphs))
+    return [order[start : start + batch_size] for start in range(0, num_graphs, batch_size)]
+
+
 def batches(graphs: list[AtomicGraph], batch_size: int, generator: torch.Generator | None = None):
-    order = torch.randperm(len(graphs), generator=generator).tolist() if generator is not None else range(len(graphs))
-    order = list(order)
-    for start in range(0, len(order), batch_size):
-        yield batch_graphs([graphs[i] for i in order[start : start + batch_size]])
+    for indices in batch_indices(len(graphs), batch_size, generator):
+        yield batch_graphs([graphs[i] for i in indices])
+
+
+def distributed_setup() -> tuple[int, int]:
+    """Rank and world size; under torchrun (WORLD_SIZE > 1) joins the gloo process group."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return (dist.get_rank(), world_size) if world_size > 1 else (0, 1)
 
 
 class WeightAverage:
@@ -137,6 +150,10 @@ class Trainer:
         self.device = torch.device(config.device)
         self.output_dir = Path(config.output_dir)
         self.outputs = list(config.loss)
+        self.rank, self.world_size = distributed_setup()
+        if self.rank != 0:
+            self.log = lambda message: None
+            self.progress = False
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -180,6 +197,8 @@ class Trainer:
         else:
             self.scheduler = None
         self.ema = WeightAverage(self.model, config.ema_decay) if config.ema_decay is not None else None
+        # several processes: each takes a share of every batch, DDP sums the gradients
+        self.network = torch.nn.parallel.DistributedDataParallel(self.model) if self.world_size > 1 else self.model
         self.epoch = 0
         self.best_validation_loss = math.inf
         self.epochs_without_improvement = 0
@@ -209,7 +228,9 @@ class Trainer:
             }
         return extra
 
-    def save(self, name: str, with_state: bool) -> Path:
+    def save(self, name: str, with_state: bool) -> Path | None:
+        if self.rank != 0:
+            return None
         return save_checkpoint(self.evaluation_model(), self.output_dir / name, self._extra(with_state))
 
     def restore(self, path: Path) -> None:
@@ -237,22 +258,35 @@ class Trainer:
         loss_sum, num_batches = 0.0, 0
         generator = torch.Generator().manual_seed(self.config.data.shuffle_seed * 100003 + self.epoch)
         graphs = self.graphs["train"]
-        total = math.ceil(len(graphs) / self.config.data.batch_size)
-        bar = tqdm(batches(graphs, self.config.data.batch_size, generator), total=total, desc=f"epoch {self.epoch}", leave=False, disable=not self.progress)
-        for batch in bar:
+        batch_list = batch_indices(len(graphs), self.config.data.batch_size, generator)
+        bar = tqdm(batch_list, desc=f"epoch {self.epoch}", leave=False, disable=not self.progress)
+        for indices in bar:
+            whole = batch_graphs([graphs[i] for i in indices])
+            counts = {output: label_count(output, whole) for output in self.outputs}
+            share = indices[self.rank :: self.world_size]
+            # a rank without a share of a small last batch still joins the gradient sum, with weight 0
+            weight = 1.0 if share else 0.0
+            batch = batch_graphs([graphs[i] for i in share or indices[:1]])
             self.optimizer.zero_grad(set_to_none=True)
-            predictions = self.model(batch)
-            loss, _ = total_loss(predictions, batch, self.config.loss)
-            loss.backward()
+            predictions = self.network(batch)
+            loss, _ = total_loss(predictions, batch, self.config.loss, counts)
+            # DDP averages gradients over ranks; the shares sum to the whole batch's loss
+            (weight * self.world_size * loss).backward()
             if self.config.gradient_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.gradient_clip)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)
-            errors.add(predictions, batch, self.outputs)
-            loss_sum += float(loss.detach())
+            if share:
+                errors.add(predictions, batch, self.outputs)
+            loss_sum += weight * float(loss.detach())
             num_batches += 1
             bar.set_postfix(loss=f"{loss_sum / num_batches:.4g}")
+        if self.world_size > 1:
+            errors.all_reduce()
+            summed = torch.tensor([loss_sum], dtype=torch.float64)
+            dist.all_reduce(summed)
+            loss_sum = float(summed[0])
         return {"train_loss": loss_sum / num_batches, **errors.metrics("train")}
 
     def evaluate(self, name: str, model: Potential | None = None) -> dict[str, float]:
@@ -278,11 +312,12 @@ class Trainer:
         if resume:
             self.restore(last)
             self.log(f"resumed from {last} after epoch {self.epoch}")
-        elif metrics_path.exists():
+        elif metrics_path.exists() and self.rank == 0:
             metrics_path.unlink()
-        (self.output_dir / "config.yaml").write_text(
-            yaml.safe_dump({**self.config.model_dump(mode="json"), "resolved_model_options": self.resolved_model_options}, sort_keys=False)
-        )
+        if self.rank == 0:
+            (self.output_dir / "config.yaml").write_text(
+                yaml.safe_dump({**self.config.model_dump(mode="json"), "resolved_model_options": self.resolved_model_options}, sort_keys=False)
+            )
         counts = {name: len(graphs) for name, graphs in self.graphs.items()}
         self.log(f"data: {counts['train']} training, {counts['validation']} validation, {counts['test']} test structures; "
                  f"types {self.model.type_names}; {sum(p.numel() for p in self.model.parameters()):,} parameters")
@@ -308,7 +343,8 @@ class Trainer:
             if improved:
                 self.save("best.ckpt", with_state=False)
             self.save("last.ckpt", with_state=True)
-            self._append_metrics(metrics_path, row)
+            if self.rank == 0:
+                self._append_metrics(metrics_path, row)
             self.log(self._summary(row) + ("  *" if improved else ""))
             patience = self.config.early_stopping_patience
             if patience is not None and self.epochs_without_improvement >= patience:
@@ -323,6 +359,10 @@ class Trainer:
 
         best = self.output_dir / "best.ckpt"
         result = TrainResult(self.output_dir, best, self.epoch, self.best_validation_loss)
+        if self.world_size > 1:
+            dist.barrier()
+            if self.rank != 0:
+                return result
         best_model = load_checkpoint(best, self.dtype).to(self.device)
         held_out = "test" if self.graphs["test"] else "validation"
         result.test_metrics = self.evaluate(held_out, best_model)
