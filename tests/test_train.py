@@ -224,3 +224,24 @@ def test_torchrun_two_processes_agree_with_one(dataset, tmp_path):
             assert torch.allclose(runs[2][name], expected, rtol=1e-9, atol=1e-12), name
     metrics = (tmp_path / "run2" / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 3
+
+
+def test_extra_output_heads_are_fitted_from_their_labels(tmp_path):
+    """A graph-scalar head (here: volume per atom) trains from info['graph_scalars'] with the head's own loss."""
+    frames = emt_frames(12, 2)
+    for atoms in frames:
+        atoms.info["graph_scalars"] = [atoms.get_volume() / len(atoms)]
+    path = tmp_path / "heads.xyz"
+    write(path, frames, format="extxyz")
+    values = config_values(path, tmp_path / "run", max_epochs=2)
+    values["model"]["y_graph_scalars"] = {"num_tasks": 1, "loss": {"weight": 0.5, "name": "l1"}}
+    trainer = Trainer(parse_config(values), progress=False)
+    trainer.run()
+    assert trainer.losses["graph_scalars"].name == "l1" and trainer.losses["graph_scalars"].weight == 0.5
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "train_graph_scalars_mae" in header and "validation_graph_scalars_rmse" in header
+
+    del values["model"]["y_graph_scalars"]
+    values["loss"]["graph_scalars"] = {"weight": 1.0}
+    with pytest.raises(ConfigError, match="the model has no y_graph_scalars head to fit"):
+        parse_config(values)

@@ -15,6 +15,9 @@ from ase.stress import voigt_6_to_full_3x3_stress
 ISOLATED_ATOM_CONFIG_TYPE = "IsolatedAtom"
 
 LABELS = ("energy", "forces", "stress", "charges", "total_charge")
+#: Labels of a model's extra output heads, read under these names from ``info``
+#: (graph_*) or ``arrays`` (node_*); trailing shape per task: () scalars, (3,) vectors.
+HEAD_LABELS = {"graph_scalars": (), "graph_vectors": (3,), "node_scalars": (), "node_vectors": (3,)}
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Configuration:
     stress: np.ndarray | None = None  # [3, 3], ASE sign convention (positive = tensile)
     charges: np.ndarray | None = None
     total_charge: float | None = None
+    #: extra output labels by HEAD_LABELS name: graph [T] / [T, 3], node [N, T] / [N, T, 3]
+    head_labels: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
 
@@ -102,6 +107,15 @@ def configuration_from_atoms(
     charges = _label(atoms, charges_key, per_atom=True)
     if charges is not None:
         configuration.charges = _as_finite_array(charges, (n,), f"charges '{charges_key}'", source)
+    for name, task_shape in HEAD_LABELS.items():
+        per_atom = name.startswith("node")
+        value = _label(atoms, name, per_atom=per_atom)
+        if value is None:
+            continue
+        array = np.asarray(value, dtype=np.float64)
+        leading = (n,) if per_atom else ()
+        tasks = array.size // max(int(np.prod(leading + task_shape)), 1)
+        configuration.head_labels[name] = _as_finite_array(array, leading + (tasks,) + task_shape, f"label '{name}'", source)
     total_charge = _label(atoms, total_charge_key, per_atom=False)
     if total_charge is not None:
         configuration.total_charge = float(

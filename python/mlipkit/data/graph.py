@@ -56,6 +56,9 @@ def graph_from_configuration(
         graph[keys.CHARGES] = torch.tensor(configuration.charges, dtype=dtype)
     if configuration.total_charge is not None:
         graph[keys.TOTAL_CHARGE] = torch.tensor([configuration.total_charge], dtype=dtype)
+    for name, values in configuration.head_labels.items():
+        tensor = torch.tensor(values, dtype=dtype)
+        graph[name] = tensor.unsqueeze(0) if name.startswith("graph") else tensor
     return graph
 
 

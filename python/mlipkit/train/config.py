@@ -20,8 +20,10 @@ from mlipkit.models.config import LossConfig
 
 #: ``${training_data_stats:NAME}``
 STATISTIC_REFERENCE = re.compile(r"^\$\{training_data_stats:([A-Za-z_]+)\}$")
-#: Outputs the trainer can fit, with the dataset label each one is compared with.
-LOSS_OUTPUTS = ("energy", "forces", "stress")
+#: Outputs the trainer can fit: energy (per atom), forces, stress, and the extra heads a model may have.
+LOSS_OUTPUTS = ("energy", "forces", "stress", "graph_scalars", "graph_vectors", "node_scalars", "node_vectors")
+#: model option of each extra head (its ``loss`` is the default loss of that output)
+HEAD_OPTIONS = {"graph_scalars": "y_graph_scalars", "graph_vectors": "y_graph_vector", "node_scalars": "y_node_scalars", "node_vectors": "y_node_vector"}
 
 
 class ConfigError(ValueError):
@@ -104,6 +106,10 @@ class TrainConfig(BaseModel):
             raise ValueError(f"loss: unknown output(s) {unknown}; outputs that can be fitted: {list(LOSS_OUTPUTS)}")
         if not self.loss:
             raise ValueError("loss: give at least one output to fit (energy, forces, stress)")
+        for output, option in HEAD_OPTIONS.items():
+            head = getattr(self.model, option, None)
+            if output in self.loss and head is None:
+                raise ValueError(f"loss.{output}: the model has no {option} head to fit")
         for output, loss in self.loss.items():
             if loss.name == "gaussian_nll":
                 raise ValueError(

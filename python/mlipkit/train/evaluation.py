@@ -13,6 +13,7 @@ from mlipkit.data import keys
 from mlipkit.data.extxyz import read_extxyz
 from mlipkit.data.graph import batch_graphs, graph_from_configuration
 from mlipkit.models.checkpoint import load_checkpoint
+from mlipkit.train.config import HEAD_OPTIONS
 from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator
 
 
@@ -25,7 +26,7 @@ def evaluate_checkpoint(
     configurations = [c for c in read_extxyz(data) if not c.is_isolated_atom]
     if not configurations:
         raise ValueError(f"{data}: no structures to evaluate (only isolated-atom references)")
-    labelled = [output for output, field in TARGET_FIELDS.items() if all(getattr(c, output) is not None for c in configurations)]
+    labelled = [output for output in TARGET_FIELDS if predicts(model, output) and all(has_label(c, output) for c in configurations)]
     graphs = []
     for configuration in configurations:
         graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype)
@@ -41,6 +42,14 @@ def evaluate_checkpoint(
     if output is not None:
         write(output, predicted_frames, format="extxyz")
     return errors.metrics("eval")
+
+
+def predicts(model, output: str) -> bool:
+    return output not in HEAD_OPTIONS or getattr(model.config, HEAD_OPTIONS[output]) is not None
+
+
+def has_label(configuration, output: str) -> bool:
+    return output in configuration.head_labels if output in HEAD_OPTIONS else getattr(configuration, output) is not None
 
 
 def _frames(configurations, predictions, batch) -> list[Atoms]:

@@ -8,8 +8,16 @@ import torch.nn.functional as F
 from mlipkit.data import keys
 from mlipkit.models.config import LossConfig
 
-#: graph field each fitted output is compared with
-TARGET_FIELDS = {"energy": keys.ENERGY, "forces": keys.FORCES, "stress": keys.STRESS}
+#: graph field each fitted output is compared with (the extra heads' fields carry their names)
+TARGET_FIELDS = {
+    "energy": keys.ENERGY,
+    "forces": keys.FORCES,
+    "stress": keys.STRESS,
+    "graph_scalars": keys.GRAPH_SCALARS,
+    "graph_vectors": keys.GRAPH_VECTORS,
+    "node_scalars": keys.NODE_SCALARS,
+    "node_vectors": keys.NODE_VECTORS,
+}
 
 
 def prediction_and_target(output: str, predictions: dict, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,10 +47,8 @@ def loss_term(predicted: torch.Tensor, target: torch.Tensor, loss: LossConfig, c
 
 
 def label_count(output: str, graph: dict) -> int:
-    """How many loss elements ``output`` has in a batch: one energy and 9 stress entries per graph, 3 forces per atom."""
-    if output == "forces":
-        return 3 * int(graph[keys.ATOM_TYPES].shape[0])
-    return (9 if output == "stress" else 1) * int(graph[keys.NUM_ATOMS].shape[0])
+    """How many loss elements ``output`` has in a batch."""
+    return int(graph[TARGET_FIELDS[output]].numel())
 
 
 def total_loss(

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from mlipkit.train.losses import prediction_and_target  # noqa: E402
 
-UNITS = {"energy": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³"}
+UNITS = {"energy": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³"}  # extra heads: the units of their labels
 
 
 def learning_curve(metrics_path: Path, output: Path) -> Path:
@@ -54,9 +54,9 @@ def parity_plots(model, graphs, outputs, batch_size: int, directory: Path, name:
         low, high = float(min(target.min(), predicted.min())), float(max(target.max(), predicted.max()))
         axis.plot([low, high], [low, high], color="black", linewidth=0.8)
         mae = float(np.abs(predicted - target).mean())
-        axis.set_title(f"{output} ({name} set): MAE {mae:.3g} {UNITS[output]}")
-        axis.set_xlabel(f"reference ({UNITS[output]})")
-        axis.set_ylabel(f"predicted ({UNITS[output]})")
+        axis.set_title(f"{output} ({name} set): MAE {mae:.3g} {UNITS.get(output, '')}")
+        axis.set_xlabel(f"reference ({UNITS.get(output, '')})")
+        axis.set_ylabel(f"predicted ({UNITS.get(output, '')})")
         figure.tight_layout()
         path = directory / f"parity_{output}.png"
         figure.savefig(path, dpi=120)

@@ -28,7 +28,7 @@ from mlipkit.data.statistics import DatasetStatistics, compute_statistics
 from mlipkit.models.checkpoint import model_dtype, read_checkpoint, save_checkpoint
 from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_from_config, build_model
-from mlipkit.train.config import ConfigError, TrainConfig, resolve_statistics, statistic_values
+from mlipkit.train.config import HEAD_OPTIONS, ConfigError, TrainConfig, resolve_statistics, statistic_values
 from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator, label_count, total_loss
 
 #: graph fields a training batch carries besides the labels
@@ -176,6 +176,13 @@ class Trainer:
         except ValueError as error:
             raise ConfigError(f"model: {error}") from None
         self.resolved_model_options = options
+        # the model's extra heads are fitted with their own loss settings unless the config's loss names them
+        self.losses = dict(config.loss)
+        for output, option in HEAD_OPTIONS.items():
+            head = getattr(self.model.config, option)
+            if head is not None and output not in self.losses:
+                self.losses[output] = head.loss
+        self.outputs = list(self.losses)
         self.graphs = {
             name: [
                 {k: v.to(self.device) for k, v in graph.items()}
@@ -269,7 +276,7 @@ class Trainer:
             batch = batch_graphs([graphs[i] for i in share or indices[:1]])
             self.optimizer.zero_grad(set_to_none=True)
             predictions = self.network(batch)
-            loss, _ = total_loss(predictions, batch, self.config.loss, counts)
+            loss, _ = total_loss(predictions, batch, self.losses, counts)
             # DDP averages gradients over ranks; the shares sum to the whole batch's loss
             (weight * self.world_size * loss).backward()
             if self.config.gradient_clip is not None:
@@ -297,7 +304,7 @@ class Trainer:
         loss_sum, weight_sum = 0.0, 0
         for batch in batches(self.graphs[name], self.config.data.validation_batch_size):
             predictions = model(batch)
-            loss, _ = total_loss(predictions, batch, self.config.loss)
+            loss, _ = total_loss(predictions, batch, self.losses)
             size = int(batch[keys.NUM_ATOMS].shape[0])
             loss_sum += float(loss.detach()) * size
             weight_sum += size
