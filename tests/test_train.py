@@ -96,6 +96,7 @@ def frame_atoms(configuration):
         ({"optimiser": {"lr": 0.1}}, "optimiser: Extra inputs are not permitted"),
         ({"optimizer": {"lr": -1.0}}, "optimizer.lr: Input should be greater than 0"),
         ({"data__validation_fraction": 0.6, "data__test_fraction": 0.5}, "must leave some training data"),
+        ({"device": "gpu0"}, "device: 'gpu0' is not a device"),
     ],
 )
 def test_config_errors_name_key_and_value(dataset, tmp_path, overrides, message):

@@ -100,6 +100,18 @@ class TrainConfig(BaseModel):
     output_dir: Path = Path("runs/mlip")
 
     @model_validator(mode="after")
+    def _device(self) -> "TrainConfig":
+        import torch
+
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"device: '{self.device}' is not a device (cpu, cuda, cuda:1, ...)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device: '{self.device}' needs a CUDA build of PyTorch and a GPU; this machine has neither")
+        return self
+
+    @model_validator(mode="after")
     def _losses(self) -> "TrainConfig":
         unknown = sorted(set(self.loss) - set(LOSS_OUTPUTS))
         if unknown:

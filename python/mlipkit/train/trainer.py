@@ -25,11 +25,12 @@ from mlipkit.data import keys
 from mlipkit.data.extxyz import Configuration, read_extxyz
 from mlipkit.data.graph import AtomicGraph, batch_graphs, graph_from_configuration
 from mlipkit.data.statistics import DatasetStatistics, compute_statistics
-from mlipkit.models.checkpoint import model_dtype, read_checkpoint, save_checkpoint
+from mlipkit.models.checkpoint import load_checkpoint, model_dtype, read_checkpoint, save_checkpoint
 from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_from_config, build_model
 from mlipkit.train.config import HEAD_OPTIONS, ConfigError, TrainConfig, resolve_statistics, statistic_values
 from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator, label_count, total_loss
+from mlipkit.train.plots import learning_curve, parity_plots
 
 #: graph fields a training batch carries besides the labels
 INPUT_FIELDS = (keys.POSITIONS, keys.ATOM_TYPES, keys.EDGE_INDEX, keys.EDGE_CELL_SHIFTS, keys.CELL, keys.PBC, keys.BATCH, keys.NUM_ATOMS)
@@ -149,7 +150,6 @@ class Trainer:
         self.dtype = getattr(torch, config.dtype)
         self.device = torch.device(config.device)
         self.output_dir = Path(config.output_dir)
-        self.outputs = list(config.loss)
         self.rank, self.world_size = distributed_setup()
         if self.rank != 0:
             self.log = lambda message: None
@@ -361,9 +361,6 @@ class Trainer:
         return self.finish(metrics_path)
 
     def finish(self, metrics_path: Path) -> TrainResult:
-        from mlipkit.models.checkpoint import load_checkpoint
-        from mlipkit.train.plots import learning_curve, parity_plots
-
         best = self.output_dir / "best.ckpt"
         result = TrainResult(self.output_dir, best, self.epoch, self.best_validation_loss)
         if self.world_size > 1:
