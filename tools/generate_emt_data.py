@@ -16,13 +16,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from md_sampling import langevin_frames
 from tqdm import tqdm
 
 LATTICE_CONSTANTS = {"Cu": 3.61, "CuAu": 3.87}
@@ -64,13 +63,10 @@ def generate(system: str, temperatures: list[float], strains: list[float], frame
         for temperature, strain in runs:
             atoms = starting_cell(system, repeats, strain, rng)
             atoms.calc = EMT()
-            MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-            dynamics = Langevin(atoms, 2.0 * units.fs, temperature_K=temperature, friction=0.02, rng=rng)
-            dynamics.run(interval)  # leave the perfect lattice first
-            for _ in range(frames_per_run):
-                dynamics.run(interval)
-                frames.append(labelled(atoms, f"md_{system}_{temperature:g}K_strain{strain:+g}"))
-                progress.update()
+            config_type = f"md_{system}_{temperature:g}K_strain{strain:+g}"
+            # a first interval leaves the perfect lattice
+            frames += langevin_frames(atoms, temperature, 2.0, frames_per_run, interval, rng,
+                                      lambda state: labelled(state, config_type), progress, warmup_steps=interval)
     return frames
 
 

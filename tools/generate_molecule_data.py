@@ -13,15 +13,19 @@ frames (config_type=IsolatedAtom) come first, one per element.
 from __future__ import annotations
 
 import argparse
+import os
+
+# tblite's threaded sums differ in the last bits from run to run, and MD
+# amplifies that; one thread makes the data bitwise reproducible
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from md_sampling import langevin_frames
 from tqdm import tqdm
 
 
@@ -58,12 +62,9 @@ def generate(names: list[str], temperatures: list[float], frames_per_run: int, i
         for name, temperature in runs:
             atoms = molecule(name)
             atoms.calc = xtb()
-            MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-            dynamics = Langevin(atoms, 0.5 * units.fs, temperature_K=temperature, friction=0.02, rng=rng)
-            for _ in range(frames_per_run):
-                dynamics.run(interval)
-                frames.append(labelled(atoms, f"md_{name}_{temperature:g}K"))
-                progress.update()
+            config_type = f"md_{name}_{temperature:g}K"
+            frames += langevin_frames(atoms, temperature, 0.5, frames_per_run, interval, rng,
+                                      lambda state: labelled(state, config_type), progress)
     return frames
 
 
