@@ -11,10 +11,11 @@ from ase.io import write
 
 from mlipkit.data import keys
 from mlipkit.data.extxyz import read_extxyz
-from mlipkit.data.graph import batch_graphs, graph_from_configuration
+from mlipkit.data.graph import batch_graphs
 from mlipkit.models.checkpoint import load_checkpoint
 from mlipkit.train.config import HEAD_OPTIONS
 from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator
+from mlipkit.train.trainer import training_graphs
 
 
 def evaluate_checkpoint(
@@ -27,10 +28,10 @@ def evaluate_checkpoint(
     if not configurations:
         raise ValueError(f"{data}: no structures to evaluate (only isolated-atom references)")
     labelled = [output for output in TARGET_FIELDS if predicts(model, output) and all(has_label(c, output) for c in configurations)]
-    graphs = []
-    for configuration in configurations:
-        graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype)
-        graphs.append({name: tensor.to(device) for name, tensor in graph.items() if name not in (keys.CHARGES, keys.TOTAL_CHARGE)})
+    graphs = [
+        {name: tensor.to(device) for name, tensor in graph.items()}
+        for graph in training_graphs(configurations, model, labelled, dtype, str(data))
+    ]
     errors = ErrorAccumulator()
     predicted_frames = []
     for start in range(0, len(graphs), batch_size):

@@ -47,7 +47,7 @@ def loss_term(predicted: torch.Tensor, target: torch.Tensor, loss: LossConfig, c
 
 
 def label_count(output: str, graph: dict) -> int:
-    """How many loss elements ``output`` has in a batch."""
+    """How many loss elements ``output`` has in a graph or batch."""
     return int(graph[TARGET_FIELDS[output]].numel())
 
 

@@ -268,8 +268,7 @@ class Trainer:
         batch_list = batch_indices(len(graphs), self.config.data.batch_size, generator)
         bar = tqdm(batch_list, desc=f"epoch {self.epoch}", leave=False, disable=not self.progress)
         for indices in bar:
-            whole = batch_graphs([graphs[i] for i in indices])
-            counts = {output: label_count(output, whole) for output in self.outputs}
+            counts = {output: sum(label_count(output, graphs[i]) for i in indices) for output in self.outputs}
             share = indices[self.rank :: self.world_size]
             # a rank without a share of a small last batch still joins the gradient sum, with weight 0
             weight = 1.0 if share else 0.0
