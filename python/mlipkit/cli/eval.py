@@ -10,12 +10,19 @@ from mlipkit.train.evaluation import evaluate_checkpoint
 UNITS = {"energy": ("meV/atom", 1000.0), "forces": ("meV/Å", 1000.0), "stress": ("meV/Å³", 1000.0)}
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlip-eval", description="Evaluate a checkpoint on labelled extended-XYZ data.")
     parser.add_argument("checkpoint")
     parser.add_argument("data")
     parser.add_argument("--output", help="write the predictions (energy, forces, stress) to this extended-XYZ file")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--device", default="cpu")
     arguments = parser.parse_args(argv)
     try:
