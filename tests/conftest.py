@@ -5,13 +5,14 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 import mlipkit
-from mlipkit.data import batch_graphs, graph_from_atoms
+from mlipkit.data import batch_graphs, graph_from_atoms, keys
 from mlipkit.models import REGISTRY
 
 #: Small but complete options for every registered model; a model without an
 #: entry here fails test_every_model_has_test_options.
 SMALL_MODEL_OPTIONS = {
     "nequip": dict(num_layers=2, max_ell=2, num_features=8, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
+    "mace": dict(num_interactions=2, max_ell=2, hidden_irreps="8x0e + 8x1o", correlation=3, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
 }
 
 TYPE_NAMES = ["H", "C", "O", "Cu", "Au"]
@@ -74,22 +75,52 @@ def relative_error(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
 
 
-#: Artifacts of the small NequIP that tests share: name -> (mode, dtype, target).
+def assert_invariant_and_conservative(model) -> None:
+    """Energy invariant and forces equivariant under a rotation (1e-10); one force component = -dE/dx (1e-7)."""
+    atoms = STRUCTURES["triclinic"]()
+    out = evaluate(model, atoms)
+    rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))[0]
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rotation.numpy().T
+    rotated.cell = atoms.cell.array @ rotation.numpy().T
+    out_rotated = evaluate(model, rotated)
+    assert relative_error(out_rotated[keys.ENERGY], out[keys.ENERGY]) <= 1e-10
+    assert relative_error(out_rotated[keys.FORCES], out[keys.FORCES] @ rotation.T) <= 1e-10
+    h = 1e-4
+    plus, minus = atoms.copy(), atoms.copy()
+    plus.positions[0, 1] += h
+    minus.positions[0, 1] -= h
+    numerical = -(evaluate(model, plus)[keys.ENERGY] - evaluate(model, minus)[keys.ENERGY]) / (2 * h)
+    assert abs(float(numerical.detach()[0]) - float(out[keys.FORCES][0, 1])) <= 1e-7
+
+
+#: Artifacts of the small models that tests share: name -> (model, mode, dtype, target).
 ARTIFACT_SPECS = {
-    "aotinductor_float64": ("aotinductor", torch.float64, "lammps"),
-    "aotinductor_float32": ("aotinductor", torch.float32, "lammps"),
-    "torchscript_float64": ("torchscript", torch.float64, "lammps"),
-    "torchscript_float32": ("torchscript", torch.float32, "lammps"),
-    "torchscript_float64_ase": ("torchscript", torch.float64, "ase"),
+    "aotinductor_float64": ("nequip", "aotinductor", torch.float64, "lammps"),
+    "aotinductor_float32": ("nequip", "aotinductor", torch.float32, "lammps"),
+    "torchscript_float64": ("nequip", "torchscript", torch.float64, "lammps"),
+    "torchscript_float32": ("nequip", "torchscript", torch.float32, "lammps"),
+    "torchscript_float64_ase": ("nequip", "torchscript", torch.float64, "ase"),
+    "mace_aotinductor_float64": ("mace", "aotinductor", torch.float64, "lammps"),
+    "mace_torchscript_float32": ("mace", "torchscript", torch.float32, "lammps"),
 }
 
 
 class SharedArtifacts:
     """Compiles each artifact once per test run, shared by pytest-xdist workers through a file lock."""
 
-    def __init__(self, directory, checkpoint):
+    def __init__(self, directory):
         self.directory = directory
-        self.checkpoint = checkpoint
+
+    def checkpoint(self, model_name: str):
+        """The small model's checkpoint (seed 0), written once per run."""
+        from filelock import FileLock
+
+        path = self.directory / f"small_{model_name}.ckpt"
+        with FileLock(str(path) + ".lock"):
+            if not path.exists():
+                mlipkit.save_checkpoint(build_small(model_name), path)
+        return path
 
     def __getitem__(self, name):
         from filelock import FileLock
@@ -97,11 +128,11 @@ class SharedArtifacts:
         from mlipkit.compile import compile_checkpoint
         from mlipkit.compile.metadata import EXTENSIONS
 
-        mode, dtype, target = ARTIFACT_SPECS[name]
+        model_name, mode, dtype, target = ARTIFACT_SPECS[name]
         path = self.directory / f"{name}{EXTENSIONS[mode]}"
         with FileLock(str(path) + ".lock"):
             if not path.exists():
-                compile_checkpoint(self.checkpoint, path, mode=mode, dtype=dtype, target=target)
+                compile_checkpoint(self.checkpoint(model_name), path, mode=mode, dtype=dtype, target=target)
         return path, dtype
 
 
@@ -114,21 +145,16 @@ def shared_directory(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def small_checkpoint(tmp_path_factory):
-    from filelock import FileLock
-
-    path = shared_directory(tmp_path_factory) / "small_nequip.ckpt"
-    with FileLock(str(path) + ".lock"):
-        if not path.exists():
-            mlipkit.save_checkpoint(build_small("nequip"), path)
-    return path
+def artifacts(tmp_path_factory):
+    return SharedArtifacts(shared_directory(tmp_path_factory))
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory, small_checkpoint):
-    return SharedArtifacts(shared_directory(tmp_path_factory), small_checkpoint)
+def small_checkpoint(artifacts):
+    return artifacts.checkpoint("nequip")
 
 
-@pytest.fixture(params=["aotinductor_float64", "aotinductor_float32", "torchscript_float64", "torchscript_float32"])
+@pytest.fixture(params=["aotinductor_float64", "aotinductor_float32", "torchscript_float64", "torchscript_float32",
+                        "mace_aotinductor_float64", "mace_torchscript_float32"])
 def artifact_name(request):
     return request.param

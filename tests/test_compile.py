@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
-from conftest import STRUCTURES, build_small, relative_error
+from conftest import ARTIFACT_SPECS, STRUCTURES, build_small, relative_error
 
 import mlipkit
 from mlipkit import _runtime
@@ -39,7 +39,7 @@ def graph_and_inputs(atoms, r_max, type_names, dtype):
 @pytest.mark.parametrize("structure", sorted(CASES))
 def test_eager_aotinductor_torchscript_and_cpp_agree(artifacts, artifact_name, structure):
     path, dtype = artifacts[artifact_name]
-    model = build_small("nequip", dtype)
+    model = build_small(ARTIFACT_SPECS[artifact_name][0], dtype)
     atoms = CASES[structure]()
     graph, inputs = graph_and_inputs(atoms, model.r_max, model.type_names, dtype)
     eager = model(graph)

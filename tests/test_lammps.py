@@ -171,6 +171,15 @@ def test_lammps_equals_ase(lammps_artifact, tmp_path, structure):
     assert max(differences.values()) <= AGREEMENT, differences
 
 
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_mace_artifact_equals_ase(artifacts, tmp_path, ranks):
+    """The MACE artifact goes through the same pair style, with nothing model-specific on the way."""
+    path = artifacts["mace_aotinductor_float64"][0]
+    atoms = STRUCTURES["triclinic_108"]()
+    differences = largest_relative_difference(single_point(tmp_path, atoms, path, ranks=ranks), ase_reference(atoms, path))
+    assert max(differences.values()) <= AGREEMENT, differences
+
+
 def test_float32_artifact_equals_ase(artifacts, tmp_path):
     """LAMMPS hands float32 artifacts float32 edge vectors and takes float64 results back."""
     path = artifacts["aotinductor_float32"][0]

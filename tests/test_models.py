@@ -207,3 +207,81 @@ def test_dtype_changes(model_name, tmp_path):
     rotated = transformed(atoms, ROTATION)
     a, b = evaluate(exact, atoms), evaluate(exact, rotated)
     assert relative_error(b[keys.FORCES], a[keys.FORCES] @ torch.from_numpy(ROTATION).T) <= 1e-10
+
+
+def test_deterministic_scatter_flag_gives_same_numbers(model_name):
+    atoms = STRUCTURES["molecule"]()
+    a = evaluate(build_small(model_name, deterministic_scatter_ops=True), atoms)
+    b = evaluate(build_small(model_name, deterministic_scatter_ops=False), atoms)
+    assert relative_error(a[keys.FORCES], b[keys.FORCES]) <= 1e-12
+
+
+def test_extra_node_and_edge_features(model_name):
+    model = build_small(model_name, num_node_feats=len(TYPE_NAMES) + 2, num_edge_feats=3)
+    graph = graph_from_atoms(STRUCTURES["molecule"](), model.r_max, model.type_names, torch.float64)
+    with pytest.raises(ValueError, match="needs graph field 'node_attrs'"):
+        model(graph)
+    graph[keys.NODE_ATTRS] = torch.randn(graph[keys.ATOM_TYPES].shape[0], 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="needs graph field 'edge_attrs'"):
+        model(graph)
+    graph[keys.EDGE_ATTRS] = torch.randn(graph[keys.EDGE_INDEX].shape[1], 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"has shape \(\d+, 2\), expected \(\d+, 3\)"):
+        model(graph)
+    graph[keys.EDGE_ATTRS] = torch.randn(graph[keys.EDGE_INDEX].shape[1], 3, dtype=torch.float64)
+    energy = model(graph)[keys.ENERGY]
+    graph[keys.NODE_ATTRS] = graph[keys.NODE_ATTRS] + 1.0
+    assert float((model(graph)[keys.ENERGY] - energy).abs().detach()) > 1e-6, "extra features must reach the energy"
+
+
+def test_output_heads_shapes_and_equivariance(model_name):
+    model = build_small(
+        "nequip",
+        y_graph_scalars={"num_tasks": 2, "loss": {"name": "huber", "weight": 0.5}},
+        y_graph_vector={"num_tasks": 1},
+        y_node_scalars={"num_tasks": 3},
+        y_node_vector={"num_tasks": 2, "loss": {"name": "l1"}},
+    )
+    assert model.config.y_graph_scalars.loss.name == "huber"
+    structures = [STRUCTURES["molecule"](), STRUCTURES["triclinic"]()]
+    out = evaluate_many(model, structures)
+    n = sum(len(a) for a in structures)
+    assert out[keys.GRAPH_SCALARS].shape == (2, 2) and out[keys.GRAPH_VECTORS].shape == (2, 1, 3)
+    assert out[keys.NODE_SCALARS].shape == (n, 3) and out[keys.NODE_VECTORS].shape == (n, 2, 3)
+    atoms = structures[0]
+    rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))[0]
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rotation.numpy().T
+    a, b = evaluate(model, atoms), evaluate(model, rotated)
+    assert relative_error(b[keys.NODE_VECTORS], a[keys.NODE_VECTORS] @ rotation.T) <= 1e-10
+    assert relative_error(b[keys.GRAPH_VECTORS], a[keys.GRAPH_VECTORS] @ rotation.T) <= 1e-10
+    assert relative_error(b[keys.NODE_SCALARS], a[keys.NODE_SCALARS]) <= 1e-10
+    assert float(a[keys.NODE_VECTORS].detach().abs().max()) > 0
+
+
+def test_readout_heads_selected_per_graph(model_name):
+    model = build_small(model_name, num_readout_heads=3)
+    structures = [STRUCTURES["molecule"](), STRUCTURES["triclinic"]()]
+    graphs = [graph_from_atoms(a, model.r_max, model.type_names, torch.float64) for a in structures]
+    energies = []
+    for head in range(3):
+        for graph in graphs:
+            graph[keys.HEAD] = torch.tensor([head])
+        energies.append(torch.stack([model(g)[keys.ENERGY][0] for g in graphs]))
+    assert float((energies[0] - energies[1]).abs().min()) > 1e-6, "heads must differ"
+    from mlipkit.data import batch_graphs
+
+    graphs[0][keys.HEAD] = torch.tensor([2])
+    graphs[1][keys.HEAD] = torch.tensor([0])
+    mixed = model(batch_graphs(graphs))[keys.ENERGY]
+    assert relative_error(mixed, torch.stack([energies[2][0], energies[0][1]])) <= 1e-12
+    graphs[0][keys.HEAD] = torch.tensor([3])
+    with pytest.raises(ValueError, match="selects heads"):
+        model(graphs[0])
+
+
+def test_energy_only_model(model_name):
+    model = build_small(model_name, do_derivatives=False)
+    out = evaluate(model, STRUCTURES["triclinic"]())
+    assert keys.FORCES not in out and keys.STRESS not in out
+    full = build_small(model_name)
+    assert relative_error(out[keys.ENERGY], evaluate(full, STRUCTURES["triclinic"]())[keys.ENERGY]) <= 1e-12

@@ -132,11 +132,15 @@ def test_energy_only_data_has_no_force_statistics(tmp_path):
     assert trainer.model.config.per_type_energy_scales == pytest.approx(trainer.statistics.per_atom_energy_std)
 
 
+def validation_losses(output_dir) -> tuple[list[str], list[float]]:
+    rows = (output_dir / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    return header, [float(row.split(",")[header.index("validation_loss")]) for row in rows[1:]]
+
+
 def test_training_reduces_the_loss_and_writes_its_files(dataset, tmp_path):
     result = Trainer(parse_config(config_values(dataset, tmp_path, max_epochs=6)), progress=False).run()
-    rows = (tmp_path / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    losses = [float(row.split(",")[header.index("validation_loss")]) for row in rows[1:]]
+    header, losses = validation_losses(tmp_path)
     assert len(losses) == 6 and losses[-1] < losses[0] and min(losses) < 0.5 * losses[0], losses
     for column in ("train_forces_mae", "validation_energy_rmse", "validation_stress_mae", "lr", "time_s"):
         assert column in header
@@ -145,6 +149,21 @@ def test_training_reduces_the_loss_and_writes_its_files(dataset, tmp_path):
     extra = read_checkpoint(result.best_checkpoint)["extra"]
     assert extra["resolved_model_options"]["avg_num_neighbors"] == pytest.approx(read_checkpoint(result.best_checkpoint)["config"]["avg_num_neighbours"])
     assert "num_neighbors_mean" in extra["statistics"]
+
+
+def test_mace_trains_with_only_the_model_section_changed(dataset, tmp_path):
+    values = config_values(dataset, tmp_path, max_epochs=6)
+    values["model"] = {
+        "name": "mace", "r_max": R_MAX, "num_interactions": 2, "max_ell": 1, "hidden_irreps": "4x0e + 4x1o",
+        "correlation": 2, "radial_MLP": [8], "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
+        "scaling_mean": "${training_data_stats:per_atom_energy_mean}",
+        "scaling_std": "${training_data_stats:per_type_forces_rms}",
+    }
+    result = Trainer(parse_config(values), progress=False).run()
+    _, losses = validation_losses(tmp_path)
+    assert len(losses) == 6 and losses[-1] < losses[0] and min(losses) < 0.5 * losses[0], losses
+    contents = read_checkpoint(result.best_checkpoint)
+    assert contents["model_name"] == "mace" and contents["config"]["hidden_irreps"] == "4x0e + 4x1o"
 
 
 def final_weights(path):

@@ -86,8 +86,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         artifact = arguments.artifact or default_artifact(directory, getattr(torch, arguments.dtype))
-        print(f"| atoms | ranks x threads | timesteps/s | Pair % of loop | Pair time outside the model |")
-        print(f"|---|---|---|---|---|")
+        print("| atoms | ranks x threads | timesteps/s | Pair % of loop | Pair time outside the model |")
+        print("|---|---|---|---|---|")
         for cells in arguments.sizes:
             for ranks in arguments.ranks:
                 result = run(artifact.resolve(), cells, ranks, arguments.steps, arguments.threads, directory)

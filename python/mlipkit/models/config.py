@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Sequence
 
+from e3nn import o3
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlipkit.data import keys
+from mlipkit.nn.activations import ActivationName
 from mlipkit.nn.zbl import EnergyUnits, atomic_numbers_of
 
 PerTypeValue = float | list[float] | dict[str, float]
@@ -153,3 +156,63 @@ class PotentialConfig(BaseModel):
     def pair_species(self) -> Sequence[str]:
         assert self.pair_potential is not None
         return self.pair_potential.chemical_species or self.type_names
+
+
+def irreps_option(text: str, name: str) -> o3.Irreps:
+    try:
+        return o3.Irreps(text)
+    except (ValueError, AssertionError) as error:
+        raise ValueError(f"{name} is not a valid irreps string: {text!r} ({error})") from error
+
+
+class MessagePassingConfig(PotentialConfig):
+    """Options NequIP and MACE share: radial basis, readout MLP, graph inputs, neighbour normalisation.
+
+    Models override a default by redeclaring the field; the checks here still apply.
+    """
+
+    SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "max_ell": ("l_max",),
+        "num_bessel": ("num_rbf",),
+        "avg_num_neighbours": ("avg_num_neighbors",),
+    }
+
+    max_ell: int = Field(2, ge=0, le=6)
+    num_bessel: int = Field(8, gt=0)
+    bessel_basis_trainable: bool = True
+    num_polynomial_cutoff: int = Field(6, ge=1)
+    radial_mlp_hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    radial_mlp_activation: ActivationName = "silu"
+    mlp_irreps: str = "16x0e"
+    avg_num_neighbours: float | None = Field(None, gt=0.0)
+    num_node_feats: int | None = Field(None, gt=0)
+    num_species: int | None = Field(None, gt=0)
+    num_edge_feats: int = Field(0, ge=0)
+    deterministic_scatter_ops: bool = True
+
+    @field_validator("radial_mlp_hidden")
+    @classmethod
+    def _positive_widths(cls, widths: list[int]) -> list[int]:
+        if any(w <= 0 for w in widths):
+            raise ValueError(f"radial_mlp_hidden widths must be positive, got {widths}")
+        return widths
+
+    @field_validator("mlp_irreps")
+    @classmethod
+    def _scalar_mlp_irreps(cls, text: str) -> str:
+        irreps = irreps_option(text, "mlp_irreps")
+        if any(ir != o3.Irrep("0e") for _, ir in irreps) or irreps.dim == 0:
+            raise ValueError(f"mlp_irreps must be even scalars only (like '16x0e'), got {text!r}")
+        return text
+
+    @model_validator(mode="after")
+    def _check_input_sizes(self) -> "MessagePassingConfig":
+        num_types = len(self.type_names)
+        if self.num_species is not None and self.num_species != num_types:
+            raise ValueError(f"num_species={self.num_species} but there are {num_types} type names {self.type_names}")
+        if self.num_node_feats is not None and self.num_node_feats < num_types:
+            raise ValueError(
+                f"num_node_feats={self.num_node_feats} is smaller than the one-hot width {num_types} "
+                f"(the number of type names); extra features beyond it come from the graph's '{keys.NODE_ATTRS}'"
+            )
+        return self

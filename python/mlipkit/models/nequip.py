@@ -38,73 +38,37 @@ from torch import nn
 
 from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph
-from mlipkit.models.config import PotentialConfig
+from mlipkit.models.config import MessagePassingConfig, irreps_option
 from mlipkit.models.potential import Potential
 from mlipkit.nn.activations import ActivationName, OddActivationName
-from mlipkit.nn.embedding import TypeEmbedding, node_attributes, subtract_reference, with_reference_nodes
+from mlipkit.nn.embedding import GraphInputs, TypeEmbedding
 from mlipkit.nn.interaction import GatedInteraction
 from mlipkit.nn.radial import EnvelopeName, RadialEmbedding
 from mlipkit.nn.readout import EnergyReadout
 
 
-def _irreps(text: str, name: str) -> o3.Irreps:
-    try:
-        return o3.Irreps(text)
-    except (ValueError, AssertionError) as error:
-        raise ValueError(f"{name} is not a valid irreps string: {text!r} ({error})") from error
-
-
-class NequIPConfig(PotentialConfig):
-    SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "max_ell": ("l_max",),
-        "num_bessel": ("num_rbf",),
-        "resnet": ("use_residual_connection",),
-        "avg_num_neighbours": ("avg_num_neighbors",),
-    }
+class NequIPConfig(MessagePassingConfig):
+    SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {"resnet": ("use_residual_connection",)}
 
     num_layers: int = Field(4, ge=1)
     max_ell: int = Field(2, ge=0, le=6)
     parity: bool = True
     num_features: int = Field(32, gt=0)
     target_irreps: str | None = None
-    mlp_irreps: str = "16x0e"
-    num_bessel: int = Field(8, gt=0)
     bessel_basis_trainable: bool = True
     num_polynomial_cutoff: int = Field(6, ge=1)
     radial_envelope: EnvelopeName = "polynomial"
-    radial_mlp_hidden: list[int] = Field(default_factory=lambda: [64, 64])
-    radial_mlp_activation: ActivationName = "silu"
     radial_mlp_variance_scale: float = Field(1.0, gt=0.0)
     self_connection: bool = True
     resnet: bool = True
-    avg_num_neighbours: float | None = Field(None, gt=0.0)
     avg_r_min: float | None = Field(None, gt=0.0)
-    num_node_feats: int | None = Field(None, gt=0)
-    num_species: int | None = Field(None, gt=0)
-    num_edge_feats: int = Field(0, ge=0)
     embed_activation: ActivationName | None = None
     gate_nonlinearities: dict[str, str] = Field(default_factory=lambda: {"e": "silu", "o": "tanh"})
-    deterministic_scatter_ops: bool = True
-
-    @field_validator("radial_mlp_hidden")
-    @classmethod
-    def _positive_widths(cls, widths: list[int]) -> list[int]:
-        if any(w <= 0 for w in widths):
-            raise ValueError(f"radial_mlp_hidden widths must be positive, got {widths}")
-        return widths
-
-    @field_validator("mlp_irreps")
-    @classmethod
-    def _scalar_mlp_irreps(cls, text: str) -> str:
-        irreps = _irreps(text, "mlp_irreps")
-        if any(ir != o3.Irrep("0e") for _, ir in irreps) or irreps.dim == 0:
-            raise ValueError(f"mlp_irreps must be even scalars only (like '16x0e'), got {text!r}")
-        return text
 
     @field_validator("target_irreps")
     @classmethod
     def _valid_target_irreps(cls, text: str | None) -> str | None:
-        if text is not None and o3.Irrep("0e") not in {ir for _, ir in _irreps(text, "target_irreps")}:
+        if text is not None and o3.Irrep("0e") not in {ir for _, ir in irreps_option(text, "target_irreps")}:
             raise ValueError(f"target_irreps must contain even scalars (0e) for the energy readout, got {text!r}")
         return text
 
@@ -121,15 +85,7 @@ class NequIPConfig(PotentialConfig):
         return gates
 
     @model_validator(mode="after")
-    def _check_sizes(self) -> "NequIPConfig":
-        num_types = len(self.type_names)
-        if self.num_species is not None and self.num_species != num_types:
-            raise ValueError(f"num_species={self.num_species} but there are {num_types} type names {self.type_names}")
-        if self.num_node_feats is not None and self.num_node_feats < num_types:
-            raise ValueError(
-                f"num_node_feats={self.num_node_feats} is smaller than the one-hot width {num_types} "
-                f"(the number of type names); extra features beyond it come from the graph's '{keys.NODE_ATTRS}'"
-            )
+    def _check_avg_r_min(self) -> "NequIPConfig":
         if self.avg_r_min is not None and self.avg_r_min >= self.r_max:
             raise ValueError(f"avg_r_min={self.avg_r_min} must be smaller than r_max={self.r_max}")
         return self
@@ -147,10 +103,8 @@ class NequIP(nn.Module):
 
     def __init__(self, config: NequIPConfig):
         super().__init__()
-        self.num_types = len(config.type_names)
-        self.num_extra_node_feats = (config.num_node_feats or self.num_types) - self.num_types
-        self.num_edge_feats = config.num_edge_feats
-        num_node_attrs = self.num_types + self.num_extra_node_feats
+        self.inputs = GraphInputs(len(config.type_names), config.num_node_feats, config.num_edge_feats)
+        num_node_attrs = self.inputs.num_node_attrs
         irreps_node_attrs = o3.Irreps(f"{num_node_attrs}x0e")
         irreps_sh = o3.Irreps.spherical_harmonics(config.max_ell, p=-1 if config.parity else 1)
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
@@ -192,41 +146,20 @@ class NequIP(nn.Module):
 
     @property
     def extra_input_fields(self) -> list[str]:
-        """Graph fields beyond types and geometry that this configuration reads."""
-        return [name for name, used in ((keys.NODE_ATTRS, self.num_extra_node_feats), (keys.EDGE_ATTRS, self.num_edge_feats)) if used]
+        return self.inputs.extra_input_fields
 
     def forward(
         self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        atom_types = graph[keys.ATOM_TYPES]
+        num_atoms = graph[keys.ATOM_TYPES].shape[0]
         edge_index = graph[keys.EDGE_INDEX]
-        extra_node_feats = None
-        if self.num_extra_node_feats:
-            extra_node_feats = _required(graph, keys.NODE_ATTRS, self.num_extra_node_feats, atom_types.shape[0])
-            # reference (isolated-atom) nodes carry zero extra features
-            extra_node_feats = nn.functional.pad(extra_node_feats, (0, 0, 0, self.num_types))
-        node_attrs = node_attributes(
-            with_reference_nodes(atom_types, self.num_types), self.num_types, extra_node_feats, edge_vectors.dtype
-        )
-        edge_radial = self.radial_embedding(edge_lengths)
-        if self.num_edge_feats:
-            edge_attrs = _required(graph, keys.EDGE_ATTRS, self.num_edge_feats, edge_index.shape[1])
-            edge_radial = torch.cat([edge_radial, edge_attrs.to(edge_radial.dtype)], dim=1)
+        node_attrs = self.inputs.node_attributes(graph, edge_vectors.dtype)
+        edge_radial = self.inputs.edge_features(graph, self.radial_embedding(edge_lengths))
         edge_sh = self.spherical_harmonics(edge_vectors)
         features = self.embedding(node_attrs)
         for layer in self.layers:
             features = layer(features, node_attrs, edge_sh, edge_radial, edge_index)
-        energies = subtract_reference(self.readout(features), node_attrs[: atom_types.shape[0], : self.num_types])
-        return energies, features[: atom_types.shape[0]]
-
-
-def _required(graph: AtomicGraph, name: str, width: int, rows: int) -> torch.Tensor:
-    if name not in graph:
-        raise ValueError(f"the model was configured with {width} extra input features and needs graph field '{name}'")
-    value = graph[name]
-    if tuple(value.shape) != (rows, width):
-        raise ValueError(f"graph field '{name}' has shape {tuple(value.shape)}, expected ({rows}, {width})")
-    return value
+        return self.inputs.energies(self.readout(features), node_attrs), features[:num_atoms]
 
 
 def build_nequip(config: NequIPConfig) -> Potential:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 
 from mlipkit.models.config import PotentialConfig
+from mlipkit.models.mace import MACEConfig, build_mace
 from mlipkit.models.nequip import NequIPConfig, build_nequip
 from mlipkit.models.potential import Potential
 
@@ -20,6 +21,7 @@ class ModelEntry:
 
 REGISTRY: dict[str, ModelEntry] = {
     "nequip": ModelEntry(NequIPConfig, build_nequip),
+    "mace": ModelEntry(MACEConfig, build_mace),
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import torch
@@ -25,7 +24,8 @@ class Convolution(nn.Module):
     """Message passing: node features (x) edge spherical harmonics, weighted per edge by a radial MLP.
 
     Messages m_e = TP(h_sender, Y(r_e); w(|r_e|)) are summed at receivers
-    (receiver-sorted segment sum) and divided by sqrt(avg_num_neighbours).
+    (receiver-sorted segment sum) and divided by avg_num_neighbours to the
+    power ``normalization_exponent`` (NequIP: 1/2, MACE: 1).
     """
 
     def __init__(
@@ -41,6 +41,7 @@ class Convolution(nn.Module):
         avg_num_neighbours: float | None,
         self_connection: bool,
         deterministic_scatter: bool,
+        normalization_exponent: float = 0.5,
     ):
         super().__init__()
         self.linear_in = o3.Linear(irreps_in, irreps_in)
@@ -64,7 +65,7 @@ class Convolution(nn.Module):
         self.self_connection = (
             o3.FullyConnectedTensorProduct(irreps_in, irreps_node_attrs, irreps_out) if self_connection else None
         )
-        self.message_scale = 1.0 / math.sqrt(avg_num_neighbours) if avg_num_neighbours else 1.0
+        self.message_scale = avg_num_neighbours**-normalization_exponent if avg_num_neighbours else 1.0
         self.deterministic_scatter = deterministic_scatter
 
     def forward(

@@ -22,12 +22,15 @@ class EnergyReadout(nn.Module):
 
 
 class ScalarHead(nn.Module):
-    """Per-node invariant outputs: the scalar part of the features through a one-hidden-layer MLP."""
+    """Per-node invariant outputs: the scalar part of the features through a one-hidden-layer MLP.
 
-    def __init__(self, irreps_in: o3.Irreps, mlp_irreps: o3.Irreps, num_tasks: int, activation_name: str = "silu"):
+    Also MACE's non-linear energy readout; ``activation_name=None`` leaves the hidden layer linear.
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, mlp_irreps: o3.Irreps, num_tasks: int, activation_name: str | None = "silu"):
         super().__init__()
         self.hidden = o3.Linear(irreps_in, mlp_irreps)
-        self.act = activation(activation_name)
+        self.act = activation(activation_name) if activation_name else nn.Identity()
         self.out = o3.Linear(mlp_irreps, o3.Irreps(f"{num_tasks}x0e"))
 
     def forward(self, node_features: torch.Tensor) -> torch.Tensor:
@@ -41,8 +44,9 @@ class VectorHead(nn.Module):
         super().__init__()
         if o3.Irrep("1o") not in {ir for _, ir in irreps_in}:
             raise ValueError(
-                f"a vector output needs 1o features in the last layer, which has {irreps_in}; "
-                "use max_ell >= 1 (and parity=True, or target_irreps containing 1o)"
+                f"a vector output needs 1o node features, and this model's are {irreps_in}; NequIP: use "
+                "max_ell >= 1 (and parity=True, or target_irreps containing 1o); MACE: hidden_irreps with 1o "
+                "and num_interactions >= 2 (or keep_last_layer_irreps=True)"
             )
         self.num_tasks = num_tasks
         self.linear = o3.Linear(irreps_in, o3.Irreps(f"{num_tasks}x1o"))
