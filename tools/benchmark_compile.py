@@ -1,12 +1,15 @@
-"""Compile time of the default NequIP and speed of the artifact against the eager model.
+"""Construction and compile time of default models, and speed of the artifact against the eager model.
 
-    .venv/bin/python tools/benchmark_compile.py [--dtype float32 float64] [--mode aotinductor torchscript]
+    .venv/bin/python tools/benchmark_compile.py [--model nequip mace] [--dtype float32 float64]
+                                                [--mode aotinductor torchscript]
 
-For each dtype and mode: builds the default NequIP (num_layers=4, l_max=2,
-32 features, one species Cu, r_max=5), saves it, runs ``mlip-compile`` on it
-(printing every stage) and times energy+forces calls on a 256-atom fcc Cu cell
-with the eager model and with the artifact (median of repeated calls, after
-warm-up). nequip's compile of the same model takes about 240 s on this machine.
+For each model, dtype and mode: builds the model at its default size (NequIP:
+num_layers=4, l_max=2, 32 features; MACE: 2 interactions, 128x0e+128x1o,
+max_ell=3, correlation 3; one species Cu, r_max=5), saves it, runs
+``mlip-compile`` on it (printing every stage) and times energy+forces calls on
+a 256-atom fcc Cu cell with the eager model and with the artifact (median of
+repeated calls, after warm-up). nequip's compile of the same NequIP takes about
+240 s on this machine; tools/mace_torch_reference.py times mace-torch.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from ase.build import bulk
 
 import mlipkit
+import mlipkit.models
 from mlipkit.compile import Artifact, compile_checkpoint
 from mlipkit.data import graph_from_atoms, keys
 from mlipkit.data.graph import compute_edge_vectors
@@ -39,6 +43,7 @@ def median_ms(call, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["nequip"], choices=sorted(mlipkit.models.REGISTRY))
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--mode", nargs="+", default=["aotinductor"], choices=["aotinductor", "torchscript"])
     parser.add_argument("--repeats", type=int, default=20)
@@ -47,27 +52,31 @@ def main() -> None:
     atoms.rattle(0.05, seed=0)
     rows = []
     with tempfile.TemporaryDirectory() as directory:
-        for dtype_name in arguments.dtype:
-            dtype = getattr(torch, dtype_name)
-            model = mlipkit.build_model("nequip", dtype=dtype, type_names=["Cu"], r_max=5.0, seed=0)
-            checkpoint = mlipkit.save_checkpoint(model, Path(directory) / f"nequip_{dtype_name}.ckpt")
-            graph = graph_from_atoms(atoms, model.r_max, model.type_names, dtype)
-            inputs = (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph))
-            eager_ms = median_ms(lambda: model(graph)[keys.FORCES], arguments.repeats)
-            for mode in arguments.mode:
-                output = Path(directory) / f"nequip_{dtype_name}{'.pt2' if mode == 'aotinductor' else '.pt'}"
-                print(f"mlip-compile default NequIP, {dtype_name}, {mode}:")
+        for model_name in arguments.model:
+            for dtype_name in arguments.dtype:
+                dtype = getattr(torch, dtype_name)
                 start = time.perf_counter()
-                compile_checkpoint(checkpoint, output, mode=mode, log=print)
-                compile_s = time.perf_counter() - start
-                artifact = Artifact(output)
-                compiled_ms = median_ms(lambda: artifact.run(*inputs), arguments.repeats)
-                rows.append((dtype_name, mode, compile_s, eager_ms, compiled_ms))
+                model = mlipkit.build_model(model_name, dtype=dtype, type_names=["Cu"], r_max=5.0, seed=0)
+                build_s = time.perf_counter() - start
+                checkpoint = mlipkit.save_checkpoint(model, Path(directory) / f"{model_name}_{dtype_name}.ckpt")
+                graph = graph_from_atoms(atoms, model.r_max, model.type_names, dtype)
+                inputs = (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph))
+                eager_ms = median_ms(lambda: model(graph)[keys.FORCES], arguments.repeats)
+                for mode in arguments.mode:
+                    output = Path(directory) / f"{model_name}_{dtype_name}{'.pt2' if mode == 'aotinductor' else '.pt'}"
+                    print(f"mlip-compile default {model_name}, {dtype_name}, {mode}:")
+                    start = time.perf_counter()
+                    compile_checkpoint(checkpoint, output, mode=mode, log=print)
+                    compile_s = time.perf_counter() - start
+                    artifact = Artifact(output)
+                    compiled_ms = median_ms(lambda: artifact.run(*inputs), arguments.repeats)
+                    rows.append((model_name, dtype_name, mode, build_s, compile_s, eager_ms, compiled_ms))
     print(f"\n256-atom Cu cell ({inputs[1].shape[1]} edges), energy+forces, median of {arguments.repeats} calls, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'dtype':<8} {'mode':<12} {'compile s':>10} {'eager ms':>10} {'artifact ms':>12} {'speed-up':>9}")
-    for dtype_name, mode, compile_s, eager_ms, compiled_ms in rows:
-        print(f"{dtype_name:<8} {mode:<12} {compile_s:>10.1f} {eager_ms:>10.1f} {compiled_ms:>12.1f} {eager_ms / compiled_ms:>8.2f}x")
+    print(f"{'model':<7} {'dtype':<8} {'mode':<12} {'build s':>8} {'compile s':>10} {'eager ms':>10} {'artifact ms':>12} {'speed-up':>9}")
+    for model_name, dtype_name, mode, build_s, compile_s, eager_ms, compiled_ms in rows:
+        print(f"{model_name:<7} {dtype_name:<8} {mode:<12} {build_s:>8.2f} {compile_s:>10.1f} {eager_ms:>10.1f} "
+              f"{compiled_ms:>12.1f} {eager_ms / compiled_ms:>8.2f}x")
 
 
 if __name__ == "__main__":
