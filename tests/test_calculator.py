@@ -12,8 +12,8 @@ from mlipkit.models import save_checkpoint
 
 
 @pytest.mark.parametrize("source", ["model", "checkpoint"])
-def test_calculator_matches_model(source, tmp_path):
-    model = build_small("nequip")
+def test_calculator_matches_model(model_name, source, tmp_path):
+    model = build_small(model_name)
     calculator = MLIPCalculator(model if source == "model" else save_checkpoint(model, tmp_path / "m.ckpt"))
     atoms = STRUCTURES["triclinic"]()
     atoms.calc = calculator

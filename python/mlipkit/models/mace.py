@@ -48,13 +48,13 @@ from e3nn import o3
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph
 from mlipkit.models.config import MessagePassingConfig, irreps_option
 from mlipkit.models.potential import Potential
 from mlipkit.nn.activations import ActivationName
 from mlipkit.nn.embedding import GraphInputs, TypeEmbedding
 from mlipkit.nn.interaction import Convolution
+from mlipkit.nn.message_passing import MessagePassingNetwork
 from mlipkit.nn.radial import RadialEmbedding
 from mlipkit.nn.readout import ScalarHead
 from mlipkit.nn.symmetric_contraction import SymmetricContraction
@@ -182,7 +182,7 @@ class MACELayer(nn.Module):
         return out
 
 
-class MACE(nn.Module):
+class MACE(MessagePassingNetwork):
     """The MACE network: type embedding, MACE layers, a readout per layer summed into per-atom energies."""
 
     def __init__(self, config: MACEConfig):
@@ -233,31 +233,19 @@ class MACE(nn.Module):
             irreps = irreps_out
         self.feature_irreps = sum((layer.irreps_out for layer in self.layers), o3.Irreps())
 
-    @property
-    def num_message_passing_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def extra_input_fields(self) -> list[str]:
-        return self.inputs.extra_input_fields
-
     def forward(
         self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        num_atoms = graph[keys.ATOM_TYPES].shape[0]
-        edge_index = graph[keys.EDGE_INDEX]
-        node_attrs = self.inputs.node_attributes(graph, edge_vectors.dtype)
-        edge_radial = self.inputs.edge_features(graph, self.radial_embedding(edge_lengths))
-        edge_sh = self.spherical_harmonics(edge_vectors)
-        features = self.embedding(node_attrs)
+        inputs = self.embed(graph, edge_vectors, edge_lengths)
+        features = inputs.node_feats
         energies = []
         layer_features = []
         for layer, readout in zip(self.layers, self.readouts):
-            features = layer(features, node_attrs, edge_sh, edge_radial, edge_index)
+            features = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
             energies.append(readout(features))
-            layer_features.append(features[:num_atoms])
+            layer_features.append(features[: inputs.num_atoms])
         total = torch.stack(energies).sum(0)
-        return self.inputs.energies(total, node_attrs), torch.cat(layer_features, dim=1)
+        return self.inputs.energies(total, inputs.node_attrs), torch.cat(layer_features, dim=1)
 
 
 def build_mace(config: MACEConfig) -> Potential:

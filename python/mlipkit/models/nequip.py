@@ -36,13 +36,13 @@ from e3nn import o3
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph
 from mlipkit.models.config import MessagePassingConfig, irreps_option
 from mlipkit.models.potential import Potential
 from mlipkit.nn.activations import ActivationName, OddActivationName
 from mlipkit.nn.embedding import GraphInputs, TypeEmbedding
 from mlipkit.nn.interaction import GatedInteraction
+from mlipkit.nn.message_passing import MessagePassingNetwork
 from mlipkit.nn.radial import EnvelopeName, RadialEmbedding
 from mlipkit.nn.readout import EnergyReadout
 
@@ -98,7 +98,7 @@ class NequIPConfig(MessagePassingConfig):
         return o3.Irreps([(self.num_features, (l, p)) for l in range(self.max_ell + 1) for p in parities])
 
 
-class NequIP(nn.Module):
+class NequIP(MessagePassingNetwork):
     """The NequIP network: type embedding, gated interaction layers, linear energy readout."""
 
     def __init__(self, config: NequIPConfig):
@@ -140,26 +140,14 @@ class NequIP(nn.Module):
         self.feature_irreps = irreps
         self.readout = EnergyReadout(irreps, o3.Irreps(config.mlp_irreps), config.num_readout_heads)
 
-    @property
-    def num_message_passing_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def extra_input_fields(self) -> list[str]:
-        return self.inputs.extra_input_fields
-
     def forward(
         self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        num_atoms = graph[keys.ATOM_TYPES].shape[0]
-        edge_index = graph[keys.EDGE_INDEX]
-        node_attrs = self.inputs.node_attributes(graph, edge_vectors.dtype)
-        edge_radial = self.inputs.edge_features(graph, self.radial_embedding(edge_lengths))
-        edge_sh = self.spherical_harmonics(edge_vectors)
-        features = self.embedding(node_attrs)
+        inputs = self.embed(graph, edge_vectors, edge_lengths)
+        features = inputs.node_feats
         for layer in self.layers:
-            features = layer(features, node_attrs, edge_sh, edge_radial, edge_index)
-        return self.inputs.energies(self.readout(features), node_attrs), features[:num_atoms]
+            features = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
+        return self.inputs.energies(self.readout(features), inputs.node_attrs), features[: inputs.num_atoms]
 
 
 def build_nequip(config: NequIPConfig) -> Potential:

@@ -1,0 +1,50 @@
+"""The part of a message-passing network's forward pass that NequIP and MACE share."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from mlipkit.data import keys
+from mlipkit.data.graph import AtomicGraph
+
+
+class Embedded(NamedTuple):
+    """A graph's inputs to the first layer; rows past num_atoms are the reference nodes."""
+
+    num_atoms: int
+    edge_index: torch.Tensor
+    node_attrs: torch.Tensor
+    node_feats: torch.Tensor
+    edge_sh: torch.Tensor
+    edge_radial: torch.Tensor
+
+
+class MessagePassingNetwork(nn.Module):
+    """Base of the NequIP and MACE cores.
+
+    Subclasses build ``inputs`` (a GraphInputs), ``radial_embedding``,
+    ``spherical_harmonics``, ``embedding`` (node attributes -> first features)
+    and ``layers``.
+    """
+
+    @property
+    def num_message_passing_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def extra_input_fields(self) -> list[str]:
+        return self.inputs.extra_input_fields
+
+    def embed(self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor) -> Embedded:
+        node_attrs = self.inputs.node_attributes(graph, edge_vectors.dtype)
+        return Embedded(
+            num_atoms=graph[keys.ATOM_TYPES].shape[0],
+            edge_index=graph[keys.EDGE_INDEX],
+            node_attrs=node_attrs,
+            node_feats=self.embedding(node_attrs),
+            edge_sh=self.spherical_harmonics(edge_vectors),
+            edge_radial=self.inputs.edge_features(graph, self.radial_embedding(edge_lengths)),
+        )
