@@ -25,7 +25,7 @@ Two sets are offered:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from e3nn import o3
@@ -52,7 +52,7 @@ def _identity_paths(irreps: Sequence[o3.Irrep]) -> dict[o3.Irrep, torch.Tensor]:
 def _couple_once(
     left: dict[o3.Irrep, torch.Tensor],
     irreps: Sequence[o3.Irrep],
-    keep: callable,
+    keep: Callable[[o3.Irrep], bool],
 ) -> dict[o3.Irrep, list[torch.Tensor]]:
     """Couple every path [r, d_left, D^(nu-1)] with each irrep of V into each allowed irrep: [r, d_out, D^nu]."""
     dimension = sum(ir.dim for ir in irreps)
@@ -124,8 +124,6 @@ def coupling_basis(irreps_in: o3.Irreps, ir_out: o3.Irrep, correlation: int, red
     max_l_in = max(ir.l for ir in irreps)
     natural_parity_only = correlation == 4 and not reduced
     paths = _identity_paths(irreps)
-    if reduced:
-        paths = {ir: _independent_basis(block) for ir, block in paths.items()}
     for order in range(2, correlation + 1):
         remaining = correlation - order
 
