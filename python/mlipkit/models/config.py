@@ -168,7 +168,8 @@ def irreps_option(text: str, name: str) -> o3.Irreps:
 class MessagePassingConfig(PotentialConfig):
     """Options NequIP and MACE share: radial basis, readout MLP, graph inputs, neighbour normalisation.
 
-    Models override a default by redeclaring the field; the checks here still apply.
+    Defaults are NequIP's; other models override a default by redeclaring the
+    field, and the checks here still apply.
     """
 
     SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {

@@ -51,12 +51,9 @@ class NequIPConfig(MessagePassingConfig):
     SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {"resnet": ("use_residual_connection",)}
 
     num_layers: int = Field(4, ge=1)
-    max_ell: int = Field(2, ge=0, le=6)
     parity: bool = True
     num_features: int = Field(32, gt=0)
     target_irreps: str | None = None
-    bessel_basis_trainable: bool = True
-    num_polynomial_cutoff: int = Field(6, ge=1)
     radial_envelope: EnvelopeName = "polynomial"
     radial_mlp_variance_scale: float = Field(1.0, gt=0.0)
     self_connection: bool = True
