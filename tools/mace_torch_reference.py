@@ -12,7 +12,12 @@ mlipkit's e3nn 0.6 environment cannot share), for example:
 
 (e3nn 0.4.4 loads its constants with torch.load, hence the environment
 variable.) The counts it prints are the ones tests/test_mace.py compares
-mlipkit's MACE with; tools/benchmark_models.py gives mlipkit's own timings.
+mlipkit's MACE with; tools/benchmark_compile.py --model mace gives mlipkit's
+own timings. With ``--fixture PATH`` it also writes the weights, energies and
+forces of a small mace-torch model (every coupling path) on a 32-atom cell,
+with fingerprints of its coupling coefficients (each path contracted with
+fixed probe vectors), from which tests/test_mace.py loads the same weights
+into mlipkit's MACE and compares the numbers.
 """
 
 from __future__ import annotations
@@ -83,10 +88,59 @@ def energy_forces_ms(model: torch.nn.Module, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats * 1e3
 
 
+#: the small model of the fixture, in mlipkit's option names
+FIXTURE_OPTIONS = {"hidden_irreps": "8x0e + 8x1o", "radial_mlp_hidden": [16], "use_reduced_cg": False}
+FIXTURE_ELEMENTS = [1, 6]
+
+
+def mace_batch(atoms, table):
+    graph = data.AtomicData.from_config(data.config_from_atoms(atoms), z_table=table, cutoff=5.0)
+    return next(iter(tools.torch_geometric.dataloader.DataLoader([graph], batch_size=1))).to_dict()
+
+
+def write_fixture(path: str) -> None:
+    """Weights, coupling fingerprints and results of a small mace-torch model, float64."""
+    from ase import Atoms
+
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    model = build(len(FIXTURE_ELEMENTS), FIXTURE_OPTIONS)
+    table = tools.AtomicNumberTable(FIXTURE_ELEMENTS)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    rng = np.random.default_rng(1)
+    atoms.numbers = rng.choice(FIXTURE_ELEMENTS, size=len(atoms))
+    atoms.rattle(0.1, seed=1)
+    out = model(mace_batch(atoms, table), compute_force=True)
+    isolated = [float(model(mace_batch(Atoms(numbers=[z], cell=[20, 20, 20], pbc=True), table))["energy"].detach()[0])
+                for z in FIXTURE_ELEMENTS]
+    probes = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))
+    fingerprints = {}
+    for name, buffer in model.named_buffers():
+        if ".U_matrix_" in name:
+            order = int(name.rsplit("_", 1)[1])
+            coupling = buffer.unsqueeze(0) if buffer.dim() == order + 1 else buffer  # [m, D, ..., D, K]
+            powers = torch.ones(len(probes), 1)
+            for _ in range(order):
+                powers = (powers.unsqueeze(-1) * probes.unsqueeze(1)).flatten(1)  # probe (x) ... (x) probe
+            fingerprints[name] = torch.einsum("mIk,pI->kmp", coupling.reshape(coupling.shape[0], -1, coupling.shape[-1]), powers)
+    torch.save({
+        "options": FIXTURE_OPTIONS, "elements": FIXTURE_ELEMENTS, "avg_num_neighbours": 10.0, "r_max": 5.0,
+        "weights": {name: p.detach() for name, p in model.named_parameters()},
+        "probes": probes, "fingerprints": fingerprints,
+        "numbers": torch.tensor(atoms.numbers), "positions": torch.tensor(atoms.positions), "cell": torch.tensor(atoms.cell.array),
+        "energy": float(out["energy"][0]), "forces": out["forces"].detach(), "isolated_atom_energies": isolated,
+        "mace_torch_version": __import__("mace").__version__,
+    }, path)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="energy+forces calls timed for the default model")
+    parser.add_argument("--fixture", help="also write the weights-and-results fixture of tests/test_mace.py here")
     arguments = parser.parse_args()
+    if arguments.fixture:
+        write_fixture(arguments.fixture)
     torch.set_default_dtype(torch.float64)
     for num_elements, options in CONFIGS:
         start = time.perf_counter()

@@ -227,7 +227,7 @@ class MACE(MessagePassingNetwork):
             )
             self.layers.append(layer)
             if last and index > 0:
-                self.readouts.append(ScalarHead(irreps_out, o3.Irreps(config.mlp_irreps), num_heads, config.gate))
+                self.readouts.append(ScalarHead(irreps_out, o3.Irreps(config.mlp_irreps), num_heads, config.gate, normalized=True))
             else:
                 self.readouts.append(o3.Linear(irreps_out, o3.Irreps(f"{num_heads}x0e")))
             irreps = irreps_out

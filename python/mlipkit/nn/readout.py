@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from e3nn import o3
+from e3nn.math import normalize2mom
 from torch import nn
 
 from mlipkit.nn.activations import activation
@@ -24,13 +25,26 @@ class EnergyReadout(nn.Module):
 class ScalarHead(nn.Module):
     """Per-node invariant outputs: the scalar part of the features through a one-hidden-layer MLP.
 
-    Also MACE's non-linear energy readout; ``activation_name=None`` leaves the hidden layer linear.
+    Also MACE's non-linear energy readout; ``activation_name=None`` leaves the
+    hidden layer linear. ``normalized`` scales the activation to unit second
+    moment on unit-Gaussian inputs (e3nn's convention, which mace-torch's
+    readout follows).
     """
 
-    def __init__(self, irreps_in: o3.Irreps, mlp_irreps: o3.Irreps, num_tasks: int, activation_name: str | None = "silu"):
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        mlp_irreps: o3.Irreps,
+        num_tasks: int,
+        activation_name: str | None = "silu",
+        normalized: bool = False,
+    ):
         super().__init__()
         self.hidden = o3.Linear(irreps_in, mlp_irreps)
-        self.act = activation(activation_name) if activation_name else nn.Identity()
+        if activation_name is None:
+            self.act = nn.Identity()
+        else:
+            self.act = normalize2mom(activation(activation_name)) if normalized else activation(activation_name)
         self.out = o3.Linear(mlp_irreps, o3.Irreps(f"{num_tasks}x0e"))
 
     def forward(self, node_features: torch.Tensor) -> torch.Tensor:
