@@ -236,8 +236,9 @@ def mace_torch_weights_in_mlipkit_layout(model, reference) -> dict[str, torch.Te
     for i, layer in enumerate(model.core.layers):
         instructions = layer.convolution.tensor_product.instructions
         widths = [int(torch.tensor(ins.path_shape).prod()) for ins in instructions]
-        columns = weights[f"interactions.{i}.conv_tp_weights.layer1.weight"].split([widths[n] for n in sorted(range(len(widths)), key=lambda n: instructions[n].i_out)], dim=1)
-        by_instruction = dict(zip(sorted(range(len(widths)), key=lambda n: instructions[n].i_out), columns))
+        mace_order = sorted(range(len(widths)), key=lambda n: instructions[n].i_out)  # mace-torch sorts by output
+        columns = weights[f"interactions.{i}.conv_tp_weights.layer1.weight"].split([widths[n] for n in mace_order], dim=1)
+        by_instruction = dict(zip(mace_order, columns))
         state[f"core.layers.{i}.convolution.radial.layer1.weight"] = torch.cat([by_instruction[n] for n in range(len(widths))], dim=1)
         product = layer.product
         for index, (_, ir_out) in enumerate(product.irreps_out):

@@ -73,14 +73,17 @@ def build(num_elements: int, options: dict) -> torch.nn.Module:
     )
 
 
+def mace_batch(atoms, table) -> dict:
+    """mace-torch's input dictionary for one structure (r_max 5)."""
+    graph = data.AtomicData.from_config(data.config_from_atoms(atoms), z_table=table, cutoff=5.0)
+    return next(iter(tools.torch_geometric.dataloader.DataLoader([graph], batch_size=1))).to_dict()
+
+
 def energy_forces_ms(model: torch.nn.Module, repeats: int) -> float:
     """Milliseconds per energy+forces call on 256 fcc Cu atoms (float32, r_max 5)."""
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((4, 4, 4))
     atoms.rattle(0.05, seed=0)
-    table = tools.AtomicNumberTable([29])
-    configuration = data.config_from_atoms(atoms)
-    graph = data.AtomicData.from_config(configuration, z_table=table, cutoff=5.0)
-    batch = next(iter(tools.torch_geometric.dataloader.DataLoader([graph], batch_size=1))).to_dict()
+    batch = mace_batch(atoms, tools.AtomicNumberTable([29]))
     model(batch, compute_force=True)
     start = time.perf_counter()
     for _ in range(repeats):
@@ -91,11 +94,6 @@ def energy_forces_ms(model: torch.nn.Module, repeats: int) -> float:
 #: the small model of the fixture, in mlipkit's option names
 FIXTURE_OPTIONS = {"hidden_irreps": "8x0e + 8x1o", "radial_mlp_hidden": [16], "use_reduced_cg": False}
 FIXTURE_ELEMENTS = [1, 6]
-
-
-def mace_batch(atoms, table):
-    graph = data.AtomicData.from_config(data.config_from_atoms(atoms), z_table=table, cutoff=5.0)
-    return next(iter(tools.torch_geometric.dataloader.DataLoader([graph], batch_size=1))).to_dict()
 
 
 def write_fixture(path: str) -> None:
