@@ -216,17 +216,19 @@ def test_modifiers():
         apply_modifiers(model, ["enable_forces"])
     with pytest.raises(ModifierError, match="does not take parameters"):
         apply_modifiers(model, ["disable_ForceStressOutput:{strength: 2}"])
-    with pytest.raises(ModifierError, match="tensor_product 'fused' is not available"):
-        apply_modifiers(model, ["set_kernels:{tensor_product: fused}"])
+    with pytest.raises(ModifierError, match="tensor_product 'cuequivariance' is unknown"):
+        apply_modifiers(model, ["set_kernels:{tensor_product: cuequivariance}"])
     with pytest.raises(ModifierError, match=r"unknown \['Ag'\]"):
         apply_modifiers(model, ["per_type_energy_scale_shift:{shifts: {Ag: 1.0}}"])
 
     atoms = STRUCTURES["triclinic"]()
     graph = graph_from_atoms(atoms, model.r_max, model.type_names, torch.float64)
     before = model(graph)
-    applied = apply_modifiers(model, ["set_kernels:{scatter: index_add}", {"name": "per_type_energy_scale_shift", "shifts": 0.5}])
-    assert applied == ['set_kernels:{"scatter":"index_add"}', 'per_type_energy_scale_shift:{"shifts":0.5}']
-    assert model.config.deterministic_scatter_ops is False
+    applied = apply_modifiers(
+        model, ["set_kernels:{tensor_product: e3nn, scatter: index_add}", {"name": "per_type_energy_scale_shift", "shifts": 0.5}]
+    )
+    assert applied == ['set_kernels:{"tensor_product":"e3nn","scatter":"index_add"}', 'per_type_energy_scale_shift:{"shifts":0.5}']
+    assert model.config.deterministic_scatter_ops is False and model.config.tensor_product_kernel == "e3nn"
     after = model(graph)
     # new shifts: Cu (-4) and Au (-5) atoms become +0.5 each, forces unchanged
     shift_change = sum(0.5 - {"Cu": -4.0, "Au": -5.0}[s] for s in atoms.get_chemical_symbols())

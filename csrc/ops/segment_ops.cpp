@@ -16,6 +16,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "sorted_segments.hpp"
+
 namespace mlipkit {
 namespace {
 
@@ -32,28 +34,6 @@ void check_index(const at::Tensor& src, const at::Tensor& sorted_index, const ch
               sorted_index.device(), ")");
 }
 
-// Row offsets of each segment: rows [ptr[s], ptr[s+1]) belong to segment s.
-std::vector<int64_t> segment_pointers(const at::Tensor& sorted_index, int64_t num_segments) {
-  const int64_t n = sorted_index.size(0);
-  const int64_t* idx = sorted_index.data_ptr<int64_t>();
-  for (int64_t k = 0; k < n; ++k) {
-    TORCH_CHECK(idx[k] >= 0 && idx[k] < num_segments, "mlipkit::segment_sum: sorted_index[", k,
-                "] = ", idx[k], " is outside [0, ", num_segments, ")");
-    TORCH_CHECK(k == 0 || idx[k - 1] <= idx[k], "mlipkit::segment_sum: sorted_index is not sorted (entry ",
-                k - 1, " = ", idx[k - 1], " > entry ", k, " = ", idx[k],
-                "); sort edges by receiver first");
-  }
-  std::vector<int64_t> ptr(static_cast<size_t>(num_segments) + 1, n);
-  int64_t row = 0;
-  for (int64_t s = 0; s <= num_segments; ++s) {
-    while (row < n && idx[row] < s) {
-      ++row;
-    }
-    ptr[static_cast<size_t>(s)] = row;
-  }
-  return ptr;
-}
-
 at::Tensor segment_sum_cpu(const at::Tensor& src, const at::Tensor& sorted_index, int64_t num_segments) {
   check_index(src, sorted_index, "segment_sum");
   TORCH_CHECK(num_segments >= 0, "mlipkit::segment_sum: num_segments must be >= 0, got ", num_segments);
@@ -66,7 +46,7 @@ at::Tensor segment_sum_cpu(const at::Tensor& src, const at::Tensor& sorted_index
   for (int64_t d = 1; d < src.dim(); ++d) {
     row_size *= src.size(d);
   }
-  const auto ptr = segment_pointers(index_c, num_segments);
+  const auto ptr = segment_pointers(index_c, num_segments, "segment_sum");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "mlipkit_segment_sum", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* in = src_c.data_ptr<scalar_t>();

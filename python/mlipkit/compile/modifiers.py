@@ -72,22 +72,26 @@ def per_type_energy_scale_shift(
 
 
 SCATTER_IMPLEMENTATIONS = {"segment_sum": True, "index_add": False}
-TENSOR_PRODUCT_IMPLEMENTATIONS = ("e3nn",)
+TENSOR_PRODUCT_IMPLEMENTATIONS = ("fused", "e3nn")
 
 
 def set_kernels(model: Potential, scatter: str | None = None, tensor_product: str | None = None) -> None:
     if scatter is None and tensor_product is None:
         raise ModifierError("set_kernels needs 'scatter' and/or 'tensor_product'")
-    if tensor_product is not None and tensor_product not in TENSOR_PRODUCT_IMPLEMENTATIONS:
-        raise ModifierError(
-            f"set_kernels: tensor_product '{tensor_product}' is not available; this build has {list(TENSOR_PRODUCT_IMPLEMENTATIONS)}"
-        )
+    convolutions = [module for module in model.modules() if isinstance(module, Convolution)]
+    if not convolutions or "tensor_product_kernel" not in type(model.config).model_fields:
+        raise ModifierError(f"set_kernels: the '{model.model_name}' model has no switchable convolution kernels")
+    if tensor_product is not None:
+        if tensor_product not in TENSOR_PRODUCT_IMPLEMENTATIONS:
+            raise ModifierError(
+                f"set_kernels: tensor_product '{tensor_product}' is unknown; choose one of {list(TENSOR_PRODUCT_IMPLEMENTATIONS)}"
+            )
+        for convolution in convolutions:
+            convolution.tensor_product_kernel = tensor_product
+        _set_config(model, tensor_product_kernel=tensor_product)
     if scatter is not None:
         if scatter not in SCATTER_IMPLEMENTATIONS:
             raise ModifierError(f"set_kernels: scatter '{scatter}' is unknown; choose one of {list(SCATTER_IMPLEMENTATIONS)}")
-        convolutions = [module for module in model.modules() if isinstance(module, Convolution)]
-        if not convolutions or "deterministic_scatter_ops" not in type(model.config).model_fields:
-            raise ModifierError(f"set_kernels: the '{model.model_name}' model has no switchable message scatter")
         for convolution in convolutions:
             convolution.deterministic_scatter = SCATTER_IMPLEMENTATIONS[scatter]
         _set_config(model, deterministic_scatter_ops=SCATTER_IMPLEMENTATIONS[scatter])
@@ -110,7 +114,8 @@ MODIFIERS: dict[str, Modifier] = {
         ),
         Modifier(
             "set_kernels",
-            "choose kernel implementations: {scatter: segment_sum|index_add, tensor_product: e3nn}",
+            "choose kernel implementations: {tensor_product: fused|e3nn, scatter: segment_sum|index_add} "
+            "(scatter applies to the e3nn path; the fused convolution sums in its own fixed order)",
             set_kernels,
         ),
     )

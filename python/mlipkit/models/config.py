@@ -190,6 +190,7 @@ class MessagePassingConfig(PotentialConfig):
     num_species: int | None = Field(None, gt=0)
     num_edge_feats: int = Field(0, ge=0)
     deterministic_scatter_ops: bool = True
+    tensor_product_kernel: Literal["fused", "e3nn"] = "fused"
 
     @field_validator("radial_mlp_hidden")
     @classmethod

@@ -205,6 +205,7 @@ class MACE(MessagePassingNetwork):
             radial_variance_scale=1.0,
             avg_num_neighbours=config.avg_num_neighbours,
             deterministic_scatter=config.deterministic_scatter_ops,
+            tensor_product_kernel=config.tensor_product_kernel,
         )
         has_odd_scalars = hidden.count(o3.Irrep("0o")) > 0
         irreps = scalars

@@ -131,6 +131,7 @@ class NequIP(MessagePassingNetwork):
                 avg_num_neighbours=config.avg_num_neighbours,
                 self_connection=config.self_connection,
                 deterministic_scatter=config.deterministic_scatter_ops,
+                tensor_product_kernel=config.tensor_product_kernel,
             )
             self.layers.append(layer)
             irreps = layer.irreps_out

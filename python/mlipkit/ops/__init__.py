@@ -1,13 +1,27 @@
 """Python face of the C++ op library (``torch.ops.mlipkit``) and its references."""
 
-from mlipkit.ops.library import library_path, load_library, segment_gather, segment_sum
-from mlipkit.ops.reference import segment_gather_reference, segment_sum_reference
+from mlipkit.ops.library import (
+    kernel_isa,
+    library_path,
+    load_library,
+    segment_gather,
+    segment_sum,
+    tensor_product_convolution,
+)
+from mlipkit.ops.reference import (
+    segment_gather_reference,
+    segment_sum_reference,
+    tensor_product_convolution_reference,
+)
 
 __all__ = [
+    "kernel_isa",
     "library_path",
     "load_library",
     "segment_gather",
     "segment_gather_reference",
     "segment_sum",
     "segment_sum_reference",
+    "tensor_product_convolution",
+    "tensor_product_convolution_reference",
 ]

@@ -37,3 +37,30 @@ def segment_gather(values: torch.Tensor, sorted_index: torch.Tensor) -> torch.Te
     """``values[sorted_index]``, whose derivative is ``segment_sum``."""
     load_library()
     return torch.ops.mlipkit.segment_gather(values, sorted_index)
+
+
+def tensor_product_convolution(
+    node_features: torch.Tensor,
+    edge_sh: torch.Tensor,
+    edge_weights: torch.Tensor,
+    edge_index: torch.Tensor,
+    couplings: torch.Tensor,
+    paths: list[int],
+    num_out_features: int,
+) -> torch.Tensor:
+    """Fused gather, channelwise tensor product and receiver sum (see csrc/kernels/convolution.cpp).
+
+    Features are components-outer, channels-inner per irrep; ``paths`` holds 8
+    integers per path (l1, l2, l3, mul, input, harmonics, output and weight
+    columns) and ``couplings`` each path's Clebsch-Gordan block times its weight.
+    """
+    load_library()
+    return torch.ops.mlipkit.tensor_product_convolution(
+        node_features, edge_sh, edge_weights, edge_index, couplings, paths, num_out_features
+    )
+
+
+def kernel_isa() -> str:
+    """The instruction set the fused CPU kernels run with (MLIPKIT_CPU_ISA overrides the choice)."""
+    load_library()
+    return torch.ops.mlipkit.kernel_isa()

@@ -12,3 +12,33 @@ def segment_sum_reference(src: torch.Tensor, index: torch.Tensor, num_segments: 
 
 def segment_gather_reference(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.index_select(0, index)
+
+
+def tensor_product_convolution_reference(
+    node_features: torch.Tensor,
+    edge_sh: torch.Tensor,
+    edge_weights: torch.Tensor,
+    edge_index: torch.Tensor,
+    couplings: torch.Tensor,
+    paths: list[int],
+    num_out_features: int,
+) -> torch.Tensor:
+    """The fused convolution written out path by path with einsum and index_add."""
+    sender, receiver = edge_index[0], edge_index[1]
+    x = node_features.index_select(0, sender)
+    num_edges = x.shape[0]
+    messages = x.new_zeros((num_edges, num_out_features))
+    offset = 0
+    for start in range(0, len(paths), 8):
+        l1, l2, l3, mul, in_column, sh_column, out_column, weight_column = paths[start : start + 8]
+        d1, d2, d3 = 2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1
+        block = couplings[offset : offset + d1 * d2 * d3].view(d1, d2, d3)
+        offset += d1 * d2 * d3
+        x_path = x[:, in_column : in_column + d1 * mul].reshape(num_edges, d1, mul)
+        y_path = edge_sh[:, sh_column : sh_column + d2]
+        w_path = edge_weights[:, weight_column : weight_column + mul]
+        message = torch.einsum("ijk,eiu,ej,eu->eku", block, x_path, y_path, w_path).reshape(num_edges, d3 * mul)
+        columns = torch.arange(out_column, out_column + d3 * mul, device=x.device)
+        messages = messages.index_add(1, columns, message)
+    out = node_features.new_zeros((node_features.shape[0], num_out_features))
+    return out.index_add(0, receiver, messages)

@@ -1,0 +1,222 @@
+// Fused tensor-product convolution kernels, compiled once per instruction set
+// (MLIPKIT_ISA names the namespace: baseline, avx2, avx512) and chosen at run
+// time. Channels are processed a register-wide vector at a time (GCC/Clang
+// vector extensions, lowered to the instructions the file is compiled for);
+// nothing here calls inline code from other headers (see convolution_plan.hpp).
+//
+// Forward, for each receiver r (edges of r are contiguous, in edge order):
+//   out[r][path k][u] = sum_e sum_paths w[e][u] * sum_i a_e[i,k] x[sender][i][u],
+//   a_e[i,k] = sum_j C[i,j,k] Y_e[j]   (C: the path's Clebsch-Gordan block times its weight)
+// Backward, for each sender s (its edges in edge order), given g = dL/dout:
+//   grad_x[s][i][u] += a[i,k] w[u] g[r][k][u]
+//   grad_w[e][u]     = sum_k g[r][k][u] sum_i a[i,k] x[s][i][u]
+//   grad_Y[e][j]    += C[i,j,k] sum_u w[u] g[r][k][u] x[s][i][u]
+// Every output row is written by one thread, in a fixed order: results do not
+// depend on the number of threads.
+
+#include "convolution_plan.hpp"
+
+#if !defined(MLIPKIT_ISA) || !defined(MLIPKIT_VECTOR_BYTES)
+#error "compile with -DMLIPKIT_ISA=<namespace> -DMLIPKIT_VECTOR_BYTES=<register width>"
+#endif
+
+namespace mlipkit {
+namespace convolution {
+namespace MLIPKIT_ISA {
+namespace {
+
+template <typename T>
+void edge_couplings(const Problem<T>& p, const T* sh_row, T* a) {
+  for (int64_t g = 0; g < p.num_groups; ++g) {
+    const CouplingGroup<T>& group = p.groups[g];
+    const T* y = sh_row + group.sh_offset;
+    T* a_group = a + group.scratch_offset;
+    for (int64_t q = 0; q < group.num_pairs; ++q) {
+      T sum = 0;
+      for (int64_t n = group.pair_nz[q]; n < group.pair_nz[q + 1]; ++n) {
+        sum += group.nz_c[n] * y[group.nz_j[n]];
+      }
+      a_group[q] = sum;
+    }
+  }
+}
+
+// A vector of channels: GCC/Clang vector extensions, as wide as the instruction
+// set's registers (MLIPKIT_VECTOR_BYTES), element-aligned so any channel
+// offset can be loaded.
+template <typename T>
+using Vector __attribute__((vector_size(MLIPKIT_VECTOR_BYTES), aligned(sizeof(T)))) = T;
+
+// One vector (L = lanes) or one channel (L = 1) of a path, from channel u0.
+template <typename T, int64_t L>
+struct Lanes;
+
+template <typename T>
+struct Lanes<T, 1> {
+  using type = T;
+  static T load(const T* p) { return *p; }
+  static void store(T* p, T v) { *p = v; }
+};
+
+template <typename T, int64_t L>
+struct Lanes {
+  using type = Vector<T>;
+  static type load(const T* p) { return *reinterpret_cast<const type*>(p); }
+  static void store(T* p, type v) { *reinterpret_cast<type*>(p) = v; }
+};
+
+template <typename T, int64_t L>
+inline void forward_block(const CouplingGroup<T>& group, const T* a, const T* x, const T* w, T* out,
+                          int64_t mul, int64_t u0) {
+  using V = Lanes<T, L>;
+  const typename V::type wv = V::load(w + u0);
+  for (int64_t k = 0; k < group.dim_out; ++k) {
+    typename V::type t = {};
+    for (int64_t q = group.k_pairs[k]; q < group.k_pairs[k + 1]; ++q) {
+      t += a[q] * V::load(x + group.pair_i[q] * mul + u0);
+    }
+    T* o = out + k * mul + u0;
+    V::store(o, V::load(o) + wv * t);
+  }
+}
+
+template <typename T, int64_t L>
+inline void backward_block(const CouplingGroup<T>& group, const T* a, const T* x, const T* w, const T* g,
+                           T* grad_x, T* grad_w, T* partial, int64_t mul, int64_t u0) {
+  using V = Lanes<T, L>;
+  const typename V::type wv = V::load(w + u0);
+  typename V::type grad_w_block = {};
+  for (int64_t k = 0; k < group.dim_out; ++k) {
+    const typename V::type gk = V::load(g + k * mul + u0);
+    const typename V::type wg = wv * gk;
+    typename V::type t = {};
+    for (int64_t q = group.k_pairs[k]; q < group.k_pairs[k + 1]; ++q) {
+      const T aq = a[q];
+      const int64_t offset = group.pair_i[q] * mul + u0;
+      const typename V::type xi = V::load(x + offset);
+      t += aq * xi;
+      V::store(grad_x + offset, V::load(grad_x + offset) + aq * wg);
+      T* pq = partial + q * kBlockStride;
+      V::store(pq, V::load(pq) + wg * xi);
+    }
+    grad_w_block += gk * t;
+  }
+  V::store(grad_w + u0, grad_w_block);
+}
+
+template <typename T>
+void forward_range(const Problem<T>& p, const T* x, const T* sh, const T* w, const int64_t* receiver_ptr,
+                   int64_t begin, int64_t end, T* out, T* scratch) {
+  constexpr int64_t B = MLIPKIT_VECTOR_BYTES / sizeof(T);
+  for (int64_t r = begin; r < end; ++r) {
+    T* out_row = out + r * p.num_out_features;
+    for (int64_t c = 0; c < p.num_out_features; ++c) {
+      out_row[c] = 0;
+    }
+    for (int64_t e = receiver_ptr[r]; e < receiver_ptr[r + 1]; ++e) {
+      const T* x_row = x + p.sender[e] * p.num_in_features;
+      const T* w_row = w + e * p.num_weights;
+      edge_couplings(p, sh + e * p.num_sh, scratch);
+      for (int64_t n = 0; n < p.num_paths; ++n) {
+        const Path& path = p.paths[n];
+        const CouplingGroup<T>& group = p.groups[path.group];
+        const T* a = scratch + group.scratch_offset;
+        const T* xp = x_row + path.in_offset;
+        const T* wp = w_row + path.weight_offset;
+        T* op = out_row + path.out_offset;
+        int64_t u0 = 0;
+        for (; u0 + B <= path.mul; u0 += B) {
+          forward_block<T, B>(group, a, xp, wp, op, path.mul, u0);
+        }
+        for (; u0 < path.mul; ++u0) {
+          forward_block<T, 1>(group, a, xp, wp, op, path.mul, u0);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T* sh, const T* w,
+                    const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,
+                    T* grad_x, T* grad_sh, T* grad_w, T* scratch) {
+  constexpr int64_t B = MLIPKIT_VECTOR_BYTES / sizeof(T);
+  static_assert(B <= kBlockStride, "vector wider than the partial-sum stride");
+  T* partial = scratch + p.scratch_size;
+  for (int64_t s = begin; s < end; ++s) {
+    T* grad_x_row = grad_x + s * p.num_in_features;
+    for (int64_t c = 0; c < p.num_in_features; ++c) {
+      grad_x_row[c] = 0;
+    }
+    const T* x_row = x + s * p.num_in_features;
+    for (int64_t position = sender_ptr[s]; position < sender_ptr[s + 1]; ++position) {
+      const int64_t e = sender_edges[position];
+      const T* g_row = grad_out + p.receiver[e] * p.num_out_features;
+      const T* w_row = w + e * p.num_weights;
+      T* grad_sh_row = grad_sh + e * p.num_sh;
+      for (int64_t c = 0; c < p.num_sh; ++c) {
+        grad_sh_row[c] = 0;
+      }
+      T* grad_w_row = grad_w + e * p.num_weights;
+      edge_couplings(p, sh + e * p.num_sh, scratch);
+      for (int64_t n = 0; n < p.num_paths; ++n) {
+        const Path& path = p.paths[n];
+        const CouplingGroup<T>& group = p.groups[path.group];
+        const T* a = scratch + group.scratch_offset;
+        for (int64_t c = 0; c < group.num_pairs * kBlockStride; ++c) {
+          partial[c] = 0;
+        }
+        const T* xp = x_row + path.in_offset;
+        const T* wp = w_row + path.weight_offset;
+        const T* gp = g_row + path.out_offset;
+        T* gxp = grad_x_row + path.in_offset;
+        T* gwp = grad_w_row + path.weight_offset;
+        int64_t u0 = 0;
+        for (; u0 + B <= path.mul; u0 += B) {
+          backward_block<T, B>(group, a, xp, wp, gp, gxp, gwp, partial, path.mul, u0);
+        }
+        for (; u0 < path.mul; ++u0) {
+          backward_block<T, 1>(group, a, xp, wp, gp, gxp, gwp, partial, path.mul, u0);
+        }
+        T* grad_y = grad_sh_row + group.sh_offset;
+        for (int64_t q = 0; q < group.num_pairs; ++q) {
+          T dot = 0;
+          for (int64_t b = 0; b < kBlockStride; ++b) {
+            dot += partial[q * kBlockStride + b];
+          }
+          for (int64_t nz = group.pair_nz[q]; nz < group.pair_nz[q + 1]; ++nz) {
+            grad_y[group.nz_j[nz]] += group.nz_c[nz] * dot;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void forward(const Problem<float>& p, const float* x, const float* sh, const float* w, const int64_t* receiver_ptr,
+             int64_t begin, int64_t end, float* out, float* scratch) {
+  forward_range(p, x, sh, w, receiver_ptr, begin, end, out, scratch);
+}
+
+void forward(const Problem<double>& p, const double* x, const double* sh, const double* w,
+             const int64_t* receiver_ptr, int64_t begin, int64_t end, double* out, double* scratch) {
+  forward_range(p, x, sh, w, receiver_ptr, begin, end, out, scratch);
+}
+
+void backward(const Problem<float>& p, const float* grad_out, const float* x, const float* sh, const float* w,
+              const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end, float* grad_x,
+              float* grad_sh, float* grad_w, float* scratch) {
+  backward_range(p, grad_out, x, sh, w, sender_ptr, sender_edges, begin, end, grad_x, grad_sh, grad_w, scratch);
+}
+
+void backward(const Problem<double>& p, const double* grad_out, const double* x, const double* sh, const double* w,
+              const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end, double* grad_x,
+              double* grad_sh, double* grad_w, double* scratch) {
+  backward_range(p, grad_out, x, sh, w, sender_ptr, sender_edges, begin, end, grad_x, grad_sh, grad_w, scratch);
+}
+
+}  // namespace MLIPKIT_ISA
+}  // namespace convolution
+}  // namespace mlipkit
