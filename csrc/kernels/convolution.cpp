@@ -143,7 +143,7 @@ template <typename T>
 struct GroupStorage {
   PathSpec spec;                  // the first path of the group (l's and harmonics column)
   std::vector<double> block;      // its dense coupling block, to recognise equal blocks
-  std::vector<int64_t> pair_i, k_pairs, pair_nz, nz_j;
+  std::vector<int64_t> pair_i, pair_k, k_pairs, i_pairs, pairs_by_i, pair_nz, nz_j;
   std::vector<T> nz_c;
 };
 
@@ -199,14 +199,17 @@ class Plan {
     for (auto& g : storage_) {
       const int64_t num_pairs = static_cast<int64_t>(g.pair_i.size());
       groups_.push_back(CouplingGroup<T>{g.spec.dim(g.spec.l1), g.spec.dim(g.spec.l3), g.spec.sh_offset, num_pairs,
-                                         scratch_offset, g.pair_i.data(), g.k_pairs.data(), g.pair_nz.data(),
-                                         g.nz_j.data(), g.nz_c.data()});
+                                         scratch_offset, g.pair_i.data(), g.pair_k.data(), g.k_pairs.data(),
+                                         g.i_pairs.data(), g.pairs_by_i.data(), g.pair_nz.data(), g.nz_j.data(),
+                                         g.nz_c.data()});
       scratch_offset += num_pairs;
-      max_pairs_ = std::max(max_pairs_, num_pairs);
+    }
+    for (const Path& path : paths_) {
+      max_out_block_ = std::max(max_out_block_, groups_[static_cast<size_t>(path.group)].dim_out * path.mul);
     }
     problem_ = Problem<T>{groups_.data(), static_cast<int64_t>(groups_.size()), paths_.data(),
-                          static_cast<int64_t>(paths_.size()), scratch_offset, max_pairs_, num_in, num_sh,
-                          num_weights, num_out, nullptr, nullptr};
+                          static_cast<int64_t>(paths_.size()), scratch_offset, num_in, num_sh, num_weights,
+                          num_out, nullptr, nullptr};
   }
 
   Problem<T> problem(const int64_t* sender, const int64_t* receiver) const {
@@ -216,7 +219,7 @@ class Plan {
     return p;
   }
 
-  int64_t scratch_elements() const { return problem_.scratch_size + max_pairs_ * kBlockStride; }
+  int64_t scratch_elements() const { return problem_.scratch_size + max_out_block_; }
 
  private:
   // Paths with the same l's, harmonics block and coupling values share one group.
@@ -245,11 +248,21 @@ class Plan {
         }
         if (any) {
           g.pair_i.push_back(i);
+          g.pair_k.push_back(k);
           g.pair_nz.push_back(static_cast<int64_t>(g.nz_j.size()));
         }
       }
     }
     g.k_pairs.push_back(static_cast<int64_t>(g.pair_i.size()));
+    for (int64_t i = 0; i < d1; ++i) {
+      g.i_pairs.push_back(static_cast<int64_t>(g.pairs_by_i.size()));
+      for (size_t q = 0; q < g.pair_i.size(); ++q) {
+        if (g.pair_i[q] == i) {
+          g.pairs_by_i.push_back(static_cast<int64_t>(q));
+        }
+      }
+    }
+    g.i_pairs.push_back(static_cast<int64_t>(g.pairs_by_i.size()));
     g.block = std::move(block);
     storage_.push_back(std::move(g));
     return static_cast<int64_t>(storage_.size()) - 1;
@@ -258,7 +271,7 @@ class Plan {
   std::vector<GroupStorage<T>> storage_;
   std::vector<CouplingGroup<T>> groups_;
   std::vector<Path> paths_;
-  int64_t max_pairs_ = 0;
+  int64_t max_out_block_ = 0;
   Problem<T> problem_{};
 };
 

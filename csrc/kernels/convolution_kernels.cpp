@@ -80,28 +80,49 @@ inline void forward_block(const CouplingGroup<T>& group, const T* a, const T* x,
   }
 }
 
+// grad_w over one vector of channels, then grad_x of the sender over the same channels.
 template <typename T, int64_t L>
-inline void backward_block(const CouplingGroup<T>& group, const T* a, const T* x, const T* w, const T* g,
-                           T* grad_x, T* grad_w, T* partial, int64_t mul, int64_t u0) {
+inline void backward_block(const CouplingGroup<T>& group, const T* a, const T* x, const T* g, const T* wg,
+                           T* grad_x, T* grad_w, int64_t mul, int64_t u0) {
   using V = Lanes<T, L>;
-  const typename V::type wv = V::load(w + u0);
   typename V::type grad_w_block = {};
   for (int64_t k = 0; k < group.dim_out; ++k) {
-    const typename V::type gk = V::load(g + k * mul + u0);
-    const typename V::type wg = wv * gk;
     typename V::type t = {};
     for (int64_t q = group.k_pairs[k]; q < group.k_pairs[k + 1]; ++q) {
-      const T aq = a[q];
-      const int64_t offset = group.pair_i[q] * mul + u0;
-      const typename V::type xi = V::load(x + offset);
-      t += aq * xi;
-      V::store(grad_x + offset, V::load(grad_x + offset) + aq * wg);
-      T* pq = partial + q * kBlockStride;
-      V::store(pq, V::load(pq) + wg * xi);
+      t += a[q] * V::load(x + group.pair_i[q] * mul + u0);
     }
-    grad_w_block += gk * t;
+    grad_w_block += V::load(g + k * mul + u0) * t;
   }
   V::store(grad_w + u0, grad_w_block);
+  for (int64_t i = 0; i < group.dim_in; ++i) {
+    T* gxi = grad_x + i * mul + u0;
+    typename V::type sum = V::load(gxi);
+    for (int64_t n = group.i_pairs[i]; n < group.i_pairs[i + 1]; ++n) {
+      const int64_t q = group.pairs_by_i[n];
+      sum += a[q] * V::load(wg + group.pair_k[q] * mul + u0);
+    }
+    V::store(gxi, sum);
+  }
+}
+
+// sum_u p[u] * q[u] over mul channels, in a fixed order.
+template <typename T>
+inline T dot(const T* p, const T* q, int64_t mul) {
+  constexpr int64_t B = MLIPKIT_VECTOR_BYTES / sizeof(T);
+  using V = Lanes<T, B>;
+  typename V::type sum = {};
+  int64_t u = 0;
+  for (; u + B <= mul; u += B) {
+    sum += V::load(p + u) * V::load(q + u);
+  }
+  T total = 0;
+  for (int64_t lane = 0; lane < B; ++lane) {
+    total += sum[lane];
+  }
+  for (; u < mul; ++u) {
+    total += p[u] * q[u];
+  }
+  return total;
 }
 
 template <typename T>
@@ -141,8 +162,7 @@ void backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T*
                     const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,
                     T* grad_x, T* grad_sh, T* grad_w, T* scratch) {
   constexpr int64_t B = MLIPKIT_VECTOR_BYTES / sizeof(T);
-  static_assert(B <= kBlockStride, "vector wider than the partial-sum stride");
-  T* partial = scratch + p.scratch_size;
+  T* wg = scratch + p.scratch_size;
   for (int64_t s = begin; s < end; ++s) {
     T* grad_x_row = grad_x + s * p.num_in_features;
     for (int64_t c = 0; c < p.num_in_features; ++c) {
@@ -162,30 +182,31 @@ void backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T*
       for (int64_t n = 0; n < p.num_paths; ++n) {
         const Path& path = p.paths[n];
         const CouplingGroup<T>& group = p.groups[path.group];
+        const int64_t mul = path.mul;
         const T* a = scratch + group.scratch_offset;
-        for (int64_t c = 0; c < group.num_pairs * kBlockStride; ++c) {
-          partial[c] = 0;
-        }
         const T* xp = x_row + path.in_offset;
         const T* wp = w_row + path.weight_offset;
         const T* gp = g_row + path.out_offset;
+        for (int64_t k = 0; k < group.dim_out; ++k) {
+          for (int64_t u = 0; u < mul; ++u) {
+            wg[k * mul + u] = wp[u] * gp[k * mul + u];
+          }
+        }
         T* gxp = grad_x_row + path.in_offset;
         T* gwp = grad_w_row + path.weight_offset;
         int64_t u0 = 0;
-        for (; u0 + B <= path.mul; u0 += B) {
-          backward_block<T, B>(group, a, xp, wp, gp, gxp, gwp, partial, path.mul, u0);
+        for (; u0 + B <= mul; u0 += B) {
+          backward_block<T, B>(group, a, xp, gp, wg, gxp, gwp, mul, u0);
         }
-        for (; u0 < path.mul; ++u0) {
-          backward_block<T, 1>(group, a, xp, wp, gp, gxp, gwp, partial, path.mul, u0);
+        for (; u0 < mul; ++u0) {
+          backward_block<T, 1>(group, a, xp, gp, wg, gxp, gwp, mul, u0);
         }
+        // grad_Y[j] = sum over pairs (i, k) and their non-zeros of c * <w g_k, x_i>
         T* grad_y = grad_sh_row + group.sh_offset;
         for (int64_t q = 0; q < group.num_pairs; ++q) {
-          T dot = 0;
-          for (int64_t b = 0; b < kBlockStride; ++b) {
-            dot += partial[q * kBlockStride + b];
-          }
+          const T b = dot(wg + group.pair_k[q] * mul, xp + group.pair_i[q] * mul, mul);
           for (int64_t nz = group.pair_nz[q]; nz < group.pair_nz[q + 1]; ++nz) {
-            grad_y[group.nz_j[nz]] += group.nz_c[nz] * dot;
+            grad_y[group.nz_j[nz]] += group.nz_c[nz] * b;
           }
         }
       }

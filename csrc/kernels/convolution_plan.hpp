@@ -28,7 +28,10 @@ struct CouplingGroup {
   int64_t num_pairs;
   int64_t scratch_offset;   // where this group's a[] lives in the per-edge scratch
   const int64_t* pair_i;    // [num_pairs] input component of each pair
+  const int64_t* pair_k;    // [num_pairs] output component of each pair
   const int64_t* k_pairs;   // [dim_out + 1] pairs of output component k: [k_pairs[k], k_pairs[k+1])
+  const int64_t* i_pairs;   // [dim_in + 1] pairs of input component i: pairs_by_i[i_pairs[i] .. i_pairs[i+1])
+  const int64_t* pairs_by_i;
   const int64_t* pair_nz;   // [num_pairs + 1] non-zeros of each pair
   const int64_t* nz_j;      // edge-harmonic component (within the l2 block) of each non-zero
   const T* nz_c;            // value (path weight included) of each non-zero
@@ -50,7 +53,6 @@ struct Problem {
   const Path* paths;
   int64_t num_paths;
   int64_t scratch_size;       // per-edge coupling values: sum of the groups' num_pairs
-  int64_t max_pairs;          // largest num_pairs of a group
   int64_t num_in_features;    // columns of the node features (and of grad_x)
   int64_t num_sh;             // columns of the edge harmonics
   int64_t num_weights;        // columns of the edge weights
@@ -59,10 +61,8 @@ struct Problem {
   const int64_t* receiver;    // [E]
 };
 
-// Channels per vector block (a multiple of every block width the kernels use).
-// Scratch each thread needs, in elements of T: scratch_size coupling values
-// plus max_pairs * kBlockStride partial sums for the backward pass.
-constexpr int64_t kBlockStride = 16;
+// Scratch each thread needs, in elements of T: scratch_size coupling values,
+// then (backward) the weighted output gradient of one path, [2l3+1][mul].
 
 // Kernels of one instruction set, in namespaces baseline / avx2 / avx512.
 // forward: rows [begin, end) of out; edges of node r are [receiver_ptr[r], receiver_ptr[r+1]).
