@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8], help="fcc cells per edge (4: 256 atoms, 8: 2048)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--threads", type=int, default=1, help="OpenMP threads per rank")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="OpenMP threads per rank (each value in turn)")
     parser.add_argument("--steps", type=int, default=5)
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -90,12 +90,13 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for cells in arguments.sizes:
             for ranks in arguments.ranks:
-                result = run(artifact.resolve(), cells, ranks, arguments.steps, arguments.threads, directory)
-                print(
-                    f"| {result['atoms']} | {ranks} x {arguments.threads} | {result['steps_per_second']:.3g} | "
-                    f"{result['pair_share']:.1f} | {result['outside_model_share']:.1f}% |",
-                    flush=True,
-                )
+                for threads in arguments.threads:
+                    result = run(artifact.resolve(), cells, ranks, arguments.steps, threads, directory)
+                    print(
+                        f"| {result['atoms']} | {ranks} x {threads} | {result['steps_per_second']:.3g} | "
+                        f"{result['pair_share']:.1f} | {result['outside_model_share']:.1f}% |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
