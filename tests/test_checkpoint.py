@@ -48,6 +48,19 @@ def test_mismatched_weights(tmp_path):
         load_checkpoint(path)
 
 
+def test_checkpoint_from_before_scalar_last_layer(tmp_path):
+    """Checkpoints without the option were written by models whose last layer kept every irrep."""
+    model = build_small("nequip", scalar_last_layer=False)
+    contents = read_checkpoint(save_checkpoint(model, tmp_path / "m.ckpt"))
+    del contents["config"]["scalar_last_layer"]
+    torch.save(contents, tmp_path / "old.ckpt")
+    loaded = load_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.config.scalar_last_layer is False
+    assert build_small("nequip").config.scalar_last_layer is True
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
 def test_checkpoint_contents(tmp_path):
     model = build_small("nequip")
     contents = read_checkpoint(save_checkpoint(model, tmp_path / "m.ckpt"))

@@ -24,6 +24,18 @@ def test_default_options():
     assert str(config.hidden_irreps) == "32x0e+32x0o+32x1e+32x1o+32x2e+32x2o"
 
 
+def test_scalar_last_layer():
+    """By default the last layer computes only the 0e paths (as nequip's); a vector head keeps them all."""
+    model = mlipkit.build_model("nequip", **BASE, seed=0)
+    last = model.core.layers[-1].convolution.tensor_product
+    assert model.config.scalar_last_layer and str(model.core.feature_irreps) == "32x0e"
+    assert [str(last.irreps_out[i.i_out].ir) for i in last.instructions] == ["0e"] * 3 and last.weight_numel == 96
+    with_vectors = mlipkit.build_model("nequip", **BASE, seed=0, y_node_vector={})
+    assert not with_vectors.config.scalar_last_layer and len(with_vectors.core.layers[-1].convolution.tensor_product.instructions) == 30
+    assert str(mlipkit.build_model("nequip", **BASE, scalar_last_layer=False).core.feature_irreps) == str(
+        NequIPConfig(**BASE).hidden_irreps)
+
+
 def test_three_spellings_build_the_same_model():
     physicsml = NequIPConfig(**BASE, max_ell=1, num_bessel=6, resnet=False, avg_num_neighbours=12.0,
                              compute_forces=True, scaling_mean=-3.0, scaling_std=2.0)
@@ -57,6 +69,7 @@ def test_three_spellings_build_the_same_model():
         (dict(pair_potential={"kind": "zbl", "units": "real"}), "pair_potential.units is 'real' but the model's units are 'metal'"),
         (dict(pair_potential={"kind": "zbl", "chemical_species": ["Cu", "Xx"]}), "not element symbols"),
         (dict(avg_r_min=5.0), "avg_r_min=5.0 must be smaller than r_max=4.0"),
+        (dict(scalar_last_layer=True, y_node_vector={}), "scalar_last_layer=True leaves no l=1 features"),
         (dict(num_featurs=8), "num_featurs"),
         (dict(y_node_scalars={"num_tasks": 0}), "num_tasks"),
         (dict(y_node_vector={"loss": {"name": "cross_entropy"}}), "loss.name"),

@@ -1,15 +1,16 @@
 """Construction and compile time of default models, and speed of the artifact against the eager model.
 
     .venv/bin/python tools/benchmark_compile.py [--model nequip mace] [--dtype float32 float64]
-                                                [--mode aotinductor torchscript]
+                                                [--mode aotinductor torchscript] [--profile]
 
 For each model, dtype and mode: builds the model at its default size (NequIP:
 num_layers=4, l_max=2, 32 features; MACE: 2 interactions, 128x0e+128x1o,
 max_ell=3, correlation 3; one species Cu, r_max=5), saves it, runs
 ``mlip-compile`` on it (printing every stage) and times energy+forces calls on
 a 256-atom fcc Cu cell with the eager model and with the artifact (median of
-repeated calls, after warm-up). nequip's compile of the same NequIP takes about
-240 s on this machine; tools/mace_torch_reference.py times mace-torch.
+repeated calls, after warm-up). ``--profile`` prints where the eager model's
+time goes, by operator, instead of compiling. tools/benchmark_peers.py puts
+these numbers beside nequip's and mace-torch's.
 """
 
 from __future__ import annotations
@@ -41,12 +42,22 @@ def median_ms(call, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def print_profile(call, title: str, calls: int = 3) -> None:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        for _ in range(calls):
+            call()
+    print(f"\n{title}: self CPU time by operator over {calls} calls")
+    print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", default=["nequip"], choices=sorted(mlipkit.models.REGISTRY))
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--mode", nargs="+", default=["aotinductor"], choices=["aotinductor", "torchscript"])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--profile", action="store_true",
+                        help="print where the eager model's time goes (torch.profiler, by operator) instead of compiling")
     arguments = parser.parse_args()
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((4, 4, 4))
     atoms.rattle(0.05, seed=0)
@@ -62,6 +73,9 @@ def main() -> None:
                 graph = graph_from_atoms(atoms, model.r_max, model.type_names, dtype)
                 inputs = (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph))
                 eager_ms = median_ms(lambda: model(graph)[keys.FORCES], arguments.repeats)
+                if arguments.profile:
+                    print_profile(lambda: model(graph)[keys.FORCES], f"{model_name} {dtype_name} eager {eager_ms:.0f} ms")
+                    continue
                 for mode in arguments.mode:
                     output = Path(directory) / f"{model_name}_{dtype_name}{'.pt2' if mode == 'aotinductor' else '.pt'}"
                     print(f"mlip-compile default {model_name}, {dtype_name}, {mode}:")

@@ -67,12 +67,13 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> Poten
     """Rebuild the exact model stored in ``path``, in its saved dtype unless ``dtype`` is given."""
     contents = read_checkpoint(path)
     entry = model_entry(contents["model_name"])
-    config = entry.config_class(**contents["config"])
+    config = entry.config_class(**{**entry.options_before_introduction, **contents["config"]})
     model = build_from_config(contents["model_name"], config, dtype or getattr(torch, contents["dtype"]))
-    missing, unexpected = model.load_state_dict(contents["state_dict"], strict=False)
+    mismatch = f"{path}: weights do not match the '{contents['model_name']}' model its config describes"
+    try:
+        missing, unexpected = model.load_state_dict(contents["state_dict"], strict=False)
+    except RuntimeError as error:  # tensors of other shapes
+        raise ValueError(f"{mismatch} ({str(error).splitlines()[1].strip()} ...)") from error
     if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not match the '{contents['model_name']}' model its config describes "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
+        raise ValueError(f"{mismatch} (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.eval()

@@ -11,6 +11,7 @@ parity                     parity                                 True
 num_features               num_features                           32
 target_irreps              (mlip) hidden node irreps, overrides   None
                            num_features/parity
+scalar_last_layer          (nequip: always, last layer 0e only)   auto
 mlp_irreps                 (nequip conv_to_output_hidden)         "16x0e"
 num_bessel                 num_rbf (nequip num_basis)             8
 bessel_basis_trainable     (nequip BesselBasis_trainable)         True
@@ -54,6 +55,9 @@ class NequIPConfig(MessagePassingConfig):
     parity: bool = True
     num_features: int = Field(32, gt=0)
     target_irreps: str | None = None
+    #: the last layer computes only the even scalars the energy readout uses (3 of 30 tensor-product paths
+    #: at the defaults, as nequip does); None: yes unless a vector head reads the last layer's l > 0 features
+    scalar_last_layer: bool | None = None
     radial_envelope: EnvelopeName = "polynomial"
     radial_mlp_variance_scale: float = Field(1.0, gt=0.0)
     self_connection: bool = True
@@ -87,6 +91,16 @@ class NequIPConfig(MessagePassingConfig):
             raise ValueError(f"avg_r_min={self.avg_r_min} must be smaller than r_max={self.r_max}")
         return self
 
+    @model_validator(mode="after")
+    def _resolve_scalar_last_layer(self) -> "NequIPConfig":
+        """Stored explicitly, so a checkpoint rebuilds the same layers whatever the default becomes."""
+        vector_heads = self.y_node_vector is not None or self.y_graph_vector is not None
+        if self.scalar_last_layer is None:
+            self.scalar_last_layer = not vector_heads
+        elif self.scalar_last_layer and vector_heads:
+            raise ValueError("scalar_last_layer=True leaves no l=1 features for the y_node_vector/y_graph_vector head")
+        return self
+
     @property
     def hidden_irreps(self) -> o3.Irreps:
         if self.target_irreps is not None:
@@ -116,10 +130,13 @@ class NequIP(MessagePassingNetwork):
         self.embedding = TypeEmbedding(num_node_attrs, config.num_features, config.embed_activation)
         irreps = self.embedding.irreps_out
         self.layers = nn.ModuleList()
-        for _ in range(config.num_layers):
+        for index in range(config.num_layers):
+            hidden_irreps = config.hidden_irreps
+            if config.scalar_last_layer and index == config.num_layers - 1:
+                hidden_irreps = o3.Irreps([(mul, ir) for mul, ir in hidden_irreps if ir == o3.Irrep("0e")])
             layer = GatedInteraction(
                 irreps,
-                config.hidden_irreps,
+                hidden_irreps,
                 irreps_sh,
                 irreps_node_attrs,
                 config.gate_nonlinearities,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -17,10 +17,12 @@ from mlipkit.models.potential import Potential
 class ModelEntry:
     config_class: type[PotentialConfig]
     builder: Callable[[Any], Potential]
+    #: what checkpoints written before an option existed meant by leaving it out
+    options_before_introduction: dict[str, Any] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, ModelEntry] = {
-    "nequip": ModelEntry(NequIPConfig, build_nequip),
+    "nequip": ModelEntry(NequIPConfig, build_nequip, {"scalar_last_layer": False}),
     "mace": ModelEntry(MACEConfig, build_mace),
 }
 

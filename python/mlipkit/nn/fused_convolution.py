@@ -30,7 +30,7 @@ class FusedConvolution(nn.Module):
         super().__init__()
         irreps_in, irreps_sh, irreps_out = tensor_product.irreps_in1, tensor_product.irreps_in2, tensor_product.irreps_out
         in_blocks, sh_blocks, out_blocks = irreps_in.slices(), irreps_sh.slices(), irreps_out.slices()
-        paths, couplings, weight_column = [], [], 0
+        paths, couplings, weight_column, flops = [], [], 0, 0
         for instruction in tensor_product.instructions:
             mul, ir_in = irreps_in[instruction.i_in1]
             sh_mul, ir_sh = irreps_sh[instruction.i_in2]
@@ -53,8 +53,11 @@ class FusedConvolution(nn.Module):
             wigner = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l, dtype=torch.float64)
             couplings.append(instruction.path_weight * wigner.reshape(-1))
             weight_column += mul
+            flops += mul * (2 * int(torch.count_nonzero(wigner)) + ir_out.dim)
         self.paths = paths
         self.num_out_features = irreps_out.dim
+        #: the forward's multiplies and adds per edge: every Clebsch-Gordan non-zero, then the path weight
+        self.flops_per_edge = flops
         self.register_buffer("couplings", torch.cat(couplings), persistent=False)
         self.register_buffer("in_columns", component_major_columns(irreps_in), persistent=False)
         self.register_buffer("out_columns", torch.argsort(component_major_columns(irreps_out)), persistent=False)

@@ -1,0 +1,417 @@
+"""mlipkit against nequip 0.19.1 and mace-torch 0.3.16, side by side, in one run.
+
+    bash tools/peer_envs.sh                        # once: .peers/nequip and .peers/mace
+    .venv/bin/python tools/benchmark_peers.py      # everything below (about an hour on 2 cores)
+    .venv/bin/python tools/benchmark_peers.py --models nequip --structures cu256 --dtypes float32 --threads 2
+
+Every implementation runs in a persistent worker process of its own
+environment (nequip and mace-torch cannot share one: e3nn 0.6 against 0.4.4),
+built at identical hyperparameters from the same structures: fcc Cu with 256
+and 864 atoms (rattled 0.05 Å) and a periodic box of 64 water molecules (192
+atoms, 1 g/cm³), r_max 5 Å. Energy+forces calls are timed without the
+neighbour list (each worker builds its graph once), after warm-up, in rounds
+that visit every worker in turn, so machine noise hits all of them alike; the
+table gives the median of ``--repeats`` calls.
+
+Implementations: mlipkit eager with e3nn's tensor product (the reference
+path), mlipkit eager with the fused convolution op, mlipkit's AOTInductor
+artifact (``mlip-compile``); nequip eager and nequip's AOTInductor export
+(``nequip.utils.aot.aot_export_model`` with ``nequip-compile --target ase``'s
+settings, which is what ``nequip-compile`` runs after loading a checkpoint);
+mace-torch eager. ``--training`` also times 20 epochs of ``mlip-train
+examples/train_cu.yaml`` against ``nequip-train`` with the same model, split,
+loss weights, optimiser, scheduler and EMA (tools/nequip_train_cu.yaml).
+
+The FLOP floor of a model on a structure is what an implementation that
+skips every structural zero must do: the tensor products' Clebsch-Gordan
+non-zeros (forward x1, backward for forces x3) plus every dense matmul of the
+model (forward x1, backward x1, counted by torch's FlopCounterMode on
+mlipkit's model). It is divided by the matmul ceiling measured here at each
+thread count (float32/float64 GEMM of 2048 x 2048) to give the floor time.
+Writes ``peers.md`` and ``peers.json`` to ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk, molecule
+
+ROOT = Path(__file__).resolve().parent.parent
+R_MAX = 5.0
+STRUCTURES = ("cu256", "cu864", "water192")
+#: NequIP at mlipkit's defaults, in nequip's option names (nequip defaults differ: radial MLP 1 x 128,
+#: l_max 1, bessel weights fixed, no readout hidden layer)
+NEQUIP_OPTIONS = dict(num_layers=4, l_max=2, parity=True, num_features=32, radial_mlp_depth=2, radial_mlp_width=64,
+                      num_bessels=8, bessel_trainable=True, polynomial_cutoff_p=6, readout_mlp_hidden_layers_depth=1,
+                      readout_mlp_hidden_layers_width=16)
+IMPLEMENTATIONS = {
+    "nequip": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("nequip", "eager"),
+               ("nequip", "aotinductor")],
+    "mace": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("mace", "eager")],
+}
+#: mace-torch without cuequivariance builds the original (not the reduced) couplings; mlipkit builds the same.
+#: An isolated-atom energy shift, as trained models have (timing is unaffected), keeps mlip-compile's float32
+#: check of per-atom energies (1e-5 relative) from measuring only the rounding of an untrained model's near-zero ones.
+MLIPKIT_OPTIONS = {"nequip": {"per_type_energy_shifts": -1.0}, "mace": {"use_reduced_cg": False, "per_type_energy_shifts": -1.0}}
+ENVIRONMENTS = {"mlipkit": ROOT / ".venv", "nequip": ROOT / ".peers" / "nequip", "mace": ROOT / ".peers" / "mace"}
+
+
+def structure(name: str) -> Atoms:
+    if name.startswith("cu"):
+        repeats = {"cu256": 4, "cu864": 6}[name]
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((repeats,) * 3)
+        atoms.rattle(0.05, seed=0)
+        return atoms
+    rng = np.random.default_rng(0)
+    side = (64 * 18.015 / 0.6022) ** (1 / 3)  # 64 molecules at 1 g/cm^3
+    atoms = Atoms(cell=[side] * 3, pbc=True)
+    for index in range(64):
+        water = molecule("H2O")
+        water.rotate(rng.uniform(0, 360), rng.normal(size=3), center="COP")
+        water.translate((np.array(np.unravel_index(index, (4, 4, 4))) + 0.5) * side / 4 - water.positions.mean(0))
+        atoms += water
+    return atoms
+
+
+def type_names(name: str) -> list[str]:
+    return ["H", "O"] if name.startswith("water") else ["Cu"]
+
+
+# ---------------------------------------------------------------- workers: one implementation, one dtype
+
+
+def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[str], directory: Path):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import mlipkit
+    from mlipkit.compile import Artifact, compile_checkpoint
+    from mlipkit.data import graph_from_atoms, keys
+    from mlipkit.data.graph import compute_edge_vectors
+    from mlipkit.nn.interaction import Convolution
+
+    dtype = getattr(torch, dtype_name)
+    models, info, calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}, "flop_floor": {}}, {}
+    for name in names:
+        types = tuple(type_names(name))
+        if types not in models:
+            options = {"tensor_product_kernel": "e3nn" if kernel == "e3nn" else "fused"}
+            models[types] = mlipkit.build_model(model_name, dtype=dtype, type_names=list(types), r_max=R_MAX, seed=0,
+                                                avg_num_neighbours=10.0, **options, **MLIPKIT_OPTIONS[model_name])
+            info["parameters"]["_".join(types)] = sum(p.numel() for p in models[types].parameters() if p.requires_grad)
+        model = models[types]
+        graph = graph_from_atoms(structure(name), R_MAX, list(types), dtype)
+        inputs = (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph))
+        num_edges = int(inputs[1].shape[1])
+        info["edges"][name] = num_edges
+        if kernel == "fused":
+            with FlopCounterMode(display=False) as counter:  # dense matmuls; the fused op is not counted
+                model.core(graph, inputs[2], torch.linalg.norm(inputs[2], dim=1))
+            coupling_flops = sum(num_edges * module.fused.flops_per_edge
+                                 for module in model.modules() if isinstance(module, Convolution))
+            info["flop_floor"][name] = 2 * counter.get_total_flops() + 4 * coupling_flops
+        if kernel == "aotinductor":
+            artifact_path = directory / f"{model_name}_{'_'.join(types)}_{dtype_name}.pt2"
+            if not artifact_path.exists():
+                checkpoint = mlipkit.save_checkpoint(model, directory / f"{model_name}_{'_'.join(types)}.ckpt")
+                started = time.perf_counter()
+                compile_checkpoint(checkpoint, artifact_path, mode="aotinductor", log=lambda line: None)
+                info["compile_s"]["_".join(types)] = time.perf_counter() - started
+            artifact = Artifact(artifact_path)
+            calls[name] = lambda artifact=artifact, inputs=inputs: artifact.run(*inputs)
+        else:
+            calls[name] = lambda model=model, graph=graph: model(graph)[keys.FORCES]
+    return info, calls
+
+
+def nequip_worker(model_name: str, mode: str, dtype_name: str, names: list[str], directory: Path):
+    import torch
+    from nequip.data import AtomicDataDict, compute_neighborlist_, from_ase
+    from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper
+    from nequip.model import NequIPGNNModel
+    from nequip.nn.compile import DictInputOutputWrapper
+    from nequip.scripts._compile_utils import ASE_TARGET
+    from nequip.utils.aot import aot_export_model
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state()
+    models, info, calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}}, {}
+    for name in names:
+        types = tuple(type_names(name))
+        if types not in models:
+            models[types] = NequIPGNNModel(seed=0, model_dtype=dtype_name, type_names=list(types), r_max=R_MAX,
+                                           avg_num_neighbors=10.0, per_type_energy_scales=1.0,
+                                           per_type_energy_shifts=0.0, **NEQUIP_OPTIONS)
+            info["parameters"]["_".join(types)] = sum(p.numel() for p in models[types].parameters() if p.requires_grad)
+        model = models[types]
+        data = ChemicalSpeciesToAtomTypeMapper(list(types))(compute_neighborlist_(from_ase(structure(name)), R_MAX))
+        info["edges"][name] = int(data[AtomicDataDict.EDGE_INDEX_KEY].shape[1])
+        if mode == "aotinductor":
+            data = ASE_TARGET["data_settings"](dict(data))
+            path = directory / f"nequip_{'_'.join(types)}_{dtype_name}.nequip.pt2"
+            if not path.exists():
+                batch_map = ASE_TARGET["batch_map_settings"](
+                    {"graph": torch.export.Dim.STATIC, "node": torch.export.Dim("num_nodes", min=2),
+                     "edge": torch.export.Dim("num_edges", min=2)})
+                started = time.perf_counter()
+                aot_export_model(model, "cpu", ASE_TARGET["input"], ASE_TARGET["output"], data, batch_map, str(path))
+                info["compile_s"]["_".join(types)] = time.perf_counter() - started
+            compiled = DictInputOutputWrapper(torch._inductor.aoti_load_package(str(path)), ASE_TARGET["input"],
+                                              ASE_TARGET["output"])
+            calls[name] = lambda compiled=compiled, data=data: compiled(dict(data))[AtomicDataDict.FORCE_KEY]
+        else:
+            calls[name] = lambda model=model, data=data: model(dict(data))[AtomicDataDict.FORCE_KEY]
+    return info, calls
+
+
+def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], directory: Path):
+    import torch
+    from ase.data import atomic_numbers
+    from mace import tools
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from mace_torch_reference import build, mace_batch
+
+    torch.set_default_dtype(getattr(torch, dtype_name))
+    models, info, calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}}, {}
+    for name in names:
+        types = tuple(type_names(name))
+        if types not in models:
+            torch.manual_seed(0)
+            models[types] = build(len(types), {"use_reduced_cg": False})
+            info["parameters"]["_".join(types)] = sum(p.numel() for p in models[types].parameters() if p.requires_grad)
+        model = models[types]
+        batch = mace_batch(structure(name), tools.AtomicNumberTable([atomic_numbers[t] for t in types]))
+        info["edges"][name] = int(batch["edge_index"].shape[1])
+        calls[name] = lambda model=model, batch=batch: model(batch, compute_force=True)["forces"]
+    return info, calls
+
+
+WORKERS = {"mlipkit": mlipkit_worker, "nequip": nequip_worker, "mace": mace_worker}
+
+
+def serve(arguments: list[str]) -> None:
+    """Worker side: set up, answer one JSON line per request on stdin."""
+    import torch
+
+    implementation, model_name, mode, dtype_name, *names = arguments
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever the peers print goes to stderr, not into the protocol
+    directory = ROOT / "out" / "benchmark_peers" / "artifacts"
+    directory.mkdir(parents=True, exist_ok=True)
+    info, calls = WORKERS[implementation](model_name, mode, dtype_name, names, directory)
+    print(json.dumps(info), file=protocol, flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        torch.set_num_threads(request["threads"])
+        times = []
+        for _ in range(request["calls"]):
+            started = time.perf_counter()
+            calls[request["structure"]]()
+            times.append(time.perf_counter() - started)
+        print(json.dumps(times), file=protocol, flush=True)
+
+
+# ---------------------------------------------------------------- driver
+
+
+class Worker:
+    def __init__(self, implementation: str, model_name: str, mode: str, dtype_name: str, names: list[str]):
+        self.label = f"{implementation} {mode}"
+        python = ENVIRONMENTS[implementation] / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(f"benchmark_peers: {python} is missing; run `bash tools/peer_envs.sh` first")
+        environment = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", PYTHONWARNINGS="ignore")
+        self.process = subprocess.Popen(
+            [str(python), __file__, "--worker", implementation, model_name, mode, dtype_name, *names],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment)
+        self.info = self.receive()
+
+    def receive(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"benchmark_peers: worker '{self.label}' died (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def time(self, name: str, threads: int, calls: int) -> list[float]:
+        self.process.stdin.write(json.dumps({"structure": name, "threads": threads, "calls": calls}) + "\n")
+        self.process.stdin.flush()
+        return self.receive()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def training_seconds(output: Path) -> dict:
+    """Wall time of mlip-train and nequip-train on the shipped Cu data, the same model and schedule."""
+    import yaml
+
+    from ase.io import read, write
+
+    data = ROOT / "examples" / "data" / "cu_emt.xyz"
+    with tempfile.TemporaryDirectory() as directory:
+        # nequip batches only frames with the same fields: the isolated atom gets its (zero) stress written out
+        frames = read(data, ":")
+        for atoms in frames:
+            if "stress" not in atoms.calc.results:
+                atoms.calc.results["stress"] = np.zeros(6)
+        nequip_data = Path(directory) / "cu_emt_with_stress.xyz"
+        write(nequip_data, frames)
+        config = yaml.safe_load((ROOT / "examples" / "train_cu.yaml").read_text())
+        config["data"]["train"], config["output_dir"] = str(data), str(Path(directory) / "mlipkit")
+        (Path(directory) / "train_cu.yaml").write_text(yaml.safe_dump(config))
+        commands = {
+            "mlip-train": [str(ENVIRONMENTS["mlipkit"] / "bin" / "mlip-train"), str(Path(directory) / "train_cu.yaml"),
+                           "--no-progress"],
+            "nequip-train": [str(ENVIRONMENTS["nequip"] / "bin" / "nequip-train"), "-cp", str(ROOT / "tools"),
+                             "-cn", "nequip_train_cu", f"++data.split_dataset.file_path={nequip_data}",
+                             f"hydra.run.dir={Path(directory) / 'nequip'}"],
+        }
+        result = {"epochs": config["max_epochs"]}
+        for name, command in commands.items():
+            print(f"[training] {name}", flush=True)
+            started = time.perf_counter()
+            log = output / f"{name}.log"
+            with open(log, "w") as handle:
+                if subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=directory).returncode:
+                    raise SystemExit(f"benchmark_peers: {name} failed, see {log}")
+            result[name] = time.perf_counter() - started
+    return result
+
+
+def matmul_ceiling(dtype_name: str, threads: int) -> float:
+    """GFLOP/s of a 2048 x 2048 GEMM, best of 5."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(2048, 2048, dtype=getattr(torch, dtype_name))
+    best = float("inf")
+    for _ in range(6):
+        started = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - started)
+    return 2 * 2048**3 / best / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=["nequip", "mace"], choices=sorted(IMPLEMENTATIONS))
+    parser.add_argument("--training", action="store_true", help="also time mlip-train against nequip-train")
+    parser.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=STRUCTURES)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per cell (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--skip", nargs="*", default=[],
+                        help="implementations to leave out, as 'model:implementation:mode', e.g. mace:mlipkit:e3nn")
+    parser.add_argument("--reference-structures", nargs="*", default=["cu256", "water192"],
+                        help="structures on which mlipkit's e3nn reference path is timed (it takes ~40 s a call "
+                             "at 864 atoms in float64)")
+    parser.add_argument("--output", type=Path, default=ROOT / "out" / "benchmark_peers")
+    arguments = parser.parse_args()
+    arguments.output.mkdir(parents=True, exist_ok=True)
+    ceilings = {(d, t): matmul_ceiling(d, t) for d in arguments.dtypes for t in arguments.threads}
+    rows = []
+    for model_name in arguments.models:
+        for dtype_name in arguments.dtypes:
+            workers = []
+            for implementation, mode in IMPLEMENTATIONS[model_name]:
+                if f"{model_name}:{implementation}:{mode}" in arguments.skip:
+                    continue
+                started = time.perf_counter()
+                print(f"[{model_name} {dtype_name}] starting {implementation} {mode}", flush=True)
+                workers.append(Worker(implementation, model_name, mode, dtype_name, arguments.structures))
+                print(f"    ready in {time.perf_counter() - started:.0f} s: {workers[-1].info}", flush=True)
+            floors = next((w.info["flop_floor"] for w in workers if w.info.get("flop_floor")), {})
+            cells = [(name, threads) for name in arguments.structures for threads in arguments.threads]
+            timed = [(w, cell) for cell in cells for w in workers
+                     if w.label != "mlipkit e3nn" or cell[0] in arguments.reference_structures]
+            for worker, cell in timed:
+                worker.time(*cell, arguments.warmup)
+            times = {(w.label, cell): [] for w, cell in timed}
+            for round_index in range(arguments.repeats):
+                for worker, cell in timed:
+                    times[worker.label, cell] += worker.time(*cell, 1)
+                print(f"[{model_name} {dtype_name}] round {round_index + 1}/{arguments.repeats} done", flush=True)
+            for worker in workers:
+                worker.close()
+            for worker, (name, threads) in timed:
+                floor_ms = 1e3 * floors[name] / (ceilings[dtype_name, threads] * 1e9) if floors else None
+                median_ms = 1e3 * statistics.median(times[worker.label, (name, threads)])
+                rows.append({
+                    "model": model_name, "implementation": worker.label, "dtype": dtype_name,
+                    "structure": name, "threads": threads, "median_ms": median_ms,
+                    "times_ms": [1e3 * t for t in times[worker.label, (name, threads)]],
+                    "parameters": worker.info["parameters"]["_".join(type_names(name))], "edges": worker.info["edges"][name],
+                    "compile_s": worker.info["compile_s"], "flop_floor_gflop": floors[name] / 1e9 if floors else None,
+                    "floor_ms": floor_ms, "time_over_floor": median_ms / floor_ms if floors else None,
+                })
+            write_report(arguments.output, rows, ceilings, None)  # partial results survive an interrupted run
+    training = training_seconds(arguments.output) if arguments.training else None
+    write_report(arguments.output, rows, ceilings, training)
+
+
+def write_report(output: Path, rows: list[dict], ceilings: dict, training: dict | None) -> None:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    machine = f"{cpu}, {os.cpu_count()} cores"
+    date = time.strftime("%Y-%m-%d")
+    (output / "peers.json").write_text(json.dumps({
+        "date": date, "machine": machine, "rows": rows, "training_s": training,
+        "matmul_ceiling_gflops": {f"{d} {t} threads": v for (d, t), v in ceilings.items()}}, indent=1))
+    lines = [f"Energy+forces per call, median ms ({date}, {machine}); floor = FLOP floor / measured matmul ceiling.", ""]
+    ceiling_text = ", ".join(f"{d} {t} thread{'s' * (t > 1)}: {v:.0f}" for (d, t), v in ceilings.items())
+    lines += [f"Matmul ceiling (GFLOP/s): {ceiling_text}.", ""]
+    for model_name in dict.fromkeys(r["model"] for r in rows):
+        selected = [r for r in rows if r["model"] == model_name]
+        cells = list(dict.fromkeys((r["structure"], r["dtype"], r["threads"]) for r in selected))
+        implementations = list(dict.fromkeys(r["implementation"] for r in selected))
+        type_sets = list(dict.fromkeys(" ".join(type_names(r["structure"])) for r in selected))
+        lines += [f"**{model_name}**: parameters ({' / '.join(type_sets)}): " + ", ".join(
+            f"{i} " + " / ".join(f"{count:,}" for count in dict.fromkeys(
+                r["parameters"] for r in selected if r["implementation"] == i)) for i in implementations
+        ) + "; compile s: " + ", ".join(
+            f"{r['implementation']} {k} {r['dtype']} {v:.0f}" for r in selected for k, v in r["compile_s"].items()
+            if r["structure"] == cells[0][0] and r["threads"] == cells[0][2]), ""]
+        lines.append("| structure (edges) | dtype | threads | FLOP floor | floor ms | " + " | ".join(implementations)
+                     + " | best mlipkit / best peer |")
+        lines.append("|---" * (len(implementations) + 5) + "|---|")
+        for name, dtype_name, threads in cells:
+            cell = {r["implementation"]: r for r in selected
+                    if (r["structure"], r["dtype"], r["threads"]) == (name, dtype_name, threads)}
+            first = next(iter(cell.values()))
+            mlipkit_best = min(r["median_ms"] for i, r in cell.items() if i.startswith("mlipkit"))
+            peer_times = [r["median_ms"] for i, r in cell.items() if not i.startswith("mlipkit")]
+            ratio = f"{mlipkit_best / min(peer_times):.2f}" if peer_times else "—"
+            floor = f"{first['flop_floor_gflop']:.2f} GF | {first['floor_ms']:.0f}" if first["floor_ms"] else "— | —"
+            lines.append(f"| {name} ({first['edges']}) | {dtype_name} | {threads} | {floor} | " + " | ".join(
+                f"{cell[i]['median_ms']:.0f}" + (f" ({cell[i]['time_over_floor']:.1f}x)" if first["floor_ms"] else "")
+                if i in cell else "—" for i in implementations) + f" | {ratio} |")
+        lines.append("")
+    if training:
+        lines += [f"Training, {training['epochs']} epochs of examples/train_cu.yaml (wall time incl. start-up, per epoch): "
+                  + ", ".join(f"{name} {training[name]:.1f} s ({training[name] / training['epochs']:.2f} s)"
+                              for name in ("mlip-train", "nequip-train")), ""]
+    (output / "peers.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"wrote {output / 'peers.md'} and {output / 'peers.json'}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        serve(sys.argv[2:])
+    else:
+        main()
