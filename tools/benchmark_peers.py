@@ -18,7 +18,8 @@ path), mlipkit eager with the fused convolution op, mlipkit's AOTInductor
 artifact (``mlip-compile``); nequip eager and nequip's AOTInductor export
 (``nequip.utils.aot.aot_export_model`` with ``nequip-compile --target ase``'s
 settings, which is what ``nequip-compile`` runs after loading a checkpoint);
-mace-torch eager. ``--training`` also times 20 epochs of ``mlip-train
+mace-torch eager and through ``torch.compile`` as its ASE calculator's
+``compile_mode="default"`` prepares it. ``--training`` also times 20 epochs of ``mlip-train
 examples/train_cu.yaml`` against ``nequip-train`` with the same model, split,
 loss weights, optimiser, scheduler and EMA (tools/nequip_train_cu.yaml).
 
@@ -59,7 +60,8 @@ NEQUIP_OPTIONS = dict(num_layers=4, l_max=2, parity=True, num_features=32, radia
 IMPLEMENTATIONS = {
     "nequip": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("nequip", "eager"),
                ("nequip", "aotinductor")],
-    "mace": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("mace", "eager")],
+    "mace": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("mace", "eager"),
+             ("mace", "compile")],
 }
 #: mace-torch without cuequivariance builds the original (not the reduced) couplings; mlipkit builds the same.
 #: An isolated-atom energy shift, as trained models have (timing is unaffected), keeps mlip-compile's float32
@@ -180,6 +182,7 @@ def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], d
     import torch
     from ase.data import atomic_numbers
     from mace import tools
+    from mace.tools.compile import prepare
 
     sys.path.insert(0, str(ROOT / "tools"))
     from mace_torch_reference import build, mace_batch
@@ -190,12 +193,21 @@ def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], d
         types = tuple(type_names(name))
         if types not in models:
             torch.manual_seed(0)
-            models[types] = build(len(types), {"use_reduced_cg": False})
+            if mode == "compile":  # as MACECalculator(compile_mode="default") does
+                models[types] = torch.compile(prepare(build)(len(types), {"use_reduced_cg": False}), mode="default")
+            else:
+                models[types] = build(len(types), {"use_reduced_cg": False})
             info["parameters"]["_".join(types)] = sum(p.numel() for p in models[types].parameters() if p.requires_grad)
         model = models[types]
         batch = mace_batch(structure(name), tools.AtomicNumberTable([atomic_numbers[t] for t in types]))
         info["edges"][name] = int(batch["edge_index"].shape[1])
-        calls[name] = lambda model=model, batch=batch: model(batch, compute_force=True)["forces"]
+        if mode == "compile":  # the calculator's compiled call: inputs that require grad, training=True
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            batch["positions"].requires_grad_(True)
+            batch["node_attrs"].requires_grad_(True)
+        calls[name] = lambda model=model, batch=batch: model(
+            batch, compute_force=True, training=mode == "compile")["forces"]
     return info, calls
 
 
