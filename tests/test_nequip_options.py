@@ -29,6 +29,7 @@ def test_scalar_last_layer():
     model = mlipkit.build_model("nequip", **BASE, seed=0)
     last = model.core.layers[-1].convolution.tensor_product
     assert model.config.scalar_last_layer and str(model.core.feature_irreps) == "32x0e"
+    assert model.core.layers[-1].resnet  # the residual of the scalars stays: energies are those of the full layer
     assert [str(last.irreps_out[i.i_out].ir) for i in last.instructions] == ["0e"] * 3 and last.weight_numel == 96
     with_vectors = mlipkit.build_model("nequip", **BASE, seed=0, y_node_vector={})
     assert not with_vectors.config.scalar_last_layer and len(with_vectors.core.layers[-1].convolution.tensor_product.instructions) == 30

@@ -132,8 +132,27 @@ class GatedInteraction(nn.Module):
             irreps_in, irreps_edge, irreps_node_attrs, self.gate.irreps_in, **convolution_options
         )
         self.irreps_out = self.gate.irreps_out
-        self.resnet = resnet and self.irreps_out == irreps_in
+        self.resnet = resnet and residual_columns(irreps_in, self.irreps_out) is not None
+        columns = residual_columns(irreps_in, self.irreps_out) if self.resnet else None
+        self.register_buffer("residual_columns", columns, persistent=False)
 
     def forward(self, node_features, node_attrs, edge_sh, edge_radial, edge_index):
         out = self.gate(self.convolution(node_features, node_attrs, edge_sh, edge_radial, edge_index))
-        return node_features + out if self.resnet else out
+        if not self.resnet:
+            return out
+        return node_features.index_select(1, self.residual_columns) + out
+
+
+def residual_columns(irreps_in: o3.Irreps, irreps_out: o3.Irreps) -> torch.Tensor | None:
+    """Input columns a residual adds to each output column, when every output irrep is an input one of equal size.
+
+    A layer that keeps only some irreps (NequIP's scalar last layer) keeps the
+    residual of those, so dropping the other paths changes nothing it computes.
+    """
+    blocks = {ir: (mul, block) for (mul, ir), block in zip(irreps_in, irreps_in.slices())}
+    columns = []
+    for mul, ir in irreps_out:
+        if ir not in blocks or blocks[ir][0] != mul:
+            return None
+        columns.append(torch.arange(blocks[ir][1].start, blocks[ir][1].stop))
+    return torch.cat(columns) if columns else None
