@@ -73,7 +73,9 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> Poten
     try:
         missing, unexpected = model.load_state_dict(contents["state_dict"], strict=False)
     except RuntimeError as error:  # tensors of other shapes
-        raise ValueError(f"{mismatch} ({str(error).splitlines()[1].strip()} ...)") from error
+        lines = str(error).splitlines()
+        first = next((line.strip() for line in lines if "size mismatch" in line), lines[0] if lines else "")
+        raise ValueError(f"{mismatch} ({first} ...)") from error
     if missing or unexpected:
         raise ValueError(f"{mismatch} (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.eval()

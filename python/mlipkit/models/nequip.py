@@ -98,7 +98,10 @@ class NequIPConfig(MessagePassingConfig):
         if self.scalar_last_layer is None:
             self.scalar_last_layer = not vector_heads
         elif self.scalar_last_layer and vector_heads:
-            raise ValueError("scalar_last_layer=True leaves no l=1 features for the y_node_vector/y_graph_vector head")
+            raise ValueError(
+                "scalar_last_layer=True leaves no l=1 features for the y_node_vector/y_graph_vector head; "
+                "set scalar_last_layer to false or leave it unset"
+            )
         return self
 
     @property

@@ -132,15 +132,18 @@ class GatedInteraction(nn.Module):
             irreps_in, irreps_edge, irreps_node_attrs, self.gate.irreps_in, **convolution_options
         )
         self.irreps_out = self.gate.irreps_out
-        self.resnet = resnet and residual_columns(irreps_in, self.irreps_out) is not None
-        columns = residual_columns(irreps_in, self.irreps_out) if self.resnet else None
-        self.register_buffer("residual_columns", columns, persistent=False)
+        columns = residual_columns(irreps_in, self.irreps_out)
+        self.resnet = resnet and columns is not None
+        # None where the residual is the whole input (no copy on the hot path)
+        subset = self.resnet and self.irreps_out != irreps_in
+        self.register_buffer("residual_columns", columns if subset else None, persistent=False)
 
     def forward(self, node_features, node_attrs, edge_sh, edge_radial, edge_index):
         out = self.gate(self.convolution(node_features, node_attrs, edge_sh, edge_radial, edge_index))
         if not self.resnet:
             return out
-        return node_features.index_select(1, self.residual_columns) + out
+        kept = node_features if self.residual_columns is None else node_features.index_select(1, self.residual_columns)
+        return kept + out
 
 
 def residual_columns(irreps_in: o3.Irreps, irreps_out: o3.Irreps) -> torch.Tensor | None:
