@@ -33,6 +33,7 @@
 
 #include "../ops/sorted_segments.hpp"
 #include "convolution_plan.hpp"
+#include "isa.hpp"
 
 namespace mlipkit {
 namespace convolution {
@@ -40,62 +41,6 @@ namespace {
 
 constexpr int64_t kPathFields = 8;
 constexpr const char* kOp = "mlipkit::tensor_product_convolution";
-
-// ---------------------------------------------------------------- instruction sets
-
-enum class Isa { baseline, avx2, avx512 };
-
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::avx512:
-      return "avx512";
-    case Isa::avx2:
-      return "avx2";
-    default:
-      return "baseline";
-  }
-}
-
-bool isa_supported(Isa isa) {
-#if defined(MLIPKIT_X86_KERNELS)
-  __builtin_cpu_init();
-  switch (isa) {
-    case Isa::avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case Isa::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    default:
-      return true;
-  }
-#else
-  return isa == Isa::baseline;
-#endif
-}
-
-// The widest supported set, or MLIPKIT_CPU_ISA (baseline, avx2, avx512) if set.
-Isa select_isa() {
-  const char* requested = std::getenv("MLIPKIT_CPU_ISA");
-  if (requested != nullptr && *requested != '\0') {
-    for (Isa isa : {Isa::baseline, Isa::avx2, Isa::avx512}) {
-      if (std::string(requested) == isa_name(isa)) {
-        TORCH_CHECK(isa_supported(isa), "MLIPKIT_CPU_ISA=", requested, ": this CPU (or build) does not support it");
-        return isa;
-      }
-    }
-    TORCH_CHECK(false, "MLIPKIT_CPU_ISA=", requested, " is not one of baseline, avx2, avx512");
-  }
-  for (Isa isa : {Isa::avx512, Isa::avx2}) {
-    if (isa_supported(isa)) {
-      return isa;
-    }
-  }
-  return Isa::baseline;
-}
-
-Isa active_isa() {
-  static const Isa isa = select_isa();
-  return isa;
-}
 
 template <typename T>
 void run_forward(const Problem<T>& p, const T* x, const T* sh, const T* w, const int64_t* receiver_ptr, int64_t begin,

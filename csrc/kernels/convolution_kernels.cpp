@@ -1,8 +1,9 @@
 // Fused tensor-product convolution kernels, compiled once per instruction set
 // (MLIPKIT_ISA names the namespace: baseline, avx2, avx512) and chosen at run
 // time. Channels are processed a register-wide vector at a time (GCC/Clang
-// vector extensions, lowered to the instructions the file is compiled for);
-// nothing here calls inline code from other headers (see convolution_plan.hpp).
+// vector extensions, lowered to the instructions the file is compiled for, see
+// lanes.hpp); nothing here calls inline code from other headers (see
+// convolution_plan.hpp).
 //
 // Forward, for each receiver r (edges of r are contiguous, in edge order):
 //   out[r][path k][u] = sum_e sum_paths w[e][u] * sum_i a_e[i,k] x[sender][i][u],
@@ -15,15 +16,15 @@
 // depend on the number of threads.
 
 #include "convolution_plan.hpp"
-
-#if !defined(MLIPKIT_ISA) || !defined(MLIPKIT_VECTOR_BYTES)
-#error "compile with -DMLIPKIT_ISA=<namespace> -DMLIPKIT_VECTOR_BYTES=<register width>"
-#endif
+#include "lanes.hpp"
 
 namespace mlipkit {
 namespace convolution {
 namespace MLIPKIT_ISA {
 namespace {
+
+using mlipkit::MLIPKIT_ISA::kLanes;
+using mlipkit::MLIPKIT_ISA::Lanes;
 
 template <typename T>
 void edge_couplings(const Problem<T>& p, const T* sh_row, T* a) {
@@ -40,30 +41,6 @@ void edge_couplings(const Problem<T>& p, const T* sh_row, T* a) {
     }
   }
 }
-
-// A vector of channels: GCC/Clang vector extensions, as wide as the instruction
-// set's registers (MLIPKIT_VECTOR_BYTES), element-aligned so any channel
-// offset can be loaded.
-template <typename T>
-using Vector __attribute__((vector_size(MLIPKIT_VECTOR_BYTES), aligned(sizeof(T)))) = T;
-
-// One vector (L = lanes) or one channel (L = 1) of a path, from channel u0.
-template <typename T, int64_t L>
-struct Lanes;
-
-template <typename T>
-struct Lanes<T, 1> {
-  using type = T;
-  static T load(const T* p) { return *p; }
-  static void store(T* p, T v) { *p = v; }
-};
-
-template <typename T, int64_t L>
-struct Lanes {
-  using type = Vector<T>;
-  static type load(const T* p) { return *reinterpret_cast<const type*>(p); }
-  static void store(T* p, type v) { *reinterpret_cast<type*>(p) = v; }
-};
 
 template <typename T, int64_t L>
 inline void forward_block(const CouplingGroup<T>& group, const T* a, const T* x, const T* w, T* out,
@@ -108,7 +85,7 @@ inline void backward_block(const CouplingGroup<T>& group, const T* a, const T* x
 // sum_u p[u] * q[u] over mul channels, in a fixed order.
 template <typename T>
 inline T dot(const T* p, const T* q, int64_t mul) {
-  constexpr int64_t B = MLIPKIT_VECTOR_BYTES / sizeof(T);
+  constexpr int64_t B = kLanes<T>;
   using V = Lanes<T, B>;
   typename V::type sum = {};
   int64_t u = 0;
@@ -128,7 +105,7 @@ inline T dot(const T* p, const T* q, int64_t mul) {
 template <typename T>
 void forward_range(const Problem<T>& p, const T* x, const T* sh, const T* w, const int64_t* receiver_ptr,
                    int64_t begin, int64_t end, T* out, T* scratch) {
-  constexpr int64_t B = MLIPKIT_VECTOR_BYTES / sizeof(T);
+  constexpr int64_t B = kLanes<T>;
   for (int64_t r = begin; r < end; ++r) {
     T* out_row = out + r * p.num_out_features;
     for (int64_t c = 0; c < p.num_out_features; ++c) {
@@ -161,7 +138,7 @@ template <typename T>
 void backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T* sh, const T* w,
                     const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,
                     T* grad_x, T* grad_sh, T* grad_w, T* scratch) {
-  constexpr int64_t B = MLIPKIT_VECTOR_BYTES / sizeof(T);
+  constexpr int64_t B = kLanes<T>;
   T* wg = scratch + p.scratch_size;
   for (int64_t s = begin; s < end; ++s) {
     T* grad_x_row = grad_x + s * p.num_in_features;

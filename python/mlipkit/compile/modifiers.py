@@ -20,6 +20,8 @@ import yaml
 from mlipkit.models.config import PerTypeValue
 from mlipkit.models.potential import Potential
 from mlipkit.nn.interaction import Convolution
+from mlipkit.nn.symmetric_contraction import KERNELS as CONTRACTION_KERNELS
+from mlipkit.nn.symmetric_contraction import SymmetricContraction
 
 
 class ModifierError(ValueError):
@@ -75,12 +77,19 @@ SCATTER_IMPLEMENTATIONS = {"segment_sum": True, "index_add": False}
 TENSOR_PRODUCT_IMPLEMENTATIONS = ("fused", "e3nn")
 
 
-def set_kernels(model: Potential, scatter: str | None = None, tensor_product: str | None = None) -> None:
-    if scatter is None and tensor_product is None:
-        raise ModifierError("set_kernels needs 'scatter' and/or 'tensor_product'")
-    convolutions = [module for module in model.modules() if isinstance(module, Convolution)]
-    if not convolutions or "tensor_product_kernel" not in type(model.config).model_fields:
-        raise ModifierError(f"set_kernels: the '{model.model_name}' model has no switchable convolution kernels")
+def set_kernels(
+    model: Potential,
+    scatter: str | None = None,
+    tensor_product: str | None = None,
+    symmetric_contraction: str | None = None,
+) -> None:
+    if scatter is None and tensor_product is None and symmetric_contraction is None:
+        raise ModifierError("set_kernels needs 'scatter', 'tensor_product' and/or 'symmetric_contraction'")
+    fields = type(model.config).model_fields
+    if tensor_product is not None or scatter is not None:
+        convolutions = [module for module in model.modules() if isinstance(module, Convolution)]
+        if not convolutions or "tensor_product_kernel" not in fields:
+            raise ModifierError(f"set_kernels: the '{model.model_name}' model has no switchable convolution kernels")
     if tensor_product is not None:
         if tensor_product not in TENSOR_PRODUCT_IMPLEMENTATIONS:
             raise ModifierError(
@@ -95,6 +104,18 @@ def set_kernels(model: Potential, scatter: str | None = None, tensor_product: st
         for convolution in convolutions:
             convolution.deterministic_scatter = SCATTER_IMPLEMENTATIONS[scatter]
         _set_config(model, deterministic_scatter_ops=SCATTER_IMPLEMENTATIONS[scatter])
+    if symmetric_contraction is not None:
+        contractions = [module for module in model.modules() if isinstance(module, SymmetricContraction)]
+        if not contractions or "symmetric_contraction_kernel" not in fields:
+            raise ModifierError(f"set_kernels: the '{model.model_name}' model has no symmetric contraction")
+        if symmetric_contraction not in CONTRACTION_KERNELS:
+            raise ModifierError(
+                f"set_kernels: symmetric_contraction '{symmetric_contraction}' is unknown; "
+                f"choose one of {list(CONTRACTION_KERNELS)}"
+            )
+        for contraction in contractions:
+            contraction.kernel = symmetric_contraction
+        _set_config(model, symmetric_contraction_kernel=symmetric_contraction)
 
 
 MODIFIERS: dict[str, Modifier] = {
@@ -114,8 +135,9 @@ MODIFIERS: dict[str, Modifier] = {
         ),
         Modifier(
             "set_kernels",
-            "choose kernel implementations: {tensor_product: fused|e3nn, scatter: segment_sum|index_add} "
-            "(scatter applies to the e3nn path; the fused convolution sums in its own fixed order)",
+            "choose kernel implementations: {tensor_product: fused|e3nn, scatter: segment_sum|index_add, "
+            "symmetric_contraction: sparse|dense} (scatter applies to the e3nn path; the fused convolution sums "
+            "in its own fixed order; symmetric_contraction: MACE's product basis)",
             set_kernels,
         ),
     )

@@ -31,6 +31,7 @@ gate                       gate (the last readout's activation)        "silu"
 interaction_first          interaction_first                           residual block
 use_reduced_cg             use_reduced_cg                              True
 keep_last_layer_irreps     keep_last_layer_irreps                      False
+symmetric_contraction_kernel  (mlipkit: sparse | dense)                "sparse"
 num_node_feats / num_species  width of the one-hot type input          #types
 num_edge_feats             extra edge features after the radial basis  0
 do_derivatives             compute_forces                              True
@@ -86,6 +87,7 @@ class MACEConfig(MessagePassingConfig):
     interaction_first: Literal["RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"] = RESIDUAL_BLOCK
     use_reduced_cg: bool = True
     keep_last_layer_irreps: bool = False
+    symmetric_contraction_kernel: Literal["sparse", "dense"] = "sparse"
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +151,7 @@ class MACELayer(nn.Module):
         correlation: int,
         residual: bool,
         reduced_couplings: bool,
+        contraction_kernel: str,
         **convolution_options,
     ):
         super().__init__()
@@ -168,7 +171,9 @@ class MACELayer(nn.Module):
         else:
             # the first layer's input is only the type embedding: the types select the basis instead
             self.self_connection = o3.FullyConnectedTensorProduct(irreps_basis, irreps_node_attrs, irreps_basis)
-        self.product = SymmetricContraction(irreps_basis, irreps_out, correlation, num_node_attrs, reduced_couplings)
+        self.product = SymmetricContraction(
+            irreps_basis, irreps_out, correlation, num_node_attrs, reduced_couplings, contraction_kernel
+        )
         self.linear = o3.Linear(irreps_out, irreps_out)
         self.irreps_out = irreps_out
 
@@ -224,6 +229,7 @@ class MACE(MessagePassingNetwork):
                 correlation,
                 residual=index > 0 or config.interaction_first == RESIDUAL_BLOCK,
                 reduced_couplings=config.use_reduced_cg,
+                contraction_kernel=config.symmetric_contraction_kernel,
                 **convolution_options,
             )
             self.layers.append(layer)

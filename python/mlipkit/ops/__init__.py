@@ -1,6 +1,7 @@
 """Python face of the C++ op library (``torch.ops.mlipkit``) and its references."""
 
 from mlipkit.ops.library import (
+    channelwise_polynomial,
     kernel_isa,
     library_path,
     load_library,
@@ -9,12 +10,15 @@ from mlipkit.ops.library import (
     tensor_product_convolution,
 )
 from mlipkit.ops.reference import (
+    channelwise_polynomial_reference,
     segment_gather_reference,
     segment_sum_reference,
     tensor_product_convolution_reference,
 )
 
 __all__ = [
+    "channelwise_polynomial",
+    "channelwise_polynomial_reference",
     "kernel_isa",
     "library_path",
     "load_library",

@@ -60,6 +60,24 @@ def tensor_product_convolution(
     )
 
 
+def channelwise_polynomial(
+    features: torch.Tensor,
+    node_weights: torch.Tensor,
+    coefficients: torch.Tensor,
+    terms: list[int],
+    num_outputs: int,
+) -> torch.Tensor:
+    """A sparse polynomial in each node's features, channel by channel (see csrc/kernels/polynomial.cpp).
+
+    features [N, D, C], node_weights [N, E] (how much of each coefficient set a
+    node takes), coefficients [E, K, C] -> [N, num_outputs, C]. ``terms`` holds
+    8 integers per term: output row, coefficient row, multiplier, degree and 4
+    feature rows (the first ``degree`` used, the rest -1).
+    """
+    load_library()
+    return torch.ops.mlipkit.channelwise_polynomial(features, node_weights, coefficients, terms, num_outputs)
+
+
 def kernel_isa() -> str:
     """The instruction set the fused CPU kernels run with (MLIPKIT_CPU_ISA overrides the choice)."""
     load_library()

@@ -42,3 +42,24 @@ def tensor_product_convolution_reference(
         messages = messages.index_add(1, columns, message)
     out = node_features.new_zeros((node_features.shape[0], num_out_features))
     return out.index_add(0, receiver, messages)
+
+
+def channelwise_polynomial_reference(
+    features: torch.Tensor,
+    node_weights: torch.Tensor,
+    coefficients: torch.Tensor,
+    terms: list[int],
+    num_outputs: int,
+) -> torch.Tensor:
+    """The channelwise polynomial written out: every term's monomial gathered, weighted and summed by index_add."""
+    table = torch.tensor(terms, dtype=torch.long, device=features.device).view(-1, 8)
+    output, coefficient, multiplier, degree, factors = table[:, 0], table[:, 1], table[:, 2], table[:, 3], table[:, 4:]
+    num_nodes, num_features, num_channels = features.shape
+    # unused factor slots read an appended row of ones
+    padded = torch.cat([features, features.new_ones(num_nodes, 1, num_channels)], dim=1)
+    slots = torch.where(torch.arange(4, device=features.device) < degree[:, None], factors, num_features)
+    monomials = padded[:, slots, :].prod(dim=2)
+    scaled = coefficients[:, coefficient, :] * multiplier.to(features.dtype)[None, :, None]
+    contributions = torch.einsum("ne,etc,ntc->ntc", node_weights, scaled, monomials)
+    out = features.new_zeros(num_nodes, num_outputs, num_channels)
+    return out.index_add(1, output, contributions)
