@@ -15,6 +15,12 @@ SMALL_MODEL_OPTIONS = {
     "mace": dict(num_interactions=2, max_ell=2, hidden_irreps="8x0e + 8x1o", correlation=3, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
 }
 
+#: Options that switch every fused kernel of a model off: its pure PyTorch + e3nn reference path.
+REFERENCE_KERNELS = {
+    "nequip": dict(tensor_product_kernel="e3nn"),
+    "mace": dict(tensor_product_kernel="e3nn", symmetric_contraction_kernel="dense"),
+}
+
 TYPE_NAMES = ["H", "C", "O", "Cu", "Au"]
 R_MAX = 4.0
 

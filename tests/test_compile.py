@@ -208,6 +208,20 @@ def test_energy_target_compiles_an_energy_only_model(tmp_path):
     assert "forces" not in _runtime.Model(str(report.path)).evaluate(*inputs)
 
 
+def test_set_kernels_switches_the_symmetric_contraction():
+    model = build_small("mace")
+    graph = graph_from_atoms(STRUCTURES["triclinic"](), model.r_max, model.type_names, torch.float64)
+    sparse = model(graph)[keys.FORCES]
+    with pytest.raises(ModifierError, match="symmetric_contraction 'cuequivariance' is unknown"):
+        apply_modifiers(model, ["set_kernels:{symmetric_contraction: cuequivariance}"])
+    apply_modifiers(model, ["set_kernels:{symmetric_contraction: dense}"])
+    assert model.config.symmetric_contraction_kernel == "dense"
+    assert {layer.product.kernel for layer in model.core.layers} == {"dense"}
+    assert relative_error(model(graph)[keys.FORCES], sparse) <= 1e-12
+    with pytest.raises(ModifierError, match="'nequip' model has no symmetric contraction"):
+        apply_modifiers(build_small("nequip"), ["set_kernels:{symmetric_contraction: dense}"])
+
+
 def test_modifiers():
     model = build_small("nequip")
     with pytest.raises(ModifierError, match="already outputs forces"):

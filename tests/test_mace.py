@@ -97,15 +97,16 @@ def test_reduced_basis_is_an_orthogonal_symmetric_basis_of_the_symmetrised_paths
         assert torch.linalg.matrix_rank(together, rtol=1e-9) == torch.linalg.matrix_rank(symmetrised.flatten(1), rtol=1e-9) == flat.shape[0]
 
 
+@pytest.mark.parametrize("kernel", ["sparse", "dense"])
 @pytest.mark.parametrize("correlation", [1, 2, 3, 4])
 @pytest.mark.parametrize("reduced", [True, False], ids=["reduced", "original"])
-def test_symmetric_contraction_equals_the_direct_sum(correlation, reduced):
+def test_symmetric_contraction_equals_the_direct_sum(correlation, reduced, kernel):
     """B_c = sum_nu sum_k w_nu,k,c(type) U_nu,k(A_c, ..., A_c), written out with einsum."""
     irreps_in, irreps_out = o3.Irreps("3x0e + 3x1o + 3x2e"), o3.Irreps("3x0e + 3x1o")
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # as the model registry builds: couplings exact in float64
     try:
-        contraction = SymmetricContraction(irreps_in, irreps_out, correlation, num_node_attrs=2, reduced=reduced)
+        contraction = SymmetricContraction(irreps_in, irreps_out, correlation, num_node_attrs=2, reduced=reduced, kernel=kernel)
     finally:
         torch.set_default_dtype(default_dtype)
     generator = torch.Generator().manual_seed(0)
@@ -192,6 +193,7 @@ def test_mace_torch_and_physicsml_spellings_build_the_same_model():
         (dict(max_ell=7), "max_ell"),
         (dict(num_bessel=8, num_radial_basis=6), "two spellings of one option"),
         (dict(radial_MLP=[64, 0]), "widths must be positive"),
+        (dict(symmetric_contraction_kernel="cuequivariance"), "symmetric_contraction_kernel"),
     ],
 )
 def test_invalid_options_are_named(options, message):

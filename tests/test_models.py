@@ -6,7 +6,7 @@ import torch
 from ase import Atoms
 from e3nn import o3
 
-from conftest import SMALL_MODEL_OPTIONS, STRUCTURES, TYPE_NAMES, build_small, evaluate, evaluate_many, relative_error
+from conftest import REFERENCE_KERNELS, SMALL_MODEL_OPTIONS, STRUCTURES, TYPE_NAMES, build_small, evaluate, evaluate_many, relative_error
 from mlipkit.data import compute_edge_vectors, graph_from_atoms, keys
 from mlipkit.models import REGISTRY, load_checkpoint, save_checkpoint
 
@@ -16,7 +16,7 @@ def report(name, value):
 
 
 def test_every_model_has_test_options():
-    assert set(REGISTRY) == set(SMALL_MODEL_OPTIONS)
+    assert set(REGISTRY) == set(SMALL_MODEL_OPTIONS) == set(REFERENCE_KERNELS)
 
 
 def transformed(atoms: Atoms, matrix: np.ndarray, translation=np.zeros(3)) -> Atoms:
@@ -218,23 +218,23 @@ def test_deterministic_scatter_flag_gives_same_numbers(model_name):
 
 
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
-def test_fused_kernels_equal_e3nn_reference(model_name, structure):
+def test_kernels_equal_reference_path(model_name, structure):
     atoms = STRUCTURES[structure]()
     fused = evaluate(build_small(model_name), atoms)
-    reference = evaluate(build_small(model_name, tensor_product_kernel="e3nn"), atoms)
+    reference = evaluate(build_small(model_name, **REFERENCE_KERNELS[model_name]), atoms)
     names = [keys.ENERGY, keys.NODE_ENERGIES, keys.FORCES, keys.NODE_VIRIALS]
     names += [keys.STRESS] if structure == "triclinic" else []
     worst = max(relative_error(fused[name], reference[name]) for name in names)
-    report(f"{model_name} fused vs e3nn, {structure}", worst)
+    report(f"{model_name} kernels vs reference path, {structure}", worst)
     assert worst <= 1e-10
 
 
-def test_fused_kernels_train_like_e3nn(model_name):
+def test_kernels_train_like_reference_path(model_name):
     """One float64 optimiser step on an energy + force loss (double backward) moves the weights the same way."""
     atoms = STRUCTURES["triclinic"]()
     weights = []
-    for kernel in ("fused", "e3nn"):
-        model = build_small(model_name, tensor_product_kernel=kernel).train()
+    for kernels in ({}, REFERENCE_KERNELS[model_name]):
+        model = build_small(model_name, **kernels).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         out = evaluate(model, atoms)
         (out[keys.ENERGY].pow(2).sum() + out[keys.FORCES].pow(2).sum()).backward()
@@ -243,7 +243,7 @@ def test_fused_kernels_train_like_e3nn(model_name):
     initial = torch.cat([p.detach().reshape(-1) for p in build_small(model_name).parameters()])
     fused_step, reference_step = weights[0] - initial, weights[1] - initial
     assert float(reference_step.abs().max()) > 1e-6, "the step must move the weights"
-    report(f"{model_name} fused vs e3nn weight update of a training step", relative_error(fused_step, reference_step))
+    report(f"{model_name} kernels vs reference path, weight update of a training step", relative_error(fused_step, reference_step))
     assert relative_error(fused_step, reference_step) <= 1e-10
 
 
