@@ -55,6 +55,7 @@ from mlipkit.models.potential import Potential
 from mlipkit.nn.activations import ActivationName
 from mlipkit.nn.embedding import GraphInputs, TypeEmbedding
 from mlipkit.nn.interaction import Convolution
+from mlipkit.nn.linear import Linear, NodeAttributeLinear
 from mlipkit.nn.message_passing import MessagePassingNetwork
 from mlipkit.nn.radial import RadialEmbedding
 from mlipkit.nn.readout import ScalarHead
@@ -167,14 +168,14 @@ class MACELayer(nn.Module):
         )
         self.residual = residual
         if residual:
-            self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, irreps_node_attrs, irreps_out)
+            self.self_connection = NodeAttributeLinear(irreps_in, irreps_node_attrs, irreps_out)
         else:
             # the first layer's input is only the type embedding: the types select the basis instead
-            self.self_connection = o3.FullyConnectedTensorProduct(irreps_basis, irreps_node_attrs, irreps_basis)
+            self.self_connection = NodeAttributeLinear(irreps_basis, irreps_node_attrs, irreps_basis)
         self.product = SymmetricContraction(
             irreps_basis, irreps_out, correlation, num_node_attrs, reduced_couplings, contraction_kernel
         )
-        self.linear = o3.Linear(irreps_out, irreps_out)
+        self.linear = Linear(irreps_out, irreps_out)
         self.irreps_out = irreps_out
 
     def forward(self, node_feats, node_attrs, edge_sh, edge_radial, edge_index):
@@ -236,7 +237,7 @@ class MACE(MessagePassingNetwork):
             if last and index > 0:
                 self.readouts.append(ScalarHead(irreps_out, o3.Irreps(config.mlp_irreps), num_heads, config.gate, normalized=True))
             else:
-                self.readouts.append(o3.Linear(irreps_out, o3.Irreps(f"{num_heads}x0e")))
+                self.readouts.append(Linear(irreps_out, o3.Irreps(f"{num_heads}x0e")))
             irreps = irreps_out
         self.feature_irreps = sum((layer.irreps_out for layer in self.layers), o3.Irreps())
 

@@ -9,6 +9,7 @@ from torch import nn
 from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph
 from mlipkit.nn.activations import activation
+from mlipkit.nn.linear import Linear
 
 
 def node_attributes(atom_types: torch.Tensor, num_types: int, extra: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
@@ -24,7 +25,7 @@ class TypeEmbedding(nn.Module):
 
     def __init__(self, num_node_attrs: int, num_features: int, activation_name: str | None = None):
         super().__init__()
-        self.linear = o3.Linear(o3.Irreps(f"{num_node_attrs}x0e"), o3.Irreps(f"{num_features}x0e"))
+        self.linear = Linear(o3.Irreps(f"{num_node_attrs}x0e"), o3.Irreps(f"{num_features}x0e"))
         self.act = activation(activation_name) if activation_name else None
         self.irreps_out = self.linear.irreps_out
 

@@ -6,11 +6,12 @@ from typing import Mapping, Sequence
 
 import torch
 from e3nn import o3
-from e3nn.nn import Gate
 from torch import nn
 
 from mlipkit.nn.activations import activation
 from mlipkit.nn.fused_convolution import FusedConvolution
+from mlipkit.nn.gate import Gate
+from mlipkit.nn.linear import Linear, NodeAttributeLinear
 from mlipkit.nn.mlp import radial_mlp
 from mlipkit.nn.scatter import sum_into_segments
 
@@ -49,7 +50,7 @@ class Convolution(nn.Module):
         normalization_exponent: float = 0.5,
     ):
         super().__init__()
-        self.linear_in = o3.Linear(irreps_in, irreps_in)
+        self.linear_in = Linear(irreps_in, irreps_in)
         mid, instructions = [], []
         wanted = {ir for _, ir in irreps_out}
         for i, (mul, ir_in) in enumerate(irreps_in):
@@ -66,9 +67,9 @@ class Convolution(nn.Module):
         self.radial = radial_mlp(
             num_radial, radial_hidden, self.tensor_product.weight_numel, radial_activation, radial_variance_scale
         )
-        self.linear_out = o3.Linear(irreps_mid.simplify(), irreps_out)
+        self.linear_out = Linear(irreps_mid.simplify(), irreps_out)
         self.self_connection = (
-            o3.FullyConnectedTensorProduct(irreps_in, irreps_node_attrs, irreps_out) if self_connection else None
+            NodeAttributeLinear(irreps_in, irreps_node_attrs, irreps_out) if self_connection else None
         )
         self.fused = FusedConvolution(self.tensor_product)
         self.message_scale = avg_num_neighbours**-normalization_exponent if avg_num_neighbours else 1.0

@@ -8,6 +8,7 @@ from e3nn.math import normalize2mom
 from torch import nn
 
 from mlipkit.nn.activations import activation
+from mlipkit.nn.linear import Linear
 
 
 class EnergyReadout(nn.Module):
@@ -15,8 +16,8 @@ class EnergyReadout(nn.Module):
 
     def __init__(self, irreps_in: o3.Irreps, mlp_irreps: o3.Irreps, num_heads: int = 1):
         super().__init__()
-        self.hidden = o3.Linear(irreps_in, mlp_irreps)
-        self.out = o3.Linear(mlp_irreps, o3.Irreps(f"{num_heads}x0e"))
+        self.hidden = Linear(irreps_in, mlp_irreps)
+        self.out = Linear(mlp_irreps, o3.Irreps(f"{num_heads}x0e"))
 
     def forward(self, node_features: torch.Tensor) -> torch.Tensor:
         return self.out(self.hidden(node_features))
@@ -40,12 +41,12 @@ class ScalarHead(nn.Module):
         normalized: bool = False,
     ):
         super().__init__()
-        self.hidden = o3.Linear(irreps_in, mlp_irreps)
+        self.hidden = Linear(irreps_in, mlp_irreps)
         if activation_name is None:
             self.act = nn.Identity()
         else:
             self.act = normalize2mom(activation(activation_name)) if normalized else activation(activation_name)
-        self.out = o3.Linear(mlp_irreps, o3.Irreps(f"{num_tasks}x0e"))
+        self.out = Linear(mlp_irreps, o3.Irreps(f"{num_tasks}x0e"))
 
     def forward(self, node_features: torch.Tensor) -> torch.Tensor:
         return self.out(self.act(self.hidden(node_features)))
@@ -63,7 +64,7 @@ class VectorHead(nn.Module):
                 "and num_interactions >= 2 (or keep_last_layer_irreps=True)"
             )
         self.num_tasks = num_tasks
-        self.linear = o3.Linear(irreps_in, o3.Irreps(f"{num_tasks}x1o"))
+        self.linear = Linear(irreps_in, o3.Irreps(f"{num_tasks}x1o"))
 
     def forward(self, node_features: torch.Tensor) -> torch.Tensor:
         # e3nn 0.6 orders 1o components as Cartesian (x, y, z)
