@@ -9,8 +9,11 @@ concatenations, twice as many again in the backward pass), which is most of
 the graph an exported model hands to the compiler. Here the weights are
 scattered into the equivalent block matrix (weight-only work) and the features
 go through one matmul: more multiply-adds on zeros, far fewer operations, and
-the same numbers. Past DENSE_MATRIX_LIMIT entries the block matrix would waste
-more than it saves and e3nn's own evaluation runs.
+the same numbers. The block matrix multiplies zeros between irreps and between
+components (about as many times more work as the features have components),
+which at the default sizes costs no more time than e3nn's many small
+operations (measured on the default NequIP, eager and compiled) and halves
+its compile time; past DENSE_MATRIX_LIMIT entries e3nn's own evaluation runs.
 """
 
 from __future__ import annotations
