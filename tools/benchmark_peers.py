@@ -13,8 +13,9 @@ neighbour list (each worker builds its graph once), after warm-up, in rounds
 that visit every worker in turn, so machine noise hits all of them alike; the
 table gives the median of ``--repeats`` calls.
 
-Implementations: mlipkit eager with e3nn's tensor product (the reference
-path), mlipkit eager with the fused convolution op, mlipkit's AOTInductor
+Implementations: mlipkit eager on its reference path (e3nn's tensor product;
+for MACE also the dense symmetric contraction), mlipkit eager with its fused
+kernels (convolution; MACE's sparse symmetric contraction), mlipkit's AOTInductor
 artifact (``mlip-compile``); nequip eager and nequip's AOTInductor export
 (``nequip.utils.aot.aot_export_model`` with ``nequip-compile --target ase``'s
 settings, which is what ``nequip-compile`` runs after loading a checkpoint);
@@ -25,9 +26,10 @@ loss weights, optimiser, scheduler and EMA (tools/nequip_train_cu.yaml).
 
 The FLOP floor of a model on a structure is what an implementation that
 skips every structural zero must do: the tensor products' Clebsch-Gordan
-non-zeros (forward x1, backward for forces x3) plus every dense matmul of the
-model (forward x1, backward x1, counted by torch's FlopCounterMode on
-mlipkit's model). It is divided by the matmul ceiling measured here at each
+non-zeros (forward x1, backward for forces x3), MACE's symmetric contraction
+as a sparse polynomial (forward and derivative), plus every dense matmul of
+the model (forward x1, backward x1, counted by torch's FlopCounterMode on
+mlipkit's model with e3nn's block-by-block linear layers). It is divided by the matmul ceiling measured here at each
 thread count (float32/float64 GEMM of 2048 x 2048) to give the floor time.
 Writes ``peers.md`` and ``peers.json`` to ``--output``.
 """
@@ -67,6 +69,9 @@ IMPLEMENTATIONS = {
 #: An isolated-atom energy shift, as trained models have (timing is unaffected), keeps mlip-compile's float32
 #: check of per-atom energies (1e-5 relative) from measuring only the rounding of an untrained model's near-zero ones.
 MLIPKIT_OPTIONS = {"nequip": {"per_type_energy_shifts": -1.0}, "mace": {"use_reduced_cg": False, "per_type_energy_shifts": -1.0}}
+#: mlipkit's reference path: every fused kernel off (e3nn's tensor product, the dense symmetric contraction).
+REFERENCE_PATH = {"nequip": {"tensor_product_kernel": "e3nn"},
+                  "mace": {"tensor_product_kernel": "e3nn", "symmetric_contraction_kernel": "dense"}}
 ENVIRONMENTS = {"mlipkit": ROOT / ".venv", "nequip": ROOT / ".peers" / "nequip", "mace": ROOT / ".peers" / "mace"}
 
 
@@ -102,14 +107,16 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
     from mlipkit.compile import Artifact, compile_checkpoint
     from mlipkit.data import graph_from_atoms, keys
     from mlipkit.data.graph import compute_edge_vectors
+    from mlipkit.nn import linear
     from mlipkit.nn.interaction import Convolution
+    from mlipkit.nn.symmetric_contraction import SymmetricContraction
 
     dtype = getattr(torch, dtype_name)
     models, info, calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}, "flop_floor": {}}, {}
     for name in names:
         types = tuple(type_names(name))
         if types not in models:
-            options = {"tensor_product_kernel": "e3nn" if kernel == "e3nn" else "fused"}
+            options = dict(REFERENCE_PATH[model_name]) if kernel == "e3nn" else {}
             models[types] = mlipkit.build_model(model_name, dtype=dtype, type_names=list(types), r_max=R_MAX, seed=0,
                                                 avg_num_neighbours=10.0, **options, **MLIPKIT_OPTIONS[model_name])
             info["parameters"]["_".join(types)] = sum(p.numel() for p in models[types].parameters() if p.requires_grad)
@@ -119,11 +126,20 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
         num_edges = int(inputs[1].shape[1])
         info["edges"][name] = num_edges
         if kernel == "fused":
-            with FlopCounterMode(display=False) as counter:  # dense matmuls; the fused op is not counted
-                model.core(graph, inputs[2], torch.linalg.norm(inputs[2], dim=1))
+            # e3nn's block-by-block linears count only their non-zeros (mlipkit's block matrices count zeros too)
+            linear.DENSE_MATRIX_LIMIT, limit = 0, linear.DENSE_MATRIX_LIMIT
+            counted = mlipkit.build_model(model_name, dtype=dtype, type_names=list(types), r_max=R_MAX,
+                                          avg_num_neighbours=10.0, **MLIPKIT_OPTIONS[model_name])
+            linear.DENSE_MATRIX_LIMIT = limit
+            counted.load_state_dict(model.state_dict())
+            with FlopCounterMode(display=False) as counter:  # dense matmuls; the custom ops are not counted
+                counted.core(graph, inputs[2], torch.linalg.norm(inputs[2], dim=1))
             coupling_flops = sum(num_edges * module.fused.flops_per_edge
                                  for module in model.modules() if isinstance(module, Convolution))
-            info["flop_floor"][name] = 2 * counter.get_total_flops() + 4 * coupling_flops
+            num_nodes = int(inputs[0].shape[0]) + len(types)  # the isolated-atom reference nodes too
+            contraction_flops = sum(num_nodes * module.flops_per_node
+                                    for module in model.modules() if isinstance(module, SymmetricContraction))
+            info["flop_floor"][name] = 2 * counter.get_total_flops() + 4 * coupling_flops + contraction_flops
         if kernel == "aotinductor":
             artifact_path = directory / f"{model_name}_{'_'.join(types)}_{dtype_name}.pt2"
             if not artifact_path.exists():

@@ -216,6 +216,8 @@ class SymmetricContraction(nn.Module):
         #: the sparse kernel's terms (see ops.channelwise_polynomial); output rows are irreps_out's components
         self.terms: list[int] = []
         self.num_monomial_terms = 0
+        #: multiplies and adds per node of the sparse forward and of its derivative by the features
+        self.flops_per_node = 0
         dtype = torch.get_default_dtype()
         out_row = 0
         for index, (_, ir_out) in enumerate(irreps_out):
@@ -255,6 +257,8 @@ class SymmetricContraction(nn.Module):
             unused = [-1] * (4 - order)
             self.terms += [out_row + component, self.num_monomial_terms, 1, order, *monomial, *unused]
             self.num_monomial_terms += 1
+            # a term costs order + 1 per channel; its derivative one such term per distinct factor
+            self.flops_per_node += self.num_channels * (order + 1) * (1 + len(set(monomial)))
 
     def forward(self, node_feats: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         if self.kernel == "sparse" and node_feats.device.type == "cpu":
