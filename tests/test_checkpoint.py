@@ -25,8 +25,38 @@ def test_truncated_checkpoint(tmp_path):
     path = save_checkpoint(build_small("nequip"), tmp_path / "m.ckpt")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="is not an mlipkit checkpoint"):
+    with pytest.raises(ValueError, match="is not an mlipkit checkpoint: not a PyTorch archive"):
         load_checkpoint(path)
+
+
+class _Pickled:
+    pass
+
+
+def test_unreadable_files_never_suggest_unsafe_loading(tmp_path):
+    """Random bytes, a damaged archive and one holding arbitrary objects: mlipkit's words, not torch's advice."""
+    random_bytes = tmp_path / "random.ckpt"
+    random_bytes.write_bytes(bytes(range(256)) * 8)
+    damaged = save_checkpoint(build_small("nequip"), tmp_path / "damaged.ckpt")
+    data = bytearray(damaged.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)  # the zip directory survives, a stored record does not
+    damaged.write_bytes(bytes(data))
+    objects = tmp_path / "objects.ckpt"
+    torch.save({"format": "mlipkit-checkpoint", "payload": _Pickled()}, objects)
+    expected = {
+        random_bytes: "not a PyTorch archive",
+        damaged: "the archive is damaged|not a PyTorch archive",
+        objects: "Python objects other than tensors and plain data",
+    }
+    for path, message in expected.items():
+        with pytest.raises(ValueError, match=message) as raised:
+            load_checkpoint(path)
+        text = str(raised.value)
+        assert "weights_only" not in text and "arbitrary code" not in text
+        # torch's own error (and its advice) is not chained into the traceback either
+        assert raised.value.__cause__ is None
+        assert raised.value.__context__ is None or raised.value.__suppress_context__
 
 
 def test_incompatible_version(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +50,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    not_a_checkpoint = f"{path} is not an mlipkit checkpoint"
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{not_a_checkpoint}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
+    # torch's own messages advise loading without weights_only, which would run code from the file: never relay them
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for files that are not its own
-        raise ValueError(f"{path} is not an mlipkit checkpoint (unreadable: {error})") from error
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{not_a_checkpoint}: it holds Python objects other than tensors and plain data, which mlipkit never loads"
+        ) from None
+    except Exception as error:  # torch.load raises many types for damaged archives
+        raise ValueError(f"{not_a_checkpoint}: the archive is damaged ({type(error).__name__})") from None
     if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an mlipkit checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     version = contents.get("format_version")
