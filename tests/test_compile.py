@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from torch.fx.experimental.proxy_tensor import make_fx
 from conftest import ARTIFACT_SPECS, STRUCTURES, build_small, relative_error
 
 import mlipkit
@@ -363,3 +364,22 @@ def test_single_type_model_compiles_with_aotinductor(tmp_path):
     atoms = cu_cell_108()
     graph, inputs = graph_and_inputs(atoms, model.r_max, model.type_names, torch.float64)
     assert relative_error(Artifact(report.path).run(*inputs)[keys.EDGE_FORCES], model(graph)[keys.EDGE_FORCES]) <= 1e-10
+
+
+def test_symbolic_traces_keep_the_graph_size_free(model_name):
+    """Tracing forces, and the force-loss gradient by the weights (double backward through the custom ops),
+    with symbolic shapes adds no guard that fixes the number of atoms or edges to the traced graph's."""
+    model = build_small(model_name).train()
+    exportable = export_module.ExportablePotential(model, ["atom_types", "edge_index", "edge_vectors"],
+                                                   ["node_energies", "edge_forces"])
+    graph = graph_from_atoms(STRUCTURES["triclinic"](), model.r_max, model.type_names, torch.float64)
+    inputs = contract_inputs(graph, torch.device("cpu"), exportable.inputs)
+    parameters = list(model.parameters())
+
+    def force_loss_gradient(*tensors):
+        energies, edge_forces = exportable(*tensors)
+        return torch.autograd.grad(energies.sum() + edge_forces.pow(2).sum(), parameters, allow_unused=True)
+
+    traced = make_fx(force_loss_gradient, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    pinned = [str(guard.expr) for guard in traced.shape_env.guards if str(guard.expr).startswith("Eq(")]
+    assert not pinned, f"sizes fixed by tracing: {pinned}"

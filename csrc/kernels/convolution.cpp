@@ -33,6 +33,7 @@
 
 #include "../ops/sorted_segments.hpp"
 #include "convolution_plan.hpp"
+#include "fixed_size.hpp"
 #include "isa.hpp"
 
 namespace mlipkit {
@@ -445,7 +446,7 @@ class ConvolutionBackwardFunction : public torch::autograd::Function<Convolution
     const auto& dx = grads[0];
     const auto& dsh = grads[1];
     const auto& dw = grads[2];
-    const int64_t num_out = g.size(1);
+    const int64_t num_out = fixed_size(g, 1);
     at::Tensor grad_g, grad_x, grad_sh, grad_w;
     if (dx.defined()) {
       grad_g = add_defined(grad_g, call_forward(dx, sh, w, edge_index, couplings, paths, num_out));

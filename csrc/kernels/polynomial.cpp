@@ -33,6 +33,7 @@
 #include <numeric>
 #include <vector>
 
+#include "fixed_size.hpp"
 #include "isa.hpp"
 #include "polynomial_plan.hpp"
 
@@ -301,10 +302,6 @@ at::Tensor call_coefficient_grad(const at::Tensor& features, const at::Tensor& n
                                          int64_t)>();
   return op.call(features, node_weights, grad_out, terms, num_coefficients);
 }
-
-// A size that does not depend on the number of nodes. Tensor::size() would read
-// every size, which under symbolic tracing fixes the number of nodes too.
-int64_t fixed_size(const at::Tensor& t, int64_t dim) { return t.sym_size(dim).guard_int(__FILE__, __LINE__); }
 
 // d/d(node_weights[n][e]) of sum(g * out(coefficients)) = sum over rows and channels of g times
 // the polynomial of set e alone at node n: one evaluation per set.
