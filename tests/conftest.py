@@ -14,12 +14,15 @@ SMALL_MODEL_OPTIONS = {
     "nequip": dict(num_layers=2, max_ell=2, num_features=8, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
     "mace": dict(num_interactions=2, max_ell=2, hidden_irreps="8x0e + 8x1o", correlation=3, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
 }
+#: variants take their base model's options
+SMALL_MODEL_OPTIONS.update({f"ssf_{base}": SMALL_MODEL_OPTIONS[base] for base in ("nequip", "mace")})
 
 #: Options that switch every fused kernel of a model off: its pure PyTorch + e3nn reference path.
 REFERENCE_KERNELS = {
     "nequip": dict(tensor_product_kernel="e3nn"),
     "mace": dict(tensor_product_kernel="e3nn", symmetric_contraction_kernel="dense"),
 }
+REFERENCE_KERNELS.update({f"ssf_{base}": REFERENCE_KERNELS[base] for base in ("nequip", "mace")})
 
 TYPE_NAMES = ["H", "C", "O", "Cu", "Au"]
 R_MAX = 4.0
@@ -51,10 +54,17 @@ STRUCTURES = {"triclinic": cu_au_triclinic, "molecule": ethanol, "slab": cu_slab
 
 
 def build_small(name: str, dtype=torch.float64, **overrides) -> mlipkit.models.Potential:
+    """A small model; a variant's layer adapters are moved off the identity so the tests see them act."""
     options = dict(SMALL_MODEL_OPTIONS[name], type_names=TYPE_NAMES, r_max=R_MAX, seed=0)
     options.setdefault("per_type_energy_shifts", [-1.0, -2.0, -3.0, -4.0, -5.0])
     options.update(overrides)
-    return mlipkit.build_model(name, dtype=dtype, **options).eval()
+    model = mlipkit.build_model(name, dtype=dtype, **options).eval()
+    if model.core.layer_adapters is not None:
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for parameter in model.core.layer_adapters.parameters():
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64).to(dtype))
+    return model
 
 
 @pytest.fixture(params=sorted(REGISTRY))

@@ -248,8 +248,9 @@ class MACE(MessagePassingNetwork):
         features = inputs.node_feats
         energies = []
         layer_features = []
-        for layer, readout in zip(self.layers, self.readouts):
-            features = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
+        for index, (layer, readout) in enumerate(zip(self.layers, self.readouts)):
+            output = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
+            features = self.adapt(index, features, output)
             energies.append(readout(features))
             layer_features.append(features[: inputs.num_atoms])
         total = torch.stack(energies).sum(0)

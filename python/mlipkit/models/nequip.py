@@ -163,8 +163,9 @@ class NequIP(MessagePassingNetwork):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = self.embed(graph, edge_vectors, edge_lengths)
         features = inputs.node_feats
-        for layer in self.layers:
-            features = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
+        for index, layer in enumerate(self.layers):
+            output = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
+            features = self.adapt(index, features, output)
         return self.inputs.energies(self.readout(features), inputs.node_attrs), features[: inputs.num_atoms]
 
 

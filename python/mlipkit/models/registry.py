@@ -11,6 +11,7 @@ from mlipkit.models.config import PotentialConfig
 from mlipkit.models.mace import MACEConfig, build_mace
 from mlipkit.models.nequip import NequIPConfig, build_nequip
 from mlipkit.models.potential import Potential
+from mlipkit.models.variants import with_feature_scale_shift
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,23 @@ class ModelEntry:
 REGISTRY: dict[str, ModelEntry] = {
     "nequip": ModelEntry(NequIPConfig, build_nequip, {"scalar_last_layer": False}),
     "mace": ModelEntry(MACEConfig, build_mace),
+    "ssf_nequip": ModelEntry(NequIPConfig, with_feature_scale_shift("ssf_nequip", build_nequip)),
+    "ssf_mace": ModelEntry(MACEConfig, with_feature_scale_shift("ssf_mace", build_mace)),
 }
+
+#: PhysicsML names its models with a ``_model`` suffix (``ssf_nequip_model``); both spellings work.
+PHYSICSML_SUFFIX = "_model"
+
+
+def canonical_model_name(name: str) -> str:
+    if name not in REGISTRY and name.endswith(PHYSICSML_SUFFIX) and name[: -len(PHYSICSML_SUFFIX)] in REGISTRY:
+        return name[: -len(PHYSICSML_SUFFIX)]
+    return name
 
 
 def model_entry(name: str) -> ModelEntry:
     try:
-        return REGISTRY[name]
+        return REGISTRY[canonical_model_name(name)]
     except KeyError:
         raise ValueError(f"unknown model '{name}'; registered models: {sorted(REGISTRY)}") from None
 

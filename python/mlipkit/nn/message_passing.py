@@ -27,8 +27,19 @@ class MessagePassingNetwork(nn.Module):
 
     Subclasses build ``inputs`` (a GraphInputs), ``radial_embedding``,
     ``spherical_harmonics``, ``embedding`` (node attributes -> first features)
-    and ``layers``.
+    and ``layers``. Fine-tuning variants add ``layer_adapters``: one module
+    per layer mapping (layer input, layer output) to the features the rest of
+    the network sees (SSF, adapters).
     """
+
+    def __init__(self):
+        super().__init__()
+        self.layer_adapters: nn.ModuleList | None = None
+
+    def adapt(self, index: int, layer_input: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
+        if self.layer_adapters is None:
+            return layer_output
+        return self.layer_adapters[index](layer_input, layer_output)
 
     @property
     def num_message_passing_layers(self) -> int:
