@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -174,3 +178,18 @@ def small_checkpoint(artifacts):
                         "mace_aotinductor_float64", "mace_torchscript_float32"])
 def artifact_name(request):
     return request.param
+
+
+def results_per_instruction_set(script: str, name: str) -> dict[str, list]:
+    """Run ``script`` with the baseline (SSE2) kernels and with the ones this CPU picks (AVX2/AVX-512).
+
+    The script saves a list [ops.kernel_isa(), tensors ...] to the path in sys.argv[1].
+    """
+    directory = os.environ.get("TMPDIR", "/tmp")
+    results = {}
+    for isa in ("baseline", ""):
+        path = os.path.join(directory, f"{name}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{isa or 'native'}.pt")
+        subprocess.run([sys.executable, "-c", script, path], check=True, env=dict(os.environ, MLIPKIT_CPU_ISA=isa),
+                       cwd=directory)
+        results[isa or "native"] = torch.load(path)
+    return results

@@ -9,6 +9,7 @@ import torch
 from e3nn import o3
 
 import mlipkit
+from conftest import results_per_instruction_set
 from mlipkit import ops
 from mlipkit.nn.interaction import Convolution
 from mlipkit.nn.scatter import sum_into_segments
@@ -212,12 +213,7 @@ def test_every_instruction_set_gives_the_same_numbers():
         "out = c.fused(x, sh, w, ei); grads = torch.autograd.grad(out.pow(2).sum(), (x, sh, w))\n"
         "torch.save([ops.kernel_isa(), out.detach(), *grads], sys.argv[1])\n"
     ).format(tests=os.path.dirname(__file__))
-    results = {}
-    for isa in ("baseline", ""):
-        path = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{isa or 'native'}.pt"
-        env = dict(os.environ, MLIPKIT_CPU_ISA=isa)
-        subprocess.run([sys.executable, "-c", script, path], check=True, env=env, cwd=os.environ.get("TMPDIR", "/tmp"))
-        results[isa or "native"] = torch.load(os.path.join(os.environ.get("TMPDIR", "/tmp"), path))
+    results = results_per_instruction_set(script, "convolution")
     assert results["baseline"][0] == "baseline"
     for a, b in zip(results["baseline"][1:], results["native"][1:]):
         assert relative(a, b) <= 1e-13

@@ -2,14 +2,12 @@
 
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
 from e3nn import o3
 
-from conftest import relative_error
+from conftest import relative_error, results_per_instruction_set
 from mlipkit import ops
 from mlipkit.nn.symmetric_contraction import SymmetricContraction
 
@@ -159,12 +157,7 @@ def test_every_instruction_set_gives_the_same_numbers():
         "grads = torch.autograd.grad(out.pow(2).sum(), inputs)\n"
         "torch.save([ops.kernel_isa(), out.detach(), *grads], sys.argv[1])\n"
     ).format(tests=os.path.dirname(__file__))
-    directory = os.environ.get("TMPDIR", "/tmp")
-    results = {}
-    for isa in ("baseline", ""):
-        path = f"polynomial_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{isa or 'native'}.pt"
-        subprocess.run([sys.executable, "-c", script, path], check=True, env=dict(os.environ, MLIPKIT_CPU_ISA=isa), cwd=directory)
-        results[isa or "native"] = torch.load(os.path.join(directory, path))
+    results = results_per_instruction_set(script, "polynomial")
     assert results["baseline"][0] == "baseline"
     for a, b in zip(results["baseline"][1:], results["native"][1:]):
         assert relative_error(a, b) <= 1e-13

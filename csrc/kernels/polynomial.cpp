@@ -316,6 +316,14 @@ at::Tensor node_weights_gradient(const at::Tensor& features, const at::Tensor& n
   return at::stack(columns, 1);
 }
 
+// d/d(features) of sum(g * polynomial(features; coefficients)): the derivative terms over [features, g].
+at::Tensor features_gradient(const at::Tensor& features, const at::Tensor& node_weights,
+                             const at::Tensor& coefficients, at::IntArrayRef terms, const at::Tensor& g) {
+  const int64_t num_features = fixed_size(features, 1);
+  return call_polynomial(at::cat({features, g}, 1), node_weights, coefficients, derivative_terms(terms, num_features),
+                         num_features);
+}
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -339,8 +347,7 @@ class PolynomialFunction : public torch::autograd::Function<PolynomialFunction> 
     at::Tensor grad_features, grad_node_weights, grad_coefficients;
     if (g.defined()) {
       if (ctx->needs_input_grad(0)) {
-        grad_features = call_polynomial(at::cat({features, g}, 1), node_weights, coefficients,
-                                        derivative_terms(terms, fixed_size(features, 1)), fixed_size(features, 1));
+        grad_features = features_gradient(features, node_weights, coefficients, terms, g);
       }
       if (ctx->needs_input_grad(1)) {
         grad_node_weights = node_weights_gradient(features, node_weights, coefficients, terms, g);
@@ -376,8 +383,7 @@ class CoefficientGradFunction : public torch::autograd::Function<CoefficientGrad
     at::Tensor grad_features, grad_node_weights, grad_g;
     if (dG.defined()) {
       if (ctx->needs_input_grad(0)) {
-        grad_features = call_polynomial(at::cat({features, g}, 1), node_weights, dG,
-                                        derivative_terms(terms, fixed_size(features, 1)), fixed_size(features, 1));
+        grad_features = features_gradient(features, node_weights, dG, terms, g);
       }
       if (ctx->needs_input_grad(1)) {
         grad_node_weights = node_weights_gradient(features, node_weights, dG, terms, g);

@@ -43,31 +43,20 @@ inline typename Lanes<T, L>::type times_factors(typename Lanes<T, L>::type v, co
   return v;
 }
 
+// For runs [run_begin, run_end): out[key] += weight * sum_t m_t source[source_offset[t]] prod_s x[f_ts], at
+// channel c0. Evaluation reads the coefficients (source_offset: coefficient rows), the coefficient gradient
+// reads the output gradient (source_offset: output rows).
 template <typename T, int64_t L>
-inline void evaluate_block(const Terms<T>& terms, const T* x, const T* coefficients, T weight, T* out, int64_t c0) {
-  using V = Lanes<T, L>;
-  for (int64_t r = 0; r < terms.num_runs; ++r) {
-    typename V::type sum = {};
-    for (int64_t t = terms.run_begin[r]; t < terms.run_begin[r + 1]; ++t) {
-      const auto k = terms.multiplier[t] * V::load(coefficients + terms.coefficient_offset[t] + c0);
-      sum += times_factors<T, L>(k, terms, t, x, c0);
-    }
-    T* o = out + terms.run_key[r] + c0;
-    V::store(o, V::load(o) + weight * sum);
-  }
-}
-
-template <typename T, int64_t L>
-inline void coefficient_gradient_block(const Terms<T>& terms, const T* x, const T* g, T weight, int64_t run_begin,
-                                       int64_t run_end, T* grad, int64_t c0) {
+inline void accumulate_runs(const Terms<T>& terms, const int64_t* source_offset, const T* source, const T* x,
+                            T weight, int64_t run_begin, int64_t run_end, T* out, int64_t c0) {
   using V = Lanes<T, L>;
   for (int64_t r = run_begin; r < run_end; ++r) {
     typename V::type sum = {};
     for (int64_t t = terms.run_begin[r]; t < terms.run_begin[r + 1]; ++t) {
-      const auto k = terms.multiplier[t] * V::load(g + terms.output_offset[t] + c0);
+      const auto k = terms.multiplier[t] * V::load(source + source_offset[t] + c0);
       sum += times_factors<T, L>(k, terms, t, x, c0);
     }
-    T* o = grad + terms.run_key[r] + c0;
+    T* o = out + terms.run_key[r] + c0;
     V::store(o, V::load(o) + weight * sum);
   }
 }
@@ -91,10 +80,10 @@ void evaluate_range(const Problem<T>& p, const T* features, const T* node_weight
       const T* k = coefficients + e * p.num_coefficients * C;
       int64_t c0 = 0;
       for (; c0 + B <= C; c0 += B) {
-        evaluate_block<T, B>(p.terms, x, k, weight, out_row, c0);
+        accumulate_runs<T, B>(p.terms, p.terms.coefficient_offset, k, x, weight, 0, p.terms.num_runs, out_row, c0);
       }
       for (; c0 < C; ++c0) {
-        evaluate_block<T, 1>(p.terms, x, k, weight, out_row, c0);
+        accumulate_runs<T, 1>(p.terms, p.terms.coefficient_offset, k, x, weight, 0, p.terms.num_runs, out_row, c0);
       }
     }
   }
@@ -125,10 +114,10 @@ void coefficient_gradient_range(const Problem<T>& p, const T* features, const T*
       T* grad = grad_coefficients + e * p.num_coefficients * C;
       int64_t c0 = channel_begin;
       for (; c0 + B <= channel_end; c0 += B) {
-        coefficient_gradient_block<T, B>(p.terms, x, g, weight, run_begin, run_end, grad, c0);
+        accumulate_runs<T, B>(p.terms, p.terms.output_offset, g, x, weight, run_begin, run_end, grad, c0);
       }
       for (; c0 < channel_end; ++c0) {
-        coefficient_gradient_block<T, 1>(p.terms, x, g, weight, run_begin, run_end, grad, c0);
+        accumulate_runs<T, 1>(p.terms, p.terms.output_offset, g, x, weight, run_begin, run_end, grad, c0);
       }
     }
   }
