@@ -18,15 +18,18 @@ SMALL_MODEL_OPTIONS = {
     "nequip": dict(num_layers=2, max_ell=2, num_features=8, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
     "mace": dict(num_interactions=2, max_ell=2, hidden_irreps="8x0e + 8x1o", correlation=3, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
 }
-#: variants take their base model's options
-SMALL_MODEL_OPTIONS.update({f"ssf_{base}": SMALL_MODEL_OPTIONS[base] for base in ("nequip", "mace")})
+#: variants take their base model's options (adapters: a bottleneck of 4 of the 8 channels)
+VARIANTS = {"ssf": {}, "adapter": dict(ratio_adapter_down=2)}
+SMALL_MODEL_OPTIONS.update(
+    {f"{variant}_{base}": dict(SMALL_MODEL_OPTIONS[base], **options) for variant, options in VARIANTS.items() for base in ("nequip", "mace")}
+)
 
 #: Options that switch every fused kernel of a model off: its pure PyTorch + e3nn reference path.
 REFERENCE_KERNELS = {
     "nequip": dict(tensor_product_kernel="e3nn"),
     "mace": dict(tensor_product_kernel="e3nn", symmetric_contraction_kernel="dense"),
 }
-REFERENCE_KERNELS.update({f"ssf_{base}": REFERENCE_KERNELS[base] for base in ("nequip", "mace")})
+REFERENCE_KERNELS.update({f"{variant}_{base}": REFERENCE_KERNELS[base] for variant in VARIANTS for base in ("nequip", "mace")})
 
 TYPE_NAMES = ["H", "C", "O", "Cu", "Au"]
 R_MAX = 4.0
@@ -58,7 +61,7 @@ STRUCTURES = {"triclinic": cu_au_triclinic, "molecule": ethanol, "slab": cu_slab
 
 
 def build_small(name: str, dtype=torch.float64, **overrides) -> mlipkit.models.Potential:
-    """A small model; a variant's layer adapters are moved off the identity so the tests see them act."""
+    """A small model; a variant's layer adapters (weights and batch-norm statistics) are moved off the identity."""
     options = dict(SMALL_MODEL_OPTIONS[name], type_names=TYPE_NAMES, r_max=R_MAX, seed=0)
     options.setdefault("per_type_energy_shifts", [-1.0, -2.0, -3.0, -4.0, -5.0])
     options.update(overrides)
@@ -68,6 +71,12 @@ def build_small(name: str, dtype=torch.float64, **overrides) -> mlipkit.models.P
         with torch.no_grad():
             for parameter in model.core.layer_adapters.parameters():
                 parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64).to(dtype))
+            for name, buffer in model.core.layer_adapters.named_buffers():
+                noise = 0.3 * torch.randn(buffer.shape, generator=generator, dtype=torch.float64).to(dtype)
+                if name.endswith("running_mean"):
+                    buffer.add_(noise)
+                elif name.endswith("running_var"):
+                    buffer.mul_(noise.exp())
     return model
 
 

@@ -11,7 +11,15 @@ from mlipkit.models.config import PotentialConfig
 from mlipkit.models.mace import MACEConfig, build_mace
 from mlipkit.models.nequip import NequIPConfig, build_nequip
 from mlipkit.models.potential import Potential
-from mlipkit.models.variants import with_feature_scale_shift
+from mlipkit.models.variants import AdapterOptions, with_adapters, with_feature_scale_shift
+
+
+class AdapterNequIPConfig(NequIPConfig, AdapterOptions):
+    pass
+
+
+class AdapterMACEConfig(MACEConfig, AdapterOptions):
+    pass
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,8 @@ REGISTRY: dict[str, ModelEntry] = {
     "mace": ModelEntry(MACEConfig, build_mace),
     "ssf_nequip": ModelEntry(NequIPConfig, with_feature_scale_shift("ssf_nequip", build_nequip)),
     "ssf_mace": ModelEntry(MACEConfig, with_feature_scale_shift("ssf_mace", build_mace)),
+    "adapter_nequip": ModelEntry(AdapterNequIPConfig, with_adapters("adapter_nequip", build_nequip)),
+    "adapter_mace": ModelEntry(AdapterMACEConfig, with_adapters("adapter_mace", build_mace)),
 }
 
 #: PhysicsML names its models with a ``_model`` suffix (``ssf_nequip_model``); both spellings work.

@@ -1,27 +1,66 @@
-"""Variants of the registered models for fine-tuning (PhysicsML's ssf_* models).
+"""Variants of the registered models (PhysicsML's ssf_*, adapter_* and mean_var_* models).
 
 A variant is its base model (same config, same weights under the same names,
-so a pre-trained base checkpoint loads into it) plus modules that the base
-network's ``layer_adapters`` hook applies to every layer's output.
+so a pre-trained base checkpoint loads into it) plus new modules: SSF and
+adapters act on every layer through the message-passing ``layer_adapters``
+hook; mean_var adds a second energy-shaped readout for the energy's
+standard deviation.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from e3nn import o3
+from pydantic import BaseModel, Field
 from torch import nn
 
 from mlipkit.models.config import PotentialConfig
 from mlipkit.models.potential import Potential
+from mlipkit.nn.adapter import LayerAdapters
 from mlipkit.nn.feature_scale_shift import FeatureScaleShift
 
+Builder = Callable[[PotentialConfig], Potential]
 
-def with_feature_scale_shift(name: str, build_base: Callable[[PotentialConfig], Potential]) -> Callable[[PotentialConfig], Potential]:
+
+class AdapterOptions(BaseModel):
+    """PhysicsML's adapter options: bottleneck ratio and the initial weight of both adapters of a layer."""
+
+    ratio_adapter_down: int = Field(10, ge=1)
+    initial_s: float = 0.01
+
+
+def layer_irreps(model: Potential) -> list[tuple[o3.Irreps, o3.Irreps]]:
+    """(input, output) irreps of every message-passing layer."""
+    irreps_in = model.core.embedding.irreps_out
+    pairs = []
+    for layer in model.core.layers:
+        pairs.append((irreps_in, layer.irreps_out))
+        irreps_in = layer.irreps_out
+    return pairs
+
+
+def with_feature_scale_shift(name: str, build_base: Builder) -> Builder:
     """SSF variant: a FeatureScaleShift on every message-passing layer's output (identity at initialisation)."""
 
     def build(config: PotentialConfig) -> Potential:
         model = build_base(config)
-        model.core.layer_adapters = nn.ModuleList(FeatureScaleShift(layer.irreps_out) for layer in model.core.layers)
+        model.core.layer_adapters = nn.ModuleList(FeatureScaleShift(irreps_out) for _, irreps_out in layer_irreps(model))
+        model.model_name = name
+        return model
+
+    return build
+
+
+def with_adapters(name: str, build_base: Builder) -> Builder:
+    """Adapter variant: LayerAdapters on every message-passing layer."""
+
+    def build(config: PotentialConfig) -> Potential:
+        model = build_base(config)
+        model.core.layer_adapters = nn.ModuleList(
+            LayerAdapters(irreps_in, irreps_out, config.ratio_adapter_down, config.initial_s)
+            for irreps_in, irreps_out in layer_irreps(model)
+        )
         model.model_name = name
         return model
 
