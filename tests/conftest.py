@@ -7,6 +7,8 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, molecule
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
 
 import mlipkit
 from mlipkit.data import batch_graphs, graph_from_atoms, keys
@@ -19,7 +21,7 @@ SMALL_MODEL_OPTIONS = {
     "mace": dict(num_interactions=2, max_ell=2, hidden_irreps="8x0e + 8x1o", correlation=3, radial_mlp_hidden=[16], avg_num_neighbours=10.0),
 }
 #: variants take their base model's options (adapters: a bottleneck of 4 of the 8 channels)
-VARIANTS = {"ssf": {}, "adapter": dict(ratio_adapter_down=2)}
+VARIANTS = {"ssf": {}, "adapter": dict(ratio_adapter_down=2), "mean_var": {}}
 SMALL_MODEL_OPTIONS.update(
     {f"{variant}_{base}": dict(SMALL_MODEL_OPTIONS[base], **options) for variant, options in VARIANTS.items() for base in ("nequip", "mace")}
 )
@@ -58,6 +60,23 @@ def cu_slab() -> Atoms:
 
 
 STRUCTURES = {"triclinic": cu_au_triclinic, "molecule": ethanol, "slab": cu_slab}
+
+
+def emt_frames(count: int, seed: int, with_forces: bool = True):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+        atoms.symbols[rng.integers(len(atoms))] = "Au"
+        atoms.set_cell(atoms.cell.array * (1 + rng.normal(scale=0.01)), scale_atoms=True)
+        atoms.rattle(0.1, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        results = {"energy": atoms.get_potential_energy()}
+        if with_forces:
+            results.update(forces=atoms.get_forces(), stress=atoms.get_stress())
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    return frames
 
 
 def build_small(name: str, dtype=torch.float64, **overrides) -> mlipkit.models.Potential:

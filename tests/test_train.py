@@ -4,34 +4,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from ase.neighborlist import neighbor_list
 
+from conftest import emt_frames
 from mlipkit.cli import train as train_cli
 from mlipkit.models.checkpoint import read_checkpoint
 from mlipkit.train import ConfigError, Trainer, load_config, parse_config
 
 R_MAX = 4.0
-
-
-def emt_frames(count: int, seed: int, with_forces: bool = True):
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(count):
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
-        atoms.symbols[rng.integers(len(atoms))] = "Au"
-        atoms.set_cell(atoms.cell.array * (1 + rng.normal(scale=0.01)), scale_atoms=True)
-        atoms.rattle(0.1, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        results = {"energy": atoms.get_potential_energy()}
-        if with_forces:
-            results.update(forces=atoms.get_forces(), stress=atoms.get_stress())
-        atoms.calc = SinglePointCalculator(atoms, **results)
-        frames.append(atoms)
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +73,7 @@ def frame_atoms(configuration):
     "overrides, message",
     [
         ({"loss": {"charges": {"weight": 1.0}}}, "unknown output(s) ['charges']"),
-        ({"loss": {"energy": {"name": "gaussian_nll"}}}, "gaussian_nll needs a model with a variance output"),
+        ({"loss": {"energy": {"name": "gaussian_nll"}}}, "gaussian_nll needs a predicted variance of that output; only the energy of mean-variance models"),
         ({"optimiser": {"lr": 0.1}}, "optimiser: Extra inputs are not permitted"),
         ({"optimizer": {"lr": -1.0}}, "optimizer.lr: Input should be greater than 0"),
         ({"data__validation_fraction": 0.6, "data__test_fraction": 0.5}, "must leave some training data"),

@@ -25,11 +25,16 @@ VIRIAL = "virial"  # [B, 3, 3] sum over edges of edge_vectors (x) edge_forces
 NODE_VIRIALS = "node_virials"  # [N, 3, 3] each edge's virial split between its two atoms
 STRESS = "stress"  # [B, 3, 3] -virial / volume, ASE sign convention
 CHARGES = "charges"  # [N]
+ENERGY_UNCERTAINTY = "energy_uncertainty"  # [B] std of the per-atom energy (mean-variance models)
+NODE_ENERGY_UNCERTAINTY = "node_energy_uncertainty"  # [N] signed per-atom terms: energy_uncertainty = |sum| / N
 GRAPH_SCALARS = "graph_scalars"  # [B, T]
 GRAPH_VECTORS = "graph_vectors"  # [B, T, 3]
 NODE_SCALARS = "node_scalars"  # [N, T]
 NODE_VECTORS = "node_vectors"  # [N, T, 3]
 
-GRAPH_FIELDS = (CELL, PBC, NUM_ATOMS, TOTAL_CHARGE, HEAD, ENERGY, VIRIAL, STRESS, GRAPH_SCALARS, GRAPH_VECTORS)
-NODE_FIELDS = (POSITIONS, ATOM_TYPES, BATCH, NODE_ATTRS, NODE_ENERGY_MASK, NODE_ENERGIES, FORCES, NODE_VIRIALS, CHARGES, NODE_SCALARS, NODE_VECTORS)
+GRAPH_FIELDS = (CELL, PBC, NUM_ATOMS, TOTAL_CHARGE, HEAD, ENERGY, VIRIAL, STRESS, GRAPH_SCALARS, GRAPH_VECTORS, ENERGY_UNCERTAINTY)
+NODE_FIELDS = (
+    POSITIONS, ATOM_TYPES, BATCH, NODE_ATTRS, NODE_ENERGY_MASK, NODE_ENERGIES, FORCES, NODE_VIRIALS, CHARGES, NODE_SCALARS,
+    NODE_VECTORS, NODE_ENERGY_UNCERTAINTY,
+)
 EDGE_FIELDS = (EDGE_CELL_SHIFTS, EDGE_VECTORS, EDGE_ATTRS, EDGE_FORCES)

@@ -27,6 +27,8 @@ class LossConfig(BaseModel):
     name: Literal["mse", "l1", "huber", "gaussian_nll"] = "mse"
     weight: float = Field(1.0, ge=0.0)
     huber_delta: float = Field(0.01, gt=0.0)
+    #: gaussian_nll: smallest variance the loss uses (PhysicsML's, torch's eps), in (energy unit / atom)^2
+    gaussian_nll_eps: float = Field(0.01, gt=0.0)
 
 
 class OutputConfig(BaseModel):

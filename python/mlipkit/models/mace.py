@@ -217,7 +217,6 @@ class MACE(MessagePassingNetwork):
         irreps = scalars
         num_heads = config.num_readout_heads
         self.layers = nn.ModuleList()
-        self.readouts = nn.ModuleList()
         for index, correlation in enumerate(config.correlations):
             last = index == config.num_interactions - 1
             irreps_out = scalars if last and not config.keep_last_layer_irreps else hidden
@@ -234,27 +233,40 @@ class MACE(MessagePassingNetwork):
                 **convolution_options,
             )
             self.layers.append(layer)
-            if last and index > 0:
-                self.readouts.append(ScalarHead(irreps_out, o3.Irreps(config.mlp_irreps), num_heads, config.gate, normalized=True))
-            else:
-                self.readouts.append(Linear(irreps_out, o3.Irreps(f"{num_heads}x0e")))
             irreps = irreps_out
+        self.mlp_irreps = o3.Irreps(config.mlp_irreps)
+        self.gate = config.gate
+        self.readouts = self.build_energy_readout(config.num_readout_heads)
         self.feature_irreps = sum((layer.irreps_out for layer in self.layers), o3.Irreps())
+
+    def build_energy_readout(self, num_heads: int) -> nn.ModuleList:
+        """A readout per layer: linear, the last one (of two or more) non-linear."""
+        readouts = nn.ModuleList()
+        for index, layer in enumerate(self.layers):
+            if index == len(self.layers) - 1 and index > 0:
+                readouts.append(ScalarHead(layer.irreps_out, self.mlp_irreps, num_heads, self.gate, normalized=True))
+            else:
+                readouts.append(Linear(layer.irreps_out, o3.Irreps(f"{num_heads}x0e")))
+        return readouts
+
+    def read_out(self, readouts: nn.ModuleList, node_features: torch.Tensor) -> torch.Tensor:
+        """The sum of every layer's readout of its own features (``node_features``: all layers', concatenated)."""
+        layer_features = node_features.split([layer.irreps_out.dim for layer in self.layers], dim=1)
+        return torch.stack([readout(features) for readout, features in zip(readouts, layer_features)]).sum(0)
 
     def forward(
         self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = self.embed(graph, edge_vectors, edge_lengths)
         features = inputs.node_feats
-        energies = []
         layer_features = []
-        for index, (layer, readout) in enumerate(zip(self.layers, self.readouts)):
+        for index, layer in enumerate(self.layers):
             output = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
             features = self.adapt(index, features, output)
-            energies.append(readout(features))
-            layer_features.append(features[: inputs.num_atoms])
-        total = torch.stack(energies).sum(0)
-        return self.inputs.energies(total, inputs.node_attrs), torch.cat(layer_features, dim=1)
+            layer_features.append(features)
+        node_features = torch.cat(layer_features, dim=1)
+        energies = self.read_out(self.readouts, node_features)
+        return self.inputs.energies(energies, inputs.node_attrs), node_features[: inputs.num_atoms]
 
 
 def build_mace(config: MACEConfig) -> Potential:

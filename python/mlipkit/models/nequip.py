@@ -156,7 +156,14 @@ class NequIP(MessagePassingNetwork):
             self.layers.append(layer)
             irreps = layer.irreps_out
         self.feature_irreps = irreps
-        self.readout = EnergyReadout(irreps, o3.Irreps(config.mlp_irreps), config.num_readout_heads)
+        self.mlp_irreps = o3.Irreps(config.mlp_irreps)
+        self.readout = self.build_energy_readout(config.num_readout_heads)
+
+    def build_energy_readout(self, num_heads: int) -> EnergyReadout:
+        return EnergyReadout(self.feature_irreps, self.mlp_irreps, num_heads)
+
+    def read_out(self, readout: EnergyReadout, node_features: torch.Tensor) -> torch.Tensor:
+        return readout(node_features)
 
     def forward(
         self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
@@ -166,7 +173,7 @@ class NequIP(MessagePassingNetwork):
         for index, layer in enumerate(self.layers):
             output = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
             features = self.adapt(index, features, output)
-        return self.inputs.energies(self.readout(features), inputs.node_attrs), features[: inputs.num_atoms]
+        return self.inputs.energies(self.read_out(self.readout, features), inputs.node_attrs), features[: inputs.num_atoms]
 
 
 def build_nequip(config: NequIPConfig) -> Potential:

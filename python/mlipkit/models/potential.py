@@ -22,6 +22,7 @@ from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces
 from mlipkit.nn.readout import ScalarHead, VectorHead
 from mlipkit.nn.scale_shift import PerTypeScaleShift
 from mlipkit.nn.scatter import sum_into_segments
+from mlipkit.nn.uncertainty import energy_uncertainty
 from mlipkit.nn.zbl import ZBL
 
 _HEAD_OUTPUTS = {
@@ -59,6 +60,8 @@ class Potential(nn.Module):
             else:
                 self.heads[output] = ScalarHead(core.feature_irreps, mlp_irreps, head_config.num_tasks)
         self.do_derivatives = config.do_derivatives
+        #: mean-variance variants: a readout of the core's form whose terms give the energy's std
+        self.energy_uncertainty_readout: nn.Module | None = None
 
     @property
     def type_names(self) -> list[str]:
@@ -96,6 +99,13 @@ class Potential(nn.Module):
             energy = graph_energies(node_energies, graph, batch, num_graphs)
 
         outputs = {keys.NODE_ENERGIES: node_energies, keys.ENERGY: energy}
+        if self.energy_uncertainty_readout is not None:
+            terms = self.core.read_out(self.energy_uncertainty_readout, node_features)[:, 0]
+            terms = terms * self.scale_shift.scales.index_select(0, atom_types)
+            if not keep_graph:
+                terms = terms.detach()
+            outputs[keys.NODE_ENERGY_UNCERTAINTY] = terms
+            outputs[keys.ENERGY_UNCERTAINTY] = energy_uncertainty(terms, graph, batch, num_graphs)
         for output, head in self.heads.items():
             values = head(node_features)
             if output in (keys.GRAPH_SCALARS, keys.GRAPH_VECTORS):

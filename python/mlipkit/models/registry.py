@@ -11,7 +11,7 @@ from mlipkit.models.config import PotentialConfig
 from mlipkit.models.mace import MACEConfig, build_mace
 from mlipkit.models.nequip import NequIPConfig, build_nequip
 from mlipkit.models.potential import Potential
-from mlipkit.models.variants import AdapterOptions, with_adapters, with_feature_scale_shift
+from mlipkit.models.variants import AdapterOptions, with_adapters, with_energy_uncertainty, with_feature_scale_shift
 
 
 class AdapterNequIPConfig(NequIPConfig, AdapterOptions):
@@ -28,6 +28,8 @@ class ModelEntry:
     builder: Callable[[Any], Potential]
     #: what checkpoints written before an option existed meant by leaving it out
     options_before_introduction: dict[str, Any] = field(default_factory=dict)
+    #: outputs energy_uncertainty (mean-variance models), fitted with gaussian_nll on the energy
+    energy_uncertainty: bool = False
 
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -37,6 +39,8 @@ REGISTRY: dict[str, ModelEntry] = {
     "ssf_mace": ModelEntry(MACEConfig, with_feature_scale_shift("ssf_mace", build_mace)),
     "adapter_nequip": ModelEntry(AdapterNequIPConfig, with_adapters("adapter_nequip", build_nequip)),
     "adapter_mace": ModelEntry(AdapterMACEConfig, with_adapters("adapter_mace", build_mace)),
+    "mean_var_nequip": ModelEntry(NequIPConfig, with_energy_uncertainty("mean_var_nequip", build_nequip), energy_uncertainty=True),
+    "mean_var_mace": ModelEntry(MACEConfig, with_energy_uncertainty("mean_var_mace", build_mace), energy_uncertainty=True),
 }
 
 #: PhysicsML names its models with a ``_model`` suffix (``ssf_nequip_model``); both spellings work.

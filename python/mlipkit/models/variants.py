@@ -65,3 +65,15 @@ def with_adapters(name: str, build_base: Builder) -> Builder:
         return model
 
     return build
+
+
+def with_energy_uncertainty(name: str, build_base: Builder) -> Builder:
+    """Mean-variance variant: a second energy readout for the std (fit with gaussian_nll); forces from the mean only."""
+
+    def build(config: PotentialConfig) -> Potential:
+        model = build_base(config)
+        model.energy_uncertainty_readout = model.core.build_energy_readout(1)
+        model.model_name = name
+        return model
+
+    return build

@@ -27,9 +27,12 @@ class MessagePassingNetwork(nn.Module):
 
     Subclasses build ``inputs`` (a GraphInputs), ``radial_embedding``,
     ``spherical_harmonics``, ``embedding`` (node attributes -> first features)
-    and ``layers``. Fine-tuning variants add ``layer_adapters``: one module
-    per layer mapping (layer input, layer output) to the features the rest of
-    the network sees (SSF, adapters).
+    and ``layers``, and give their energy readout as ``build_energy_readout``
+    (a new one, for heads that share the readout's form such as the variance of
+    mean-variance models) and ``read_out`` (a readout applied to the node
+    features the core returns). Fine-tuning variants add ``layer_adapters``:
+    one module per layer mapping (layer input, layer output) to the features
+    the rest of the network sees (SSF, adapters).
     """
 
     def __init__(self):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlipkit.data.statistics import DatasetStatistics
 from mlipkit.models.config import LossConfig
+from mlipkit.models.registry import model_entry
 
 #: ``${training_data_stats:NAME}``
 STATISTIC_REFERENCE = re.compile(r"^\$\{training_data_stats:([A-Za-z_]+)\}$")
@@ -122,10 +123,25 @@ class TrainConfig(BaseModel):
             head = getattr(self.model, option, None)
             if output in self.loss and head is None:
                 raise ValueError(f"loss.{output}: the model has no {option} head to fit")
+        try:
+            with_variance = model_entry(self.model.name).energy_uncertainty
+        except ValueError as error:
+            raise ValueError(f"model.name: {error}") from None
         for output, loss in self.loss.items():
-            if loss.name == "gaussian_nll":
+            if loss.name == "gaussian_nll" and not (output == "energy" and with_variance):
                 raise ValueError(
-                    f"loss.{output}: gaussian_nll needs a model with a variance output, and this model has none"
+                    f"loss.{output}: gaussian_nll needs a predicted variance of that output; only the energy of "
+                    f"mean-variance models (mean_var_nequip, mean_var_mace) has one, and model '{self.model.name}' "
+                    f"{'is one' if with_variance else 'is not'}"
+                )
+        if with_variance:
+            energy = self.loss.get("energy")
+            if "loss" not in self.model_fields_set and energy is not None:
+                self.loss["energy"] = energy.model_copy(update={"name": "gaussian_nll"})
+            elif energy is None or energy.name != "gaussian_nll":
+                raise ValueError(
+                    f"loss.energy: model '{self.model.name}' learns its std only through a gaussian_nll energy loss; "
+                    "give loss.energy.name: gaussian_nll (or leave the loss section out)"
                 )
         return self
 

@@ -30,11 +30,25 @@ def prediction_and_target(output: str, predictions: dict, graph: dict) -> tuple[
     return predicted.reshape(-1), target.reshape(-1)
 
 
-def loss_term(predicted: torch.Tensor, target: torch.Tensor, loss: LossConfig, count: int | None = None) -> torch.Tensor:
+def energy_variance(predictions: dict) -> torch.Tensor | None:
+    """Variance of the per-atom energy of mean-variance models (the square of their std output), else None."""
+    std = predictions.get(keys.ENERGY_UNCERTAINTY)
+    return None if std is None else std.reshape(-1) ** 2
+
+
+def loss_term(
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    loss: LossConfig,
+    count: int | None = None,
+    variance: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sum of the elementwise loss over ``count`` (default: the number of elements, i.e. the mean).
 
     Distributed training divides each rank's sum by the element count of the
     whole batch, so that the ranks' gradients add up to the one-process gradient.
+    ``gaussian_nll`` is torch's GaussianNLLLoss (variance clamped at
+    ``gaussian_nll_eps`` in the loss only), and needs the prediction's variance.
     """
     count = predicted.numel() if count is None else count
     if loss.name == "mse":
@@ -43,6 +57,8 @@ def loss_term(predicted: torch.Tensor, target: torch.Tensor, loss: LossConfig, c
         return F.l1_loss(predicted, target, reduction="sum") / count
     if loss.name == "huber":
         return F.huber_loss(predicted, target, reduction="sum", delta=loss.huber_delta) / count
+    if loss.name == "gaussian_nll" and variance is not None:
+        return F.gaussian_nll_loss(predicted, target, variance, eps=loss.gaussian_nll_eps, reduction="sum") / count
     raise ValueError(f"loss '{loss.name}' cannot be computed for this output")
 
 
@@ -58,41 +74,54 @@ def total_loss(
     terms = {}
     total = 0.0
     for output, loss in losses.items():
-        term = loss_term(*prediction_and_target(output, predictions, graph), loss, (counts or {}).get(output))
+        variance = energy_variance(predictions) if output == "energy" else None
+        term = loss_term(*prediction_and_target(output, predictions, graph), loss, (counts or {}).get(output), variance)
         terms[output] = float(term.detach())
         total = total + loss.weight * term
     return total, terms
 
 
 class ErrorAccumulator:
-    """Sums of absolute and squared errors per output over an epoch: MAE and RMSE."""
+    """Sums over an epoch per output: absolute and squared errors (MAE, RMSE); for energies with a predicted
+    std also the Gaussian negative log-likelihood and how many errors fall within 1 and 2 std (calibration)."""
 
     def __init__(self) -> None:
-        self.absolute: dict[str, float] = {}
-        self.squared: dict[str, float] = {}
-        self.count: dict[str, int] = {}
+        self.sums: dict[tuple[str, str], float] = {}
+
+    def _add(self, output: str, statistic: str, value: float) -> None:
+        self.sums[output, statistic] = self.sums.get((output, statistic), 0.0) + value
 
     def add(self, predictions: dict, graph: dict, outputs) -> None:
         for output in outputs:
             predicted, target = prediction_and_target(output, predictions, graph)
             difference = (predicted.detach() - target).double()
-            self.absolute[output] = self.absolute.get(output, 0.0) + float(difference.abs().sum())
-            self.squared[output] = self.squared.get(output, 0.0) + float((difference**2).sum())
-            self.count[output] = self.count.get(output, 0) + difference.numel()
+            self._add(output, "absolute", float(difference.abs().sum()))
+            self._add(output, "squared", float((difference**2).sum()))
+            self._add(output, "count", difference.numel())
+            variance = energy_variance(predictions) if output == "energy" else None
+            if variance is not None:
+                variance = variance.detach().double()
+                self._add(output, "nll", float((0.5 * torch.log(2 * torch.pi * variance) + difference**2 / (2 * variance)).sum()))
+                self._add(output, "within_1sigma", float((difference.abs() <= variance.sqrt()).sum()))
+                self._add(output, "within_2sigma", float((difference.abs() <= 2 * variance.sqrt()).sum()))
 
     def all_reduce(self) -> None:
         """Sum the accumulated errors over the ranks of a distributed run."""
         import torch.distributed as dist
 
-        outputs = sorted(self.count)
-        sums = torch.tensor([[self.absolute[o], self.squared[o], self.count[o]] for o in outputs], dtype=torch.float64)
+        names = sorted(self.sums)
+        sums = torch.tensor([self.sums[name] for name in names], dtype=torch.float64)
         dist.all_reduce(sums)
-        for output, (absolute, squared, count) in zip(outputs, sums.tolist()):
-            self.absolute[output], self.squared[output], self.count[output] = absolute, squared, int(count)
+        self.sums = dict(zip(names, sums.tolist()))
 
     def metrics(self, prefix: str) -> dict[str, float]:
         values = {}
-        for output, count in self.count.items():
-            values[f"{prefix}_{output}_mae"] = self.absolute[output] / count
-            values[f"{prefix}_{output}_rmse"] = (self.squared[output] / count) ** 0.5
+        for (output, statistic), total in self.sums.items():
+            count = self.sums[output, "count"]
+            if statistic == "absolute":
+                values[f"{prefix}_{output}_mae"] = total / count
+            elif statistic == "squared":
+                values[f"{prefix}_{output}_rmse"] = (total / count) ** 0.5
+            elif statistic != "count":
+                values[f"{prefix}_{output}_{statistic}"] = total / count
         return values

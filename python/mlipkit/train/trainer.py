@@ -397,6 +397,10 @@ class Trainer:
                 parts.append(f"{key.removesuffix('_mae')} MAE {1000 * value:.1f} meV/Å")
             elif key.endswith("stress_mae"):
                 parts.append(f"{key.removesuffix('_mae')} MAE {1000 * value:.2f} meV/Å³")
+            elif key.endswith("energy_nll"):
+                parts.append(f"{key.removesuffix('_nll')} NLL {value:.3f}")
+            elif key.endswith("energy_within_1sigma"):
+                parts.append(f"within 1σ {100 * value:.0f}%")
         if "lr" in row:
             parts.append(f"lr {row['lr']:.2g}")
         return ", ".join(parts)
