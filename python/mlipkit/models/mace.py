@@ -191,6 +191,8 @@ class MACELayer(nn.Module):
 class MACE(MessagePassingNetwork):
     """The MACE network: type embedding, MACE layers, a readout per layer summed into per-atom energies."""
 
+    energy_readout_name = "readouts"
+
     def __init__(self, config: MACEConfig):
         super().__init__()
         self.inputs = GraphInputs(len(config.type_names), config.num_node_feats, config.num_edge_feats)

@@ -30,10 +30,13 @@ class MessagePassingNetwork(nn.Module):
     and ``layers``, and give their energy readout as ``build_energy_readout``
     (a new one, for heads that share the readout's form such as the variance of
     mean-variance models) and ``read_out`` (a readout applied to the node
-    features the core returns). Fine-tuning variants add ``layer_adapters``:
+    features the core returns); ``energy_readout_name`` names the attribute
+    holding the model's own. Fine-tuning variants add ``layer_adapters``:
     one module per layer mapping (layer input, layer output) to the features
     the rest of the network sees (SSF, adapters).
     """
+
+    energy_readout_name = "readout"
 
     def __init__(self):
         super().__init__()

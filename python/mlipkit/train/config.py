@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlipkit.data.statistics import DatasetStatistics
 from mlipkit.models.config import LossConfig
@@ -79,6 +79,38 @@ class SchedulerConfig(BaseModel):
     min_lr: float = Field(1e-6, ge=0.0)
 
 
+#: which parameters a fine-tuning stage keeps fixed: "backbone" (all but the SSF/adapter modules, the
+#: readouts and the extra heads), "none", or a list of parameter-name prefixes (``core.layers.0``, ``core.embedding``)
+FreezeSpec = Literal["backbone", "none"] | list[str]
+
+
+class StageConfig(BaseModel):
+    """One fine-tuning stage (PhysicsML's ``stages`` entries; ``max_epochs``/``freeze_modules`` also accepted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(gt=0, validation_alias=AliasChoices("epochs", "max_epochs"))
+    freeze: FreezeSpec = Field("backbone", validation_alias=AliasChoices("freeze", "freeze_modules"))
+    #: learning rate of this stage; default: optimizer.lr
+    lr: float | None = Field(None, gt=0.0)
+
+
+class FineTuneConfig(BaseModel):
+    """Start from a pre-trained checkpoint (PhysicsML's ``transfer_learning``; its key names also accepted).
+
+    The model is built from the checkpoint's options, updated by the model
+    section's (so a variant needs only ``name``); every weight of the
+    checkpoint with the same name loads, ``modules_to_match`` renames
+    prefixes first (new name -> name in the checkpoint).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    checkpoint: Path = Field(validation_alias=AliasChoices("checkpoint", "pre_trained_model_path"))
+    modules_to_match: dict[str, str] = Field(default_factory=dict)
+    freeze: FreezeSpec = "backbone"
+    #: stages run in order, each with its own epochs, freezing and learning rate; none: one stage of max_epochs
+    stages: list[StageConfig] = Field(default_factory=list)
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data: DataConfig
@@ -99,6 +131,16 @@ class TrainConfig(BaseModel):
     dtype: Literal["float32", "float64"] = "float32"
     #: run directory: best.ckpt, last.ckpt, metrics.csv, plots, config.yaml
     output_dir: Path = Path("runs/mlip")
+    fine_tune: FineTuneConfig | None = Field(None, validation_alias=AliasChoices("fine_tune", "transfer_learning"))
+
+    @model_validator(mode="after")
+    def _stages(self) -> "TrainConfig":
+        if self.fine_tune is not None and self.fine_tune.stages:
+            total = sum(stage.epochs for stage in self.fine_tune.stages)
+            if "max_epochs" in self.model_fields_set and self.max_epochs != total:
+                raise ValueError(f"max_epochs={self.max_epochs} but the fine_tune stages add up to {total} epochs; give one")
+            self.max_epochs = total
+        return self
 
     @model_validator(mode="after")
     def _device(self) -> "TrainConfig":
@@ -163,7 +205,7 @@ def parse_config(values: dict[str, Any], source: str = "<config>") -> TrainConfi
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a YAML config; relative data paths are taken relative to the file."""
+    """Read and validate a YAML config; relative data and checkpoint paths are taken relative to the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -173,11 +215,13 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a training config is a mapping of sections (data, model, loss, ...)")
-    data = values.get("data")
-    if isinstance(data, dict):
-        for key in ("train", "validation", "test"):
-            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                data[key] = str((path.parent / data[key]).resolve())
+    sections_and_paths = (("data", ("train", "validation", "test")), ("fine_tune", ("checkpoint",)), ("transfer_learning", ("pre_trained_model_path",)))
+    for section, keys in sections_and_paths:
+        section_values = values.get(section)
+        if isinstance(section_values, dict):
+            for key in keys:
+                if isinstance(section_values.get(key), str) and not Path(section_values[key]).is_absolute():
+                    section_values[key] = str((path.parent / section_values[key]).resolve())
     return parse_config(values, str(path))
 
 

@@ -27,8 +27,9 @@ from mlipkit.data.graph import AtomicGraph, batch_graphs, graph_from_configurati
 from mlipkit.data.statistics import DatasetStatistics, compute_statistics
 from mlipkit.models.checkpoint import load_checkpoint, model_dtype, read_checkpoint, save_checkpoint
 from mlipkit.models.potential import Potential
-from mlipkit.models.registry import build_from_config, build_model
-from mlipkit.train.config import HEAD_OPTIONS, ConfigError, TrainConfig, resolve_statistics, statistic_values
+from mlipkit.models.registry import build_from_config, build_model, model_entry
+from mlipkit.train.config import HEAD_OPTIONS, ConfigError, FreezeSpec, TrainConfig, resolve_statistics, statistic_values
+from mlipkit.train.fine_tune import frozen_parameter_names, load_pretrained
 from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator, label_count, total_loss
 from mlipkit.train.plots import learning_curve, parity_plots
 
@@ -114,6 +115,23 @@ def distributed_setup() -> tuple[int, int]:
     return (dist.get_rank(), world_size) if world_size > 1 else (0, 1)
 
 
+@dataclass(frozen=True)
+class Stage:
+    epochs: int
+    freeze: FreezeSpec
+    lr: float
+
+
+def training_stages(config: TrainConfig) -> list[Stage]:
+    """The fine-tuning stages, or one stage of max_epochs training everything."""
+    fine_tune, lr = config.fine_tune, config.optimizer.lr
+    if fine_tune is None:
+        return [Stage(config.max_epochs, "none", lr)]
+    if not fine_tune.stages:
+        return [Stage(config.max_epochs, fine_tune.freeze, lr)]
+    return [Stage(stage.epochs, stage.freeze, stage.lr or lr) for stage in fine_tune.stages]
+
+
 class WeightAverage:
     """Exponential moving average of a model's weights, held in a second model built from the same config.
 
@@ -166,6 +184,14 @@ class Trainer:
         options = config.model.model_dump(exclude={"name"})
         if "type_names" in options:
             raise ConfigError("model.type_names: give type names once, under data.type_names")
+        given_options = set(options)
+        pretrained = None
+        if config.fine_tune is not None:
+            pretrained = read_checkpoint(config.fine_tune.checkpoint)
+            type_names = self._pretrained_type_names(pretrained, type_names, everything)
+            accepted = model_entry(config.model.name).config_class.model_fields
+            inherited = {k: v for k, v in pretrained["config"].items() if k in accepted and k not in ("type_names", "seed")}
+            options = {**inherited, **options}
         if "r_max" not in options:
             raise ConfigError("model.r_max: the cutoff radius is required")
         self.statistics: DatasetStatistics = compute_statistics(everything, float(options["r_max"]), type_names, progress=self.progress)
@@ -176,6 +202,13 @@ class Trainer:
         except ValueError as error:
             raise ConfigError(f"model: {error}") from None
         self.resolved_model_options = options
+        if pretrained is not None:
+            energy_options = {"per_type_energy_shifts": "scale_shift.shifts", "per_type_energy_scales": "scale_shift.scales"}
+            keep = {name for option, name in energy_options.items() if option in given_options}
+            new = load_pretrained(self.model, pretrained, self.config.fine_tune.modules_to_match, self.config.fine_tune.checkpoint, keep)
+            new_modules = sorted({".".join(name.split(".")[:2]) for name in new})
+            self.log(f"fine-tuning from {self.config.fine_tune.checkpoint} ({pretrained['model_name']}): "
+                     f"{len(self.model.state_dict()) - len(new)} weights loaded, new: {new_modules or 'none'}")
         # the model's extra heads are fitted with their own loss settings unless the config's loss names them
         self.losses = dict(config.loss)
         for output, option in HEAD_OPTIONS.items():
@@ -190,9 +223,46 @@ class Trainer:
             ]
             for name in ("train", "validation", "test")
         }
+        self.ema = WeightAverage(self.model, config.ema_decay) if config.ema_decay is not None else None
+        self.stages = training_stages(config)
+        self.stage_index = -1
+        self.epoch = 0
+        self.best_validation_loss = math.inf
+        self.epochs_without_improvement = 0
+        self.enter_stage(0)
+
+    def _pretrained_type_names(self, pretrained: dict, type_names: list[str], configurations: list[Configuration]) -> list[str]:
+        """A fine-tuned model keeps the pre-trained type names; the data may use any of them."""
+        names = list(pretrained["type_names"])
+        source = self.config.fine_tune.checkpoint
+        if self.config.data.type_names != "infer" and list(self.config.data.type_names) != names:
+            raise ConfigError(f"data.type_names: {list(self.config.data.type_names)}, but {source} was trained with {names}")
+        unknown = sorted({s for c in configurations for s in c.symbols} - set(names), key=lambda symbol: atomic_numbers[symbol])
+        if unknown:
+            raise ConfigError(f"data: elements {unknown} are not among the pre-trained model's types {names} ({source})")
+        return names
+
+    def stage_at(self, epoch: int) -> int:
+        """The stage the epoch after ``epoch`` finished epochs belongs to."""
+        end = 0
+        for index, stage in enumerate(self.stages):
+            end += stage.epochs
+            if epoch < end:
+                return index
+        return len(self.stages) - 1
+
+    def enter_stage(self, index: int) -> None:
+        """Freeze what the stage freezes; a new optimiser (and scheduler) over the rest at the stage's learning rate."""
+        config, stage = self.config, self.stages[index]
+        frozen = frozen_parameter_names(self.model, stage.freeze)
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(name not in frozen)
+        trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        if not trainable:
+            raise ConfigError(f"fine_tune stage {index + 1}: freezing {stage.freeze!r} leaves no parameter to train")
         optimizer_class = torch.optim.AdamW if config.optimizer.name == "adamw" else torch.optim.Adam
         self.optimizer = optimizer_class(
-            self.model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay, amsgrad=config.optimizer.amsgrad
+            trainable, lr=stage.lr, weight_decay=config.optimizer.weight_decay, amsgrad=config.optimizer.amsgrad
         )
         scheduler = config.scheduler
         if scheduler.name == "reduce_on_plateau":
@@ -200,15 +270,16 @@ class Trainer:
                 self.optimizer, factor=scheduler.factor, patience=scheduler.patience, min_lr=scheduler.min_lr
             )
         elif scheduler.name == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.max_epochs, eta_min=scheduler.min_lr)
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=stage.epochs, eta_min=scheduler.min_lr)
         else:
             self.scheduler = None
-        self.ema = WeightAverage(self.model, config.ema_decay) if config.ema_decay is not None else None
-        # several processes: each takes a share of every batch, DDP sums the gradients
+        # several processes: each takes a share of every batch, DDP sums the gradients of the trainable parameters
         self.network = torch.nn.parallel.DistributedDataParallel(self.model) if self.world_size > 1 else self.model
-        self.epoch = 0
-        self.best_validation_loss = math.inf
+        self.stage_index = index
         self.epochs_without_improvement = 0
+        if len(self.stages) > 1 or frozen:
+            self.log(f"stage {index + 1}/{len(self.stages)}: {stage.epochs} epochs, lr {stage.lr:g}, "
+                     f"{sum(p.numel() for p in trainable):,} trainable parameters, {len(frozen)} tensors frozen")
 
     def evaluation_model(self) -> Potential:
         """The weights validation uses and checkpoints hold: the EMA if configured."""
@@ -231,6 +302,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "epochs_without_improvement": self.epochs_without_improvement,
+                "stage": self.stage_index,
                 "torch_rng": torch.get_rng_state(),
             }
         return extra
@@ -249,13 +321,16 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.epochs_without_improvement = state["epochs_without_improvement"]
-        torch.set_rng_state(state["torch_rng"])
         self.epoch = extra["epoch"]
         self.best_validation_loss = extra["best_validation_loss"]
+        # a resume at a stage boundary starts the next stage afresh; inside a stage, its optimiser continues
+        self.enter_stage(self.stage_at(self.epoch))
+        if state.get("stage", 0) == self.stage_index:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.epochs_without_improvement = state["epochs_without_improvement"]
+        torch.set_rng_state(state["torch_rng"])
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -329,6 +404,8 @@ class Trainer:
                  f"types {self.model.type_names}; {sum(p.numel() for p in self.model.parameters()):,} parameters")
         started = time.perf_counter()
         while self.epoch < self.config.max_epochs:
+            if self.stage_at(self.epoch) != self.stage_index:
+                self.enter_stage(self.stage_at(self.epoch))
             self.epoch += 1
             epoch_start = time.perf_counter()
             row = {"epoch": self.epoch, **self.train_epoch(), **self.evaluate("validation")}
