@@ -45,6 +45,7 @@ PairMLIP::PairMLIP(LAMMPS* lmp) : Pair(lmp) {
 }
 
 PairMLIP::~PairMLIP() {
+  memory->destroy(pvector);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -120,6 +121,13 @@ void PairMLIP::coeff(int narg, char** arg) {
   }
   r_max_ = metadata.r_max;
   num_layers_ = std::max(metadata.num_message_passing_layers, 1);
+  energy_uncertainty_ = metadata.has_output("node_energy_uncertainty");
+  memory->destroy(pvector);
+  nextra = energy_uncertainty_ ? 1 : 0;
+  if (nextra) {
+    memory->create(pvector, nextra, "pair:pvector");
+    pvector[0] = 0.0;
+  }
 }
 
 void PairMLIP::init_style() {
@@ -301,8 +309,20 @@ void PairMLIP::compute(int eflag, int vflag) {
       }
     }
   }
+  if (energy_uncertainty_) {
+    auto terms = outputs.at("node_energy_uncertainty").slice(0, 0, nlocal);
+    publish_energy_uncertainty(terms.to(torch::kCPU, torch::kFloat64).sum().item<double>());
+  }
   ++evaluations_;
   total_time_ += Clock::now() - start;
+}
+
+void PairMLIP::publish_energy_uncertainty(double owned_terms_sum) {
+  // |sum over all ranks' owned atoms| / number of atoms; compute pair sums pvector over ranks, so rank 0 holds it
+  double total = 0.0;
+  MPI_Allreduce(&owned_terms_sum, &total, 1, MPI_DOUBLE, MPI_SUM, world);
+  const double num_atoms = std::max(static_cast<double>(atom->natoms), 1.0);
+  pvector[0] = comm->me == 0 ? energy_factor_ * std::abs(total) / num_atoms : 0.0;
 }
 
 void PairMLIP::finish() {

@@ -14,6 +14,12 @@
 // layers hops become nodes too, with their energies masked out, and the
 // forces on them travel home through LAMMPS's reverse communication (hence
 // newton on).
+//
+// Mean-variance models also give the std of the energy per atom: the pair
+// style sums its owned atoms' terms over all ranks and publishes the result
+// (in LAMMPS energy units) as the first extra value of the pair style, so
+// `compute ID all pair mlip` gives it as c_ID[1] for thermo output, variables
+// and fix halt.
 #pragma once
 
 #include <chrono>
@@ -45,6 +51,7 @@ class PairMLIP : public Pair {
  private:
   void allocate();
   void build_graph();
+  void publish_energy_uncertainty(double owned_terms_sum);
 
   std::unique_ptr<mlipkit::Model> model_;
   std::string model_path_;
@@ -54,6 +61,7 @@ class PairMLIP : public Pair {
   int num_layers_ = 0;
   double energy_factor_ = 1.0;         // model energy unit -> LAMMPS energy unit
   bool ghost_nodes_ = false;           // several ranks: remote ghost atoms are graph nodes
+  bool energy_uncertainty_ = false;    // the artifact gives per-atom terms of the energy's std
 
   // the graph of one step
   std::vector<int> node_atom_;         // graph node -> LAMMPS atom index (owned, or the image that speaks for it)

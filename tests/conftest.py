@@ -151,6 +151,8 @@ ARTIFACT_SPECS = {
     "torchscript_float64_ase": ("nequip", "torchscript", torch.float64, "ase"),
     "mace_aotinductor_float64": ("mace", "aotinductor", torch.float64, "lammps"),
     "mace_torchscript_float32": ("mace", "torchscript", torch.float32, "lammps"),
+    "mean_var_aotinductor_float64": ("mean_var_nequip", "aotinductor", torch.float64, "lammps"),
+    "mean_var_torchscript_float64_ase": ("mean_var_nequip", "torchscript", torch.float64, "ase"),
 }
 
 

@@ -383,3 +383,21 @@ def test_example_decks_run(lammps_artifact, tmp_path, deck):
     run = run_lammps(tmp_path, examples / deck, ranks=2, variables=variables)
     assert "Loop time of" in run.stdout and "on 2 procs for 20 steps" in run.stdout
     assert "pair mlip: 21 evaluations" in run.stdout
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_energy_uncertainty_in_thermo_equals_ase(artifacts, tmp_path, ranks):
+    """`compute pair mlip` gives a mean-variance model's std as c_ID[1], the same on any number of ranks."""
+    path = artifacts["mean_var_aotinductor_float64"][0]
+    atoms = STRUCTURES["triclinic_108"]()
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    write_data(atoms, tmp_path / "data.lmp", elements)
+    deck = single_point_deck(path, elements, "real", True).replace(
+        "thermo_style custom step pe", "compute pair_values all pair mlip\nthermo_style custom step pe c_pair_values[1]"
+    )
+    run_lammps(tmp_path, deck, ranks)
+    step, energy, std = read_thermo(tmp_path)[0][:3]
+    atoms.calc = MLIPCalculator(path)
+    assert std > 0
+    assert std / EV_IN_KCAL_PER_MOL == pytest.approx(atoms.calc.get_property("energy_uncertainty", atoms), rel=1e-10)
+    assert energy / EV_IN_KCAL_PER_MOL == pytest.approx(atoms.get_potential_energy(), rel=1e-10)

@@ -4,13 +4,18 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from ase.calculators.calculator import PropertyNotImplementedError
 from e3nn import o3
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from conftest import STRUCTURES, build_small, evaluate, evaluate_many, relative_error
-from mlipkit.data import keys
+from mlipkit import _runtime
+from mlipkit.calculators import MLIPCalculator
+from mlipkit.compile import Artifact
+from mlipkit.compile.export import contract_inputs
+from mlipkit.data import graph_from_atoms, keys
 from mlipkit.models import load_checkpoint
 from mlipkit.models.config import LossConfig
 from mlipkit.train import Trainer, parse_config
@@ -121,3 +126,32 @@ def test_mean_var_learns_a_larger_std_where_the_labels_are_noisier(tmp_path):
     print(f"\n[measured] learned std: Cu (label noise 0.02 eV/atom) {std['Cu']:.4f}, Au (0.2 eV/atom) {std['Au']:.4f}")
     assert std["Au"] > 3 * std["Cu"]
     assert 0.05 < std["Au"] < 0.6
+
+
+@pytest.mark.parametrize("artifact_name", ["mean_var_aotinductor_float64", "mean_var_torchscript_float64_ase"])
+def test_artifact_ase_and_cpp_give_the_eager_std(artifacts, artifact_name):
+    path, dtype = artifacts[artifact_name]
+    model = build_small("mean_var_nequip", dtype)
+    artifact = Artifact(path)
+    assert keys.NODE_ENERGY_UNCERTAINTY in artifact.metadata.outputs
+    assert (keys.ENERGY_UNCERTAINTY in artifact.metadata.outputs) == (artifact.metadata.target == "ase")
+    atoms = STRUCTURES["triclinic"]().repeat((2, 2, 1))
+    graph = graph_from_atoms(atoms, model.r_max, model.type_names, dtype)
+    graph[keys.NODE_ENERGY_MASK] = torch.arange(len(atoms)) % 3 != 0 if artifact.metadata.target == "lammps" else torch.ones(len(atoms), dtype=torch.bool)
+    eager = model(graph)
+    produced = artifact(graph)
+    cpp = _runtime.Model(str(path)).evaluate(*contract_inputs(graph, torch.device("cpu"), artifact.metadata.inputs))
+    for name in (keys.ENERGY, keys.FORCES, keys.ENERGY_UNCERTAINTY, keys.NODE_ENERGY_UNCERTAINTY):
+        assert relative_error(produced[name], eager[name].detach()) <= 1e-10, name
+    assert relative_error(cpp["energy_uncertainty"].reshape(1), eager[keys.ENERGY_UNCERTAINTY]) <= 1e-10
+    assert relative_error(cpp["atomic_energy_uncertainty"], eager[keys.NODE_ENERGY_UNCERTAINTY]) <= 1e-10
+    atoms.calc = MLIPCalculator(path)
+    expected = float(model(graph_from_atoms(atoms, model.r_max, model.type_names, dtype))[keys.ENERGY_UNCERTAINTY][0])
+    assert atoms.calc.get_property("energy_uncertainty", atoms) == pytest.approx(expected, rel=1e-10)
+
+
+def test_calculator_refuses_energy_uncertainty_without_a_variance_head(small_checkpoint):
+    atoms = STRUCTURES["triclinic"]()
+    atoms.calc = MLIPCalculator(small_checkpoint)
+    with pytest.raises(PropertyNotImplementedError, match="needs a mean-variance model"):
+        atoms.calc.get_property("energy_uncertainty", atoms)

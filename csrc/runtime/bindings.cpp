@@ -15,7 +15,9 @@ py::dict results_dict(const mlipkit::Results& results) {
   const std::pair<const char*, const torch::Tensor*> fields[] = {
       {"energy", &results.energy},          {"atomic_energies", &results.atomic_energies},
       {"forces", &results.forces},          {"virial", &results.virial},
-      {"atomic_virials", &results.atomic_virials}, {"edge_forces", &results.edge_forces}};
+      {"atomic_virials", &results.atomic_virials}, {"edge_forces", &results.edge_forces},
+      {"energy_uncertainty", &results.energy_uncertainty},
+      {"atomic_energy_uncertainty", &results.atomic_energy_uncertainty}};
   for (const auto& [name, tensor] : fields) {
     if (tensor->defined()) values[name] = *tensor;
   }

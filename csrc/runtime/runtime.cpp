@@ -320,9 +320,14 @@ Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& ed
   auto outputs = run(atom_types, edge_index, edge_vectors, node_energy_mask);
   Results results;
   results.atomic_energies = outputs.at("node_energies");
-  results.energy = node_energy_mask.defined()
-                       ? torch::where(node_energy_mask.to(device_), results.atomic_energies, 0.0).sum()
-                       : results.atomic_energies.sum();
+  const auto counted = node_energy_mask.defined() ? node_energy_mask.to(device_)
+                                                  : torch::ones_like(results.atomic_energies, torch::kBool);
+  results.energy = torch::where(counted, results.atomic_energies, 0.0).sum();
+  if (outputs.count("node_energy_uncertainty")) {
+    results.atomic_energy_uncertainty = outputs.at("node_energy_uncertainty");
+    results.energy_uncertainty =
+        torch::where(counted, results.atomic_energy_uncertainty, 0.0).sum().abs() / counted.sum().clamp_min(1);
+  }
   if (outputs.count("edge_forces")) results.edge_forces = outputs.at("edge_forces");
   if (outputs.count("forces")) {
     results.forces = outputs.at("forces");

@@ -66,6 +66,10 @@ struct Results {
   torch::Tensor virial;           // [3, 3]     sum over edges of edge_vector (x) edge_force
   torch::Tensor atomic_virials;   // [N, 3, 3]  each edge's virial split between its two atoms
   torch::Tensor edge_forces;      // [E, 3]     -dE/d(edge_vectors), when the artifact returns them
+  // Mean-variance models only (undefined otherwise): the std of the energy per atom, |sum of the counted
+  // atoms' terms| / their number, and each atom's signed term (callers that split a system sum these first).
+  torch::Tensor energy_uncertainty;         // []
+  torch::Tensor atomic_energy_uncertainty;  // [N]
 };
 
 // Forces and per-atom virials from edge forces (the C++ twin of

@@ -26,10 +26,11 @@ class MLIPCalculator(Calculator):
     runs on the device it was compiled for); results are float64 numpy arrays
     in the model's units (eV and Å for ``units: metal``). Per-atom stresses
     ("stresses", Voigt order like "stress") are -per-atom virial / cell volume
-    and sum to the stress.
+    and sum to the stress. Mean-variance models add "energy_uncertainty": the
+    predicted std of the energy per atom (the total energy's is N times it).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses", "energy_uncertainty"]
 
     def __init__(self, model: Potential | Artifact | str | Path, device: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -62,6 +63,10 @@ class MLIPCalculator(Calculator):
             "free_energy": energy,
             "energies": outputs[keys.NODE_ENERGIES].detach().cpu().double().numpy(),
         }
+        if keys.ENERGY_UNCERTAINTY in outputs:
+            self.results["energy_uncertainty"] = float(outputs[keys.ENERGY_UNCERTAINTY].detach()[0])
+        elif "energy_uncertainty" in properties:
+            raise PropertyNotImplementedError("energy_uncertainty needs a mean-variance model (mean_var_nequip, mean_var_mace)")
         if self.model.do_derivatives:
             self.results["forces"] = outputs[keys.FORCES].detach().cpu().double().numpy()
             if periodic:

@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlip-eval", description="Evaluate a checkpoint on labelled extended-XYZ data.")
     parser.add_argument("checkpoint")
     parser.add_argument("data")
-    parser.add_argument("--output", help="write the predictions (energy, forces, stress) to this extended-XYZ file")
+    parser.add_argument(
+        "--output", help="write the predictions (energy, forces, stress; energy_uncertainty in the info) to this extended-XYZ file"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--device", default="cpu")
     arguments = parser.parse_args(argv)
@@ -33,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     for output, (unit, factor) in UNITS.items():
         if f"eval_{output}_mae" in metrics:
             print(f"{output:<7} MAE {factor * metrics[f'eval_{output}_mae']:10.3f} {unit:<9} RMSE {factor * metrics[f'eval_{output}_rmse']:10.3f} {unit}")
+    if "eval_energy_nll" in metrics:
+        print(
+            f"energy  NLL {metrics['eval_energy_nll']:10.3f} per structure (energy per atom); errors within 1 std "
+            f"{100 * metrics['eval_energy_within_1sigma']:.1f}% (Gaussian: 68.3%), within 2 std "
+            f"{100 * metrics['eval_energy_within_2sigma']:.1f}% (95.4%)"
+        )
     if arguments.output:
         print(f"wrote predictions to {arguments.output}")
     return 0

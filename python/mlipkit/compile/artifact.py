@@ -3,7 +3,7 @@
 ``Artifact(path)`` validates the file and its metadata; ``artifact.run`` takes
 the contract's inputs and returns its outputs by name; ``artifact(graph)``
 returns the same fields as a model's forward (energy, node energies, forces,
-virials, stress), derived from the artifact's edge forces by the routine the
+virials, stress, the energy's std of mean-variance models), derived from the artifact's edge forces by the routine the
 models use.
 """
 
@@ -21,6 +21,7 @@ from mlipkit.compile.metadata import EXTENSIONS, TORCHSCRIPT_METADATA_FILE, Arti
 from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph, batch_layout, compute_edge_vectors
 from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces
+from mlipkit.nn.uncertainty import energy_uncertainty
 
 
 def mode_of_path(path: Path) -> str:
@@ -153,4 +154,6 @@ class Artifact:
         outputs[keys.ENERGY] = graph_energies(outputs[keys.NODE_ENERGIES], graph, batch, num_graphs)
         if self.do_derivatives:
             outputs.update(outputs_from_edge_forces(graph, edge_vectors, outputs[keys.EDGE_FORCES], batch, num_graphs))
+        if keys.NODE_ENERGY_UNCERTAINTY in outputs:
+            outputs[keys.ENERGY_UNCERTAINTY] = energy_uncertainty(outputs[keys.NODE_ENERGY_UNCERTAINTY], graph, batch, num_graphs)
         return outputs

@@ -36,6 +36,7 @@ from mlipkit.compile.metadata import (
     ArtifactMetadata,
     ExportMode,
     ExportTarget,
+    artifact_outputs,
     config_hash,
 )
 from mlipkit.compile.modifiers import apply_modifiers
@@ -254,7 +255,7 @@ def compile_model(
         mode=mode,
         target=target,
         inputs=list(TARGET_INPUTS[target]),
-        outputs=list(TARGET_OUTPUTS[target]),
+        outputs=artifact_outputs(target, model.energy_uncertainty_readout is not None),
         op_libraries=OP_LIBRARIES,
         modifiers=list(modifiers),
         mlipkit_version=__version__,

@@ -39,6 +39,20 @@ TARGET_OUTPUTS: dict[str, tuple[str, ...]] = {
     "energy": (keys.NODE_ENERGIES,),
 }
 
+#: Outputs added to a target's when the model computes them: the per-atom terms of the energy's std
+#: (mean-variance models) for every target, since a caller that splits a system sums its atoms' terms
+#: first; the per-graph std where the target returns graph quantities.
+UNCERTAINTY_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "lammps": (keys.NODE_ENERGY_UNCERTAINTY,),
+    "ase": (keys.NODE_ENERGY_UNCERTAINTY, keys.ENERGY_UNCERTAINTY),
+    "energy": (keys.NODE_ENERGY_UNCERTAINTY,),
+}
+
+
+def artifact_outputs(target: str, energy_uncertainty: bool) -> list[str]:
+    return list(TARGET_OUTPUTS[target]) + list(UNCERTAINTY_OUTPUTS[target] if energy_uncertainty else ())
+
+
 #: The inputs each target takes. ``lammps`` also takes node_energy_mask [N] (bool):
 #: the atoms whose energies the edge forces differentiate (a rank's own atoms,
 #: not its ghost atoms, whose receptive fields are cut off).

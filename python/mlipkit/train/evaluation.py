@@ -21,7 +21,8 @@ from mlipkit.train.trainer import training_graphs
 def evaluate_checkpoint(
     checkpoint: str | Path, data: str | Path, batch_size: int = 16, output: str | Path | None = None, device: str = "cpu"
 ) -> dict[str, float]:
-    """MAE and RMSE of every output the data labels (energy per atom, forces, stress)."""
+    """MAE and RMSE of every output the data labels (energy per atom, forces, stress); for mean-variance
+    models also the energy's negative log-likelihood and the fraction of errors within 1 and 2 std."""
     model = load_checkpoint(checkpoint).to(device)
     dtype = next(model.parameters()).dtype
     configurations = [c for c in read_extxyz(data) if not c.is_isolated_atom]
@@ -64,6 +65,8 @@ def _frames(configurations, predictions, batch) -> list[Atoms]:
             results["forces"] = predictions[keys.FORCES][offsets[index] : offsets[index + 1]].detach().double().cpu().numpy()
         if keys.STRESS in predictions and configuration.pbc.all():
             results["stress"] = predictions[keys.STRESS][index].detach().double().cpu().numpy()
+        if keys.ENERGY_UNCERTAINTY in predictions:
+            atoms.info["energy_uncertainty"] = float(predictions[keys.ENERGY_UNCERTAINTY][index])
         atoms.calc = SinglePointCalculator(atoms, **results)
         frames.append(atoms)
     return frames
