@@ -246,3 +246,73 @@ def test_extra_output_heads_are_fitted_from_their_labels(tmp_path):
     values["loss"]["graph_scalars"] = {"weight": 1.0}
     with pytest.raises(ConfigError, match="the model has no y_graph_scalars head to fit"):
         parse_config(values)
+
+
+PHYSICSML_NEQUIP = {
+    "num_node_feats": 2, "num_edge_feats": 0, "num_layers": 2, "max_ell": 1, "parity": True, "num_features": 4,
+    "mlp_irreps": "4x0e", "num_bessel": 8, "bessel_basis_trainable": True, "num_polynomial_cutoff": 6,
+    "self_connection": True, "resnet": True, "avg_num_neighbours": 10.0, "scaling_mean": 0.0, "scaling_std": 1.0,
+    "compute_forces": True,
+}
+PHYSICSML_MACE = {
+    "num_node_feats": 2, "num_bessel": 8, "num_polynomial_cutoff": 6, "max_ell": 2, "num_interactions": 2,
+    "hidden_irreps": "4x0e + 4x1o", "mlp_irreps": "5x0e", "avg_num_neighbours": 10.0, "correlation": 2,
+    "compute_forces": True,
+}
+PHYSICSML_LOSSES = {
+    "y_graph_scalars_loss_config": {"name": "MSELoss", "weight": 1.0},
+    "y_node_vector_loss_config": {"name": "HuberLoss", "weight": 5.0, "config": {"delta": 0.1}},
+}
+
+
+@pytest.mark.parametrize("name, options", [
+    ("nequip_model", PHYSICSML_NEQUIP), ("ssf_nequip_model", PHYSICSML_NEQUIP),
+    ("adapter_nequip_model", dict(PHYSICSML_NEQUIP, ratio_adapter_down=2, initial_s=0.01)),
+    ("mace_model", PHYSICSML_MACE), ("ssf_mace_model", PHYSICSML_MACE), ("adapter_mace_model", dict(PHYSICSML_MACE, ratio_adapter_down=2)),
+])
+def test_physicsml_model_configs_build_with_their_flat_loss_keys(dataset, tmp_path, name, options):
+    """A model config as PhysicsML's documentation writes it, plus the cutoff (PhysicsML's datamodule cut_off)."""
+    values = config_values(dataset, tmp_path)
+    values["model"] = {"name": name, "r_max": R_MAX, **options, **PHYSICSML_LOSSES}
+    del values["loss"]
+    trainer = Trainer(parse_config(values), progress=False)
+    trainer.build()
+    assert set(trainer.losses) == {"energy", "forces"}
+    assert trainer.losses["energy"].name == "mse" and trainer.losses["energy"].weight == 1.0
+    assert trainer.losses["forces"].name == "huber" and trainer.losses["forces"].huber_delta == 0.1
+    assert trainer.losses["forces"].weight == 5.0
+
+
+def test_physicsml_mean_var_config(dataset, tmp_path):
+    values = config_values(dataset, tmp_path)
+    values["model"] = {"name": "mean_var_nequip_model", "r_max": R_MAX, **PHYSICSML_NEQUIP, "y_node_vector_loss_config": {"name": "MSELoss"}}
+    del values["loss"]
+    config = parse_config(values)
+    assert config.loss["energy"].name == "gaussian_nll" and config.loss["forces"].name == "mse"
+    values["model"]["y_graph_scalars_loss_config"] = {"name": "MSELoss"}
+    with pytest.raises(ConfigError, match="fits its energy with gaussian_nll, as PhysicsML's mean_var models do"):
+        parse_config(values)
+
+
+@pytest.mark.parametrize("model_keys, message", [
+    ({"y_graph_scalars_loss_config": {"name": "MSELoss"}}, "model.y_graph_scalars_loss_config and loss.energy are two spellings"),
+    ({"y_graph_scalars_loss_config": {"name": "CrossEntropyLoss"}}, "unknown loss 'CrossEntropyLoss'"),
+    ({"y_edge_scalars_loss_config": {"name": "MSELoss"}}, "have no y_edge_scalars output"),
+])
+def test_physicsml_loss_key_errors(dataset, tmp_path, model_keys, message):
+    values = config_values(dataset, tmp_path)
+    values["model"].update(model_keys)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(values)
+
+
+def test_flat_loss_key_for_a_head_without_forces(dataset, tmp_path):
+    """compute_forces false: the node vectors are a head of their own, fitted with the given loss."""
+    values = config_values(dataset, tmp_path)
+    values["model"].update(compute_forces=False, y_node_vector_loss_config={"name": "L1Loss", "weight": 2.0})
+    config = parse_config(values)
+    assert config.model.y_node_vector == {"loss": {"name": "l1", "weight": 2.0}}
+    with pytest.raises(ValueError, match="loss configs are training options"):
+        import mlipkit
+
+        mlipkit.build_model("nequip", type_names=["Cu"], r_max=4.0, y_graph_scalars_loss_config={"name": "MSELoss"})

@@ -86,6 +86,12 @@ class PotentialConfig(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        loss_keys = sorted(key for key in data if key.endswith("_loss_config"))
+        if loss_keys:
+            raise ValueError(
+                f"{loss_keys}: PhysicsML's loss configs are training options; give them in mlip-train's model "
+                "section (they become its loss section), not to the model itself"
+            )
         spellings: dict[str, tuple[str, ...]] = {}
         for klass in reversed(cls.__mro__):
             spellings.update(getattr(klass, "SPELLINGS", {}))

@@ -111,8 +111,90 @@ class FineTuneConfig(BaseModel):
     stages: list[StageConfig] = Field(default_factory=list)
 
 
+#: PhysicsML's loss names (torch.nn classes) -> mlipkit's, and the torch option each reads from ``config``
+PHYSICSML_LOSSES = {"MSELoss": ("mse", None), "L1Loss": ("l1", None), "HuberLoss": ("huber", "delta"), "GaussianNLLLoss": ("gaussian_nll", "eps")}
+LOSS_OPTION_FIELDS = {"delta": "huber_delta", "eps": "gaussian_nll_eps"}
+
+
+def physicsml_loss(spec: Any, key: str) -> dict[str, Any]:
+    """A PhysicsML loss config ``{name: MSELoss, weight: 1.0, config: {...}}`` as mlipkit's loss fields."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"model.{key}: a loss config is a mapping with a 'name' (e.g. {{name: MSELoss, weight: 1.0}})")
+    spec = dict(spec)
+    name = spec.pop("name")
+    if name not in PHYSICSML_LOSSES and name not in LossConfig.model_fields["name"].annotation.__args__:
+        raise ValueError(f"model.{key}: unknown loss '{name}'; known: {sorted(PHYSICSML_LOSSES)}")
+    name, option = PHYSICSML_LOSSES.get(name, (name, None))
+    loss: dict[str, Any] = {"name": name}
+    if "weight" in spec:
+        loss["weight"] = spec.pop("weight")
+    for torch_option, value in (spec.pop("config", None) or {}).items():
+        if torch_option != option:
+            raise ValueError(f"model.{key}: option '{torch_option}' of loss '{name}' is not supported (only {option or 'none'})")
+        loss[LOSS_OPTION_FIELDS[torch_option]] = value
+    if spec:
+        raise ValueError(f"model.{key}: unknown loss config keys {sorted(spec)} (name, weight, config)")
+    return loss
+
+
+def translate_physicsml_losses(values: dict[str, Any]) -> dict[str, Any]:
+    """PhysicsML's flat ``y_*_loss_config`` model keys as mlipkit's loss section and head options.
+
+    In PhysicsML the graph scalars are the energy, and the node vectors are the
+    forces when the model computes forces (otherwise a node-vector head).
+    """
+    model = values.get("model")
+    if not isinstance(model, dict) or not any(key.endswith("_loss_config") for key in model):
+        return values
+    model = dict(model)
+    forces = model.get("compute_forces", model.get("do_derivatives", True))
+    explicit = dict(values.get("loss") or {})
+    losses: dict[str, Any] = {}
+    for key in [key for key in model if key.endswith("_loss_config")]:
+        spec = model.pop(key)
+        if spec is None:
+            continue
+        output = key.removesuffix("_loss_config")
+        loss = physicsml_loss(spec, key)
+        if output == "y_graph_scalars" or (output == "y_node_vector" and forces):
+            fitted = "energy" if output == "y_graph_scalars" else "forces"
+            if fitted == "energy" and _outputs_energy_uncertainty(model.get("name")):
+                raise ValueError(
+                    f"model.{key}: model '{model.get('name')}' fits its energy with gaussian_nll, as PhysicsML's "
+                    "mean_var models do; leave the key out"
+                )
+            if fitted in explicit:
+                raise ValueError(f"model.{key} and loss.{fitted} are two spellings of one loss; give one")
+            losses[fitted] = loss
+        elif output in ("y_node_scalars", "y_node_vector", "y_graph_vector"):
+            head = dict(model.get(output) or {})
+            head["loss"] = loss
+            model[output] = head
+        else:
+            raise ValueError(f"model.{key}: mlipkit's NequIP and MACE have no {output} output")
+    values = dict(values, model=model)
+    if losses and _outputs_energy_uncertainty(model.get("name")) and "energy" not in explicit:
+        losses["energy"] = {"name": "gaussian_nll"}
+    if losses:
+        values["loss"] = {**explicit, **losses}
+    return values
+
+
+def _outputs_energy_uncertainty(name: Any) -> bool:
+    try:
+        return model_entry(str(name)).energy_uncertainty
+    except ValueError:
+        return False
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _physicsml_losses(cls, values: Any) -> Any:
+        return translate_physicsml_losses(values) if isinstance(values, dict) else values
+
     data: DataConfig
     model: ModelSection
     #: output name (energy, forces, stress) -> loss; energy is compared per atom
