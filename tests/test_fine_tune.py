@@ -118,3 +118,13 @@ def test_fine_tuning_errors(pretrained, tmp_path):
         Trainer(run_config(tmp_path / "silver.xyz", tmp_path, {"name": "ssf_nequip"}, fine_tune=fine_tune), progress=False).build()
     with pytest.raises(ConfigError, match="leaves no parameter to train"):
         Trainer(run_config(data, tmp_path, {"name": "nequip"}, fine_tune={**fine_tune, "freeze": ["core"]}), progress=False).build()
+
+
+def test_model_section_overrides_checkpoint_options_in_any_spelling(pretrained, tmp_path):
+    checkpoint, data = pretrained
+    model = {"name": "ssf_nequip", "avg_num_neighbors": 20.0, "scaling_mean": 0.5}
+    trainer = Trainer(run_config(data, tmp_path, model, fine_tune={"checkpoint": str(checkpoint)}), progress=False)
+    trainer.build()
+    assert trainer.model.config.avg_num_neighbours == 20.0
+    # shifts given anew are not overwritten by the checkpoint's
+    assert trainer.model.scale_shift.shifts.tolist() == [0.5, 0.5]

@@ -85,13 +85,18 @@ class PotentialConfig(BaseModel):
     def _merge_spellings(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = dict(data)
         loss_keys = sorted(key for key in data if key.endswith("_loss_config"))
         if loss_keys:
             raise ValueError(
                 f"{loss_keys}: PhysicsML's loss configs are training options; give them in mlip-train's model "
                 "section (they become its loss section), not to the model itself"
             )
+        return cls.canonical_options(data)
+
+    @classmethod
+    def canonical_options(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with every alternative spelling replaced by the canonical name."""
+        data = dict(data)
         spellings: dict[str, tuple[str, ...]] = {}
         for klass in reversed(cls.__mro__):
             spellings.update(getattr(klass, "SPELLINGS", {}))

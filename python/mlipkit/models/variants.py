@@ -40,31 +40,28 @@ def layer_irreps(model: Potential) -> list[tuple[o3.Irreps, o3.Irreps]]:
     return pairs
 
 
-def with_feature_scale_shift(name: str, build_base: Builder) -> Builder:
-    """SSF variant: a FeatureScaleShift on every message-passing layer's output (identity at initialisation)."""
+def with_layer_adapters(name: str, build_base: Builder, make_adapter: Callable[[PotentialConfig, o3.Irreps, o3.Irreps], nn.Module]) -> Builder:
+    """The base model with ``make_adapter(config, irreps_in, irreps_out)`` on every message-passing layer."""
 
     def build(config: PotentialConfig) -> Potential:
         model = build_base(config)
-        model.core.layer_adapters = nn.ModuleList(FeatureScaleShift(irreps_out) for _, irreps_out in layer_irreps(model))
+        model.core.layer_adapters = nn.ModuleList(make_adapter(config, irreps_in, irreps_out) for irreps_in, irreps_out in layer_irreps(model))
         model.model_name = name
         return model
 
     return build
+
+
+def with_feature_scale_shift(name: str, build_base: Builder) -> Builder:
+    """SSF variant: a FeatureScaleShift on every message-passing layer's output (identity at initialisation)."""
+    return with_layer_adapters(name, build_base, lambda config, irreps_in, irreps_out: FeatureScaleShift(irreps_out))
 
 
 def with_adapters(name: str, build_base: Builder) -> Builder:
     """Adapter variant: LayerAdapters on every message-passing layer."""
-
-    def build(config: PotentialConfig) -> Potential:
-        model = build_base(config)
-        model.core.layer_adapters = nn.ModuleList(
-            LayerAdapters(irreps_in, irreps_out, config.ratio_adapter_down, config.initial_s)
-            for irreps_in, irreps_out in layer_irreps(model)
-        )
-        model.model_name = name
-        return model
-
-    return build
+    return with_layer_adapters(
+        name, build_base, lambda config, irreps_in, irreps_out: LayerAdapters(irreps_in, irreps_out, config.ratio_adapter_down, config.initial_s)
+    )
 
 
 def with_energy_uncertainty(name: str, build_base: Builder) -> Builder:

@@ -184,13 +184,14 @@ class Trainer:
         options = config.model.model_dump(exclude={"name"})
         if "type_names" in options:
             raise ConfigError("model.type_names: give type names once, under data.type_names")
-        given_options = set(options)
         pretrained = None
         if config.fine_tune is not None:
             pretrained = read_checkpoint(config.fine_tune.checkpoint)
             type_names = self._pretrained_type_names(pretrained, type_names, everything)
-            accepted = model_entry(config.model.name).config_class.model_fields
-            inherited = {k: v for k, v in pretrained["config"].items() if k in accepted and k not in ("type_names", "seed")}
+            config_class = model_entry(config.model.name).config_class
+            options = config_class.canonical_options(options)
+            given_options = set(options)
+            inherited = {k: v for k, v in pretrained["config"].items() if k in config_class.model_fields and k not in ("type_names", "seed")}
             options = {**inherited, **options}
         if "r_max" not in options:
             raise ConfigError("model.r_max: the cutoff radius is required")
@@ -203,12 +204,7 @@ class Trainer:
             raise ConfigError(f"model: {error}") from None
         self.resolved_model_options = options
         if pretrained is not None:
-            energy_options = {"per_type_energy_shifts": "scale_shift.shifts", "per_type_energy_scales": "scale_shift.scales"}
-            keep = {name for option, name in energy_options.items() if option in given_options}
-            new = load_pretrained(self.model, pretrained, self.config.fine_tune.modules_to_match, self.config.fine_tune.checkpoint, keep)
-            new_modules = sorted({".".join(name.split(".")[:2]) for name in new})
-            self.log(f"fine-tuning from {self.config.fine_tune.checkpoint} ({pretrained['model_name']}): "
-                     f"{len(self.model.state_dict()) - len(new)} weights loaded, new: {new_modules or 'none'}")
+            self._load_pretrained(pretrained, given_options)
         # the model's extra heads are fitted with their own loss settings unless the config's loss names them
         self.losses = dict(config.loss)
         for output, option in HEAD_OPTIONS.items():
@@ -230,6 +226,16 @@ class Trainer:
         self.best_validation_loss = math.inf
         self.epochs_without_improvement = 0
         self.enter_stage(0)
+
+    def _load_pretrained(self, pretrained: dict, given_options: set[str]) -> None:
+        """The checkpoint's weights, except per-type energy shifts/scales that the model section gives anew."""
+        energy_options = {"per_type_energy_shifts": "scale_shift.shifts", "per_type_energy_scales": "scale_shift.scales"}
+        keep = {name for option, name in energy_options.items() if option in given_options}
+        fine_tune = self.config.fine_tune
+        new = load_pretrained(self.model, pretrained, fine_tune.modules_to_match, fine_tune.checkpoint, keep)
+        new_modules = sorted({".".join(name.split(".")[:2]) for name in new})
+        self.log(f"fine-tuning from {fine_tune.checkpoint} ({pretrained['model_name']}): "
+                 f"{len(self.model.state_dict()) - len(new)} weights loaded, new: {new_modules or 'none'}")
 
     def _pretrained_type_names(self, pretrained: dict, type_names: list[str], configurations: list[Configuration]) -> list[str]:
         """A fine-tuned model keeps the pre-trained type names; the data may use any of them."""
