@@ -401,3 +401,20 @@ def test_energy_uncertainty_in_thermo_equals_ase(artifacts, tmp_path, ranks):
     assert std > 0
     assert std / EV_IN_KCAL_PER_MOL == pytest.approx(atoms.calc.get_property("energy_uncertainty", atoms), rel=1e-10)
     assert energy / EV_IN_KCAL_PER_MOL == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
+
+
+def test_uncertainty_deck_prints_the_std_and_halts_on_it(artifacts, tmp_path):
+    """examples/lammps/cu_uncertainty.in: sigma in the thermo output; fix halt stops the run once it passes max_sigma."""
+    deck = Path(__file__).resolve().parent.parent / "examples" / "lammps" / "cu_uncertainty.in"
+    path = str(artifacts["mean_var_aotinductor_float64"][0])
+    (tmp_path / "calm").mkdir()
+    (tmp_path / "strict").mkdir()
+    run = run_lammps(tmp_path / "calm", deck, variables={"model": path, "steps": "20", "max_sigma": "1e9"})
+    thermo = read_thermo(tmp_path / "calm")
+    assert thermo[-1][0] == 20 and np.all(thermo[:, 4] > 0), thermo
+    run = run_lammps(tmp_path / "strict", deck, ranks=2, variables={"model": path, "steps": "20", "max_sigma": "0"})
+    assert "Fix halt condition for fix-id watch met on step 10" in run.stdout
+    assert "on 2 procs for 10 steps" in run.stdout
+    # the same sigma on 2 ranks as on 1 (thermo prints 6 digits)
+    first = next(line.split() for line in run.stdout.splitlines() if line.split()[:1] == ["0"])
+    assert float(first[4]) == pytest.approx(thermo[0][4], rel=1e-5)

@@ -81,6 +81,7 @@ def test_calibration_metrics():
     metrics = errors.metrics("test")
     assert metrics["test_energy_within_1sigma"] == 0.5
     assert metrics["test_energy_within_2sigma"] == 0.75
+    assert metrics["test_energy_mean_sigma"] == 1.0
     expected = float(np.mean(0.5 * np.log(2 * np.pi) + np.array([0.5, 1.5, 2.5, 0.0]) ** 2 / 2))
     assert metrics["test_energy_nll"] == pytest.approx(expected, rel=1e-6)
 
@@ -155,3 +156,21 @@ def test_calculator_refuses_energy_uncertainty_without_a_variance_head(small_che
     atoms.calc = MLIPCalculator(small_checkpoint)
     with pytest.raises(PropertyNotImplementedError, match="needs a mean-variance model"):
         atoms.calc.get_property("energy_uncertainty", atoms)
+
+
+def test_mlip_eval_reports_nll_and_calibration(artifacts, tmp_path, capsys):
+    from ase.io import read
+
+    from mlipkit.cli import eval as eval_cli
+    from conftest import emt_frames
+
+    data = tmp_path / "cuau.xyz"
+    write(data, emt_frames(6, 3), format="extxyz")
+    checkpoint = artifacts.checkpoint("mean_var_nequip")
+    assert eval_cli.main([str(checkpoint), str(data), "--output", str(tmp_path / "predicted.xyz")]) == 0
+    printed = capsys.readouterr().out
+    assert "energy  NLL" in printed and "within 1 std" in printed and "within 2 std" in printed
+    frames = read(tmp_path / "predicted.xyz", ":")
+    model = load_checkpoint(checkpoint)
+    expected = float(evaluate(model, frames[2])[keys.ENERGY_UNCERTAINTY][0])
+    assert frames[2].info["energy_uncertainty"] == pytest.approx(expected, rel=1e-10)

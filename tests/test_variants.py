@@ -98,6 +98,26 @@ def test_batch_norm_in_eval_mode_is_e3nns_as_an_affine_map():
     before = norm.running_var.clone()
     assert relative_error(norm(features), folded) > 1e-3
     assert not torch.equal(norm.running_var, before)
+    # without batch statistics (the adapters' default) training mode keeps the running ones
+    frozen = EquivariantBatchNorm(irreps, batch_statistics=False).double()
+    frozen.load_state_dict(norm.state_dict())
+    frozen.train()
+    before = frozen.running_var.clone()
+    assert relative_error(frozen(features), frozen.eval()(features)) == 0.0
+    assert torch.equal(frozen.running_var, before)
+    # a new batch norm is the identity (to the float32 rounding of its statistics: built under torch's default dtype)
+    assert relative_error(EquivariantBatchNorm(irreps).double().eval()(features), features) <= 1e-7
+
+
+def test_adapter_batch_statistics_option():
+    """PhysicsML's batch statistics in training mode: training-mode forces then differ from eval mode."""
+    options = dict(SMALL_MODEL_OPTIONS["adapter_nequip"], type_names=TYPE_NAMES, r_max=R_MAX, seed=3)
+    atoms = STRUCTURES["triclinic"]()
+    for batch_statistics, differs in ((False, False), (True, True)):
+        model = mlipkit.build_model("adapter_nequip", **options, adapter_batch_statistics=batch_statistics)
+        train_forces = evaluate(model.train(), atoms)[keys.FORCES].detach()
+        eval_forces = evaluate(model.eval(), atoms)[keys.FORCES]
+        assert (relative_error(train_forces, eval_forces) > 1e-3) == differs
 
 
 def test_physicsml_model_names():

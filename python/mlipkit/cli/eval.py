@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{output:<7} MAE {factor * metrics[f'eval_{output}_mae']:10.3f} {unit:<9} RMSE {factor * metrics[f'eval_{output}_rmse']:10.3f} {unit}")
     if "eval_energy_nll" in metrics:
         print(
-            f"energy  NLL {metrics['eval_energy_nll']:10.3f} per structure (energy per atom); errors within 1 std "
+            f"energy  NLL {metrics['eval_energy_nll']:10.3f} per structure (energy per atom); mean std "
+            f"{1000 * metrics['eval_energy_mean_sigma']:.3f} meV/atom; errors within 1 std "
             f"{100 * metrics['eval_energy_within_1sigma']:.1f}% (Gaussian: 68.3%), within 2 std "
             f"{100 * metrics['eval_energy_within_2sigma']:.1f}% (95.4%)"
         )

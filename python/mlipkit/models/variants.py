@@ -24,10 +24,18 @@ Builder = Callable[[PotentialConfig], Potential]
 
 
 class AdapterOptions(BaseModel):
-    """PhysicsML's adapter options: bottleneck ratio and the initial weight of both adapters of a layer."""
+    """PhysicsML's adapter options: bottleneck ratio and the initial weight of both adapters of a layer.
+
+    ``adapter_batch_statistics``: the batch norms normalise by each training
+    batch (PhysicsML) instead of keeping their running statistics, which start
+    as the identity; off by default, since normalising the pre-trained
+    features by batch statistics discards the pre-trained function when
+    fine-tuning starts (README, "Adapters").
+    """
 
     ratio_adapter_down: int = Field(10, ge=1)
     initial_s: float = 0.01
+    adapter_batch_statistics: bool = False
 
 
 def layer_irreps(model: Potential) -> list[tuple[o3.Irreps, o3.Irreps]]:
@@ -60,7 +68,9 @@ def with_feature_scale_shift(name: str, build_base: Builder) -> Builder:
 def with_adapters(name: str, build_base: Builder) -> Builder:
     """Adapter variant: LayerAdapters on every message-passing layer."""
     return with_layer_adapters(
-        name, build_base, lambda config, irreps_in, irreps_out: LayerAdapters(irreps_in, irreps_out, config.ratio_adapter_down, config.initial_s)
+        name, build_base, lambda config, irreps_in, irreps_out: LayerAdapters(
+            irreps_in, irreps_out, config.ratio_adapter_down, config.initial_s, config.adapter_batch_statistics
+        )
     )
 
 

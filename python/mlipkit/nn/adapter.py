@@ -18,19 +18,24 @@ from mlipkit.nn.linear import Linear
 
 
 class EquivariantBatchNorm(BatchNorm):
-    """e3nn's batch norm; in eval mode the same map as a per-copy scale and 0e shift.
+    """e3nn's batch norm; with running statistics, the same map as a per-copy scale and 0e shift.
 
-    Once the running statistics are fixed, e3nn's normalisation is an affine map
-    per irrep copy; written that way it traces and exports (e3nn's own forward
-    does not compile).
+    With fixed statistics e3nn's normalisation is an affine map per irrep copy;
+    written that way it traces and exports (e3nn's own forward does not
+    compile). ``batch_statistics``: in training mode, normalise by the batch and
+    update the running statistics (e3nn's and PhysicsML's behaviour); otherwise
+    the running statistics are used in training too.
     """
 
-    def __init__(self, irreps: o3.Irreps):
+    def __init__(self, irreps: o3.Irreps, batch_statistics: bool = True):
         super().__init__(irreps)
+        self.batch_statistics = batch_statistics
         self.layout = EquivariantAffine(irreps)
+        # exactly the identity until statistics arrive: (running_var + eps)^-1/2 = 1
+        self.running_var.fill_(1.0 - self.eps)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        if self.training and self.batch_statistics:
             return super().forward(features)
         copy_scale = self.weight * (self.running_var + self.eps).pow(-0.5)
         scalar_shift = self.bias - self.running_mean * copy_scale.index_select(0, self.layout.scalar_copies)
@@ -40,7 +45,7 @@ class EquivariantBatchNorm(BatchNorm):
 class Adapter(nn.Module):
     """Linear down to mul // ratio copies of each irrep, SiLU on the even scalars, linear up, batch norm."""
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, ratio_adapter_down: int):
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, ratio_adapter_down: int, batch_statistics: bool):
         super().__init__()
         irreps_down = o3.Irreps([(mul // ratio_adapter_down, ir) for mul, ir in irreps_in if mul >= ratio_adapter_down])
         if irreps_down.dim == 0:
@@ -51,7 +56,7 @@ class Adapter(nn.Module):
         self.down = Linear(irreps_in, irreps_down)
         self.act = Activation(irreps_down, [torch.nn.functional.silu if ir == o3.Irrep("0e") else None for _, ir in irreps_down])
         self.up = Linear(irreps_down, irreps_out)
-        self.norm = EquivariantBatchNorm(irreps_out)
+        self.norm = EquivariantBatchNorm(irreps_out, batch_statistics)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.norm(self.up(self.act(self.down(features))))
@@ -60,11 +65,13 @@ class Adapter(nn.Module):
 class LayerAdapters(nn.Module):
     """The adapters of one layer, used through the message-passing ``layer_adapters`` hook."""
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, ratio_adapter_down: int, initial_s: float):
+    def __init__(
+        self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, ratio_adapter_down: int, initial_s: float, batch_statistics: bool
+    ):
         super().__init__()
-        self.before = Adapter(irreps_in, irreps_out, ratio_adapter_down)
-        self.after = Adapter(irreps_out, irreps_out, ratio_adapter_down)
-        self.norm = EquivariantBatchNorm(irreps_out)
+        self.before = Adapter(irreps_in, irreps_out, ratio_adapter_down, batch_statistics)
+        self.after = Adapter(irreps_out, irreps_out, ratio_adapter_down, batch_statistics)
+        self.norm = EquivariantBatchNorm(irreps_out, batch_statistics)
         self.s_before = nn.Parameter(torch.tensor(float(initial_s)))
         self.s_after = nn.Parameter(torch.tensor(float(initial_s)))
 

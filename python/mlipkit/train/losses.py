@@ -83,7 +83,8 @@ def total_loss(
 
 class ErrorAccumulator:
     """Sums over an epoch per output: absolute and squared errors (MAE, RMSE); for energies with a predicted
-    std also the Gaussian negative log-likelihood and how many errors fall within 1 and 2 std (calibration)."""
+    std also the Gaussian negative log-likelihood, the mean std and how many errors fall within 1 and 2 std
+    (calibration)."""
 
     def __init__(self) -> None:
         self.sums: dict[tuple[str, str], float] = {}
@@ -102,6 +103,7 @@ class ErrorAccumulator:
             if variance is not None:
                 variance = variance.detach().double()
                 self._add(output, "nll", float((0.5 * torch.log(2 * torch.pi * variance) + difference**2 / (2 * variance)).sum()))
+                self._add(output, "mean_sigma", float(variance.sqrt().sum()))
                 self._add(output, "within_1sigma", float((difference.abs() <= variance.sqrt()).sum()))
                 self._add(output, "within_2sigma", float((difference.abs() <= 2 * variance.sqrt()).sum()))
 

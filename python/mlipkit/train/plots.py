@@ -21,9 +21,11 @@ def learning_curve(metrics_path: Path, output: Path) -> Path:
         rows = list(csv.DictReader(handle))
     epochs = [int(row["epoch"]) for row in rows]
     figure, axis = plt.subplots(figsize=(6, 4))
-    for column in ("train_loss", "validation_loss"):
-        axis.plot(epochs, [float(row[column]) for row in rows], label=column.replace("_", " "))
-    axis.set_yscale("log")
+    losses = {column: [float(row[column]) for row in rows] for column in ("train_loss", "validation_loss")}
+    for column, values in losses.items():
+        axis.plot(epochs, values, label=column.replace("_", " "))
+    # a negative log-likelihood can be negative: a log scale only for positive losses
+    axis.set_yscale("log" if all(value > 0 for values in losses.values() for value in values) else "linear")
     axis.set_xlabel("epoch")
     axis.set_ylabel("loss")
     axis.legend()
