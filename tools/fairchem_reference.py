@@ -1,0 +1,71 @@
+"""fairchem-core 1.10.0's GemNetOC beside mlipkit's, in the reference environment (.peers/fairchem).
+
+    bash tools/peer_envs.sh fairchem
+    .peers/fairchem/bin/python tools/fairchem_reference.py --counts
+
+fairchem-core is installed without its dependencies; its GemNet-OC imports
+torch_scatter and torch_sparse, for which tools/fairchem_standins provides
+pure-torch stand-ins. fairchem.core's own __init__ pulls in its whole training
+stack, so the packages on the way to the model are registered here as plain
+namespaces and only the modules the model needs are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+#: OC20's gemnet-oc configuration (fairchem configs/s2ef/all/gemnet/gemnet-oc.yml, model section)
+OC20_GEMNET_OC = dict(
+    num_spherical=7, num_radial=128, num_blocks=4, emb_size_atom=256, emb_size_edge=512, emb_size_trip_in=64,
+    emb_size_trip_out=64, emb_size_quad_in=32, emb_size_quad_out=32, emb_size_aint_in=64, emb_size_aint_out=64,
+    emb_size_rbf=16, emb_size_cbf=16, emb_size_sbf=32, num_before_skip=2, num_after_skip=2, num_concat=1, num_atom=3,
+    num_output_afteratom=3, cutoff=12.0, cutoff_qint=12.0, cutoff_aeaint=12.0, cutoff_aint=12.0, max_neighbors=30,
+    max_neighbors_qint=8, max_neighbors_aeaint=20, max_neighbors_aint=1000, rbf={"name": "gaussian"},
+    envelope={"name": "polynomial", "exponent": 5}, cbf={"name": "spherical_harmonics"}, sbf={"name": "legendre_outer"},
+    extensive=True, output_init="HeOrthogonal", activation="silu", regress_forces=True, direct_forces=True,
+    forces_coupled=False, quad_interaction=True, atom_edge_interaction=True, edge_atom_interaction=True,
+    atom_interaction=True, num_atom_emb_layers=2, num_global_out_layers=2, qint_tags=[1, 2],
+)
+
+
+def import_gemnet_oc():
+    """fairchem's GemNetOC class, without running fairchem.core's package initialisers."""
+    spec = importlib.util.find_spec("fairchem")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("fairchem is not installed here: run bash tools/peer_envs.sh fairchem and use .peers/fairchem/bin/python")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for name in ("fairchem", "fairchem.core", "fairchem.core.models", "fairchem.core.common"):
+        package = types.ModuleType(name)
+        package.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
+        sys.modules[name] = package
+    from fairchem.core.models.gemnet_oc.gemnet_oc import GemNetOC
+
+    return GemNetOC
+
+
+def parameter_counts() -> None:
+    GemNetOC = import_gemnet_oc()
+    for direct_forces in (True, False):
+        model = GemNetOC(**dict(OC20_GEMNET_OC, direct_forces=direct_forces))
+        parameters = sum(p.numel() for p in model.parameters())
+        # fairchem's ScaleFactor modules hold their factor as a (frozen) parameter, counted above
+        scale_factors = sum(1 for module in model.modules() if type(module).__name__ == "ScaleFactor")
+        print(f"OC20 gemnet-oc, direct_forces={direct_forces}: {parameters:,} parameters, {scale_factors} scale factors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--counts", action="store_true", help="parameter counts of fairchem's GemNetOC (OC20 configuration)")
+    arguments = parser.parse_args()
+    if arguments.counts:
+        parameter_counts()
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()
