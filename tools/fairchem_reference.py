@@ -1,7 +1,7 @@
 """fairchem-core 1.10.0's GemNetOC beside mlipkit's, in the reference environment (.peers/fairchem).
 
     bash tools/peer_envs.sh fairchem
-    .peers/fairchem/bin/python tools/fairchem_reference.py --counts
+    .peers/fairchem/bin/python tools/fairchem_reference.py --counts --evaluate
 
 fairchem-core is installed without its dependencies; its GemNet-OC imports
 torch_scatter and torch_sparse, for which tools/fairchem_standins provides
@@ -47,6 +47,59 @@ def import_gemnet_oc():
     return GemNetOC
 
 
+#: A small configuration with every interaction on, for evaluations on this machine
+SMALL_GEMNET_OC = dict(
+    num_spherical=3, num_radial=8, num_blocks=2, emb_size_atom=8, emb_size_edge=8, emb_size_trip_in=4,
+    emb_size_trip_out=4, emb_size_quad_in=4, emb_size_quad_out=4, emb_size_aint_in=4, emb_size_aint_out=4,
+    emb_size_rbf=4, emb_size_cbf=4, emb_size_sbf=4, num_before_skip=1, num_after_skip=1, num_concat=1, num_atom=1,
+    num_output_afteratom=1, cutoff=5.0, cutoff_qint=4.0, cutoff_aeaint=4.5, cutoff_aint=5.0, max_neighbors=50,
+    max_neighbors_qint=50, max_neighbors_aeaint=50, max_neighbors_aint=50, regress_forces=True, direct_forces=False,
+    quad_interaction=True, atom_edge_interaction=True, edge_atom_interaction=True, atom_interaction=True,
+    otf_graph=True, use_pbc=True, num_atom_emb_layers=1, num_global_out_layers=1,
+)
+
+
+def fairchem_batch(atoms):
+    """A one-structure torch_geometric batch as fairchem's models read it (float32: its graph code is float32)."""
+    import torch
+    from torch_geometric.data import Batch, Data
+
+    data = Data(
+        pos=torch.tensor(atoms.positions, dtype=torch.float32),
+        cell=torch.tensor(atoms.cell.array, dtype=torch.float32).unsqueeze(0),
+        atomic_numbers=torch.tensor(atoms.numbers),
+        natoms=torch.tensor([len(atoms)]),
+        tags=torch.ones(len(atoms), dtype=torch.long),
+        fixed=torch.zeros(len(atoms)),
+    )
+    return Batch.from_data_list([data])
+
+
+def evaluate_small() -> None:
+    """fairchem's GemNetOC, every interaction on, on a rattled 32-atom Cu cell: energy, forces, and one force
+    component against a central finite difference (the stand-ins give a consistent, differentiable model)."""
+    import torch
+    from ase.build import bulk
+
+    GemNetOC = import_gemnet_oc()
+    torch.manual_seed(0)
+    model = GemNetOC(**SMALL_GEMNET_OC)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=1)
+    out = model(fairchem_batch(atoms))
+    energy, forces = float(out["energy"].detach()[0]), out["forces"].detach()
+    step = 1e-3
+    shifted = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[0, 1] += sign * step
+        shifted.append(float(model(fairchem_batch(moved))["energy"].detach()[0]))
+    numerical = -(shifted[0] - shifted[1]) / (2 * step)
+    print(f"small GemNetOC ({sum(p.numel() for p in model.parameters()):,} parameters), 32 Cu atoms: energy {energy:.6f}, "
+          f"|forces| {float(forces.norm()):.6f}, finite forces {bool(torch.isfinite(forces).all())}; "
+          f"F[0, y] {float(forces[0, 1]):.5f} vs finite difference {numerical:.5f}")
+
+
 def parameter_counts() -> None:
     GemNetOC = import_gemnet_oc()
     for direct_forces in (True, False):
@@ -60,10 +113,13 @@ def parameter_counts() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", action="store_true", help="parameter counts of fairchem's GemNetOC (OC20 configuration)")
+    parser.add_argument("--evaluate", action="store_true", help="evaluate a small GemNetOC (every interaction on) on a Cu cell")
     arguments = parser.parse_args()
     if arguments.counts:
         parameter_counts()
-    else:
+    if arguments.evaluate:
+        evaluate_small()
+    if not (arguments.counts or arguments.evaluate):
         parser.print_help()
 
 
