@@ -2,6 +2,7 @@
 
     bash tools/peer_envs.sh fairchem
     .peers/fairchem/bin/python tools/fairchem_reference.py --counts --evaluate
+    .peers/fairchem/bin/python tools/fairchem_reference.py --fixture tests/data/fairchem_gemnet_oc_counts.json
 
 fairchem-core is installed without its dependencies; its GemNet-OC imports
 torch_scatter and torch_sparse, for which tools/fairchem_standins provides
@@ -100,6 +101,64 @@ def evaluate_small() -> None:
           f"F[0, y] {float(forces[0, 1]):.5f} vs finite difference {numerical:.5f}")
 
 
+#: Configurations whose parameter counts become the test fixture: OC20's, and the small one with each
+#: interaction, basis and head option varied (one change each)
+COUNT_CONFIGURATIONS = {
+    "oc20_direct_forces": OC20_GEMNET_OC,
+    "oc20_conservative": dict(OC20_GEMNET_OC, direct_forces=False),
+    "small": SMALL_GEMNET_OC,
+    "small_direct_forces": dict(SMALL_GEMNET_OC, direct_forces=True),
+    "small_no_quadruplets": dict(SMALL_GEMNET_OC, quad_interaction=False),
+    "small_no_atom_edge": dict(SMALL_GEMNET_OC, atom_edge_interaction=False),
+    "small_no_edge_atom": dict(SMALL_GEMNET_OC, edge_atom_interaction=False),
+    "small_no_atom_atom": dict(SMALL_GEMNET_OC, atom_interaction=False),
+    "small_triplets_only": dict(
+        SMALL_GEMNET_OC, quad_interaction=False, atom_edge_interaction=False, edge_atom_interaction=False, atom_interaction=False
+    ),
+    "small_concat_2": dict(SMALL_GEMNET_OC, num_concat=2),
+    "small_three_blocks": dict(SMALL_GEMNET_OC, num_blocks=3, num_before_skip=2, num_after_skip=2, num_atom=2),
+    "small_no_atom_emb_layers": dict(SMALL_GEMNET_OC, num_atom_emb_layers=0, num_global_out_layers=2),
+    # fairchem 1.10's circular (triplet) basis is gaussian or spherical_harmonics; legendre_outer and
+    # gaussian_outer exist only for the spherical (quadruplet) basis
+    "small_spherical_bessel_gaussian_legendre": dict(
+        SMALL_GEMNET_OC, rbf={"name": "spherical_bessel"}, cbf={"name": "gaussian"}, sbf={"name": "legendre_outer"}
+    ),
+    "small_bernstein_gaussian_outer": dict(
+        SMALL_GEMNET_OC, rbf={"name": "bernstein"}, sbf={"name": "gaussian_outer"}, envelope={"name": "exponential"}
+    ),
+    "small_scale_basis": dict(SMALL_GEMNET_OC, scale_basis=True),
+    "small_10_elements": dict(SMALL_GEMNET_OC, num_elements=10),
+}
+
+
+def count(model) -> dict:
+    """Parameters in all and per top-level module, and the number of scale factors (fairchem counts them as parameters)."""
+    per_module: dict[str, int] = {}
+    for name, parameter in model.named_parameters():
+        top = name.split(".")[0]
+        per_module[top] = per_module.get(top, 0) + parameter.numel()
+    return {
+        "parameters": sum(per_module.values()),
+        "scale_factors": sum(1 for module in model.modules() if type(module).__name__ == "ScaleFactor"),
+        "per_module": per_module,
+    }
+
+
+def write_fixture(path: Path) -> None:
+    import json
+
+    import torch
+
+    GemNetOC = import_gemnet_oc()
+    fixture = {"fairchem_core": "1.10.0", "configurations": {}}
+    for name, options in COUNT_CONFIGURATIONS.items():
+        torch.manual_seed(0)
+        fixture["configurations"][name] = {"options": options, **count(GemNetOC(**options))}
+        print(f"{name}: {fixture['configurations'][name]['parameters']:,} parameters")
+    path.write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {path}")
+
+
 def parameter_counts() -> None:
     GemNetOC = import_gemnet_oc()
     for direct_forces in (True, False):
@@ -114,12 +173,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", action="store_true", help="parameter counts of fairchem's GemNetOC (OC20 configuration)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate a small GemNetOC (every interaction on) on a Cu cell")
+    parser.add_argument("--fixture", type=Path, help="write parameter counts of several configurations to this JSON file")
     arguments = parser.parse_args()
+    if arguments.fixture:
+        write_fixture(arguments.fixture)
     if arguments.counts:
         parameter_counts()
     if arguments.evaluate:
         evaluate_small()
-    if not (arguments.counts or arguments.evaluate):
+    if not (arguments.counts or arguments.evaluate or arguments.fixture):
         parser.print_help()
 
 
