@@ -6,14 +6,14 @@ import torch
 from ase.build import bulk, molecule
 
 from mlipkit.data import compute_edge_vectors, graph_from_atoms, keys
-from mlipkit.models.gemnet_oc.indices import reverse_edges, triplets
+from mlipkit.models.gemnet_oc.indices import inner_index, quadruplets, reverse_edges, triplets
 
 
 def graphs():
     small = bulk("Cu", "fcc", a=3.6, cubic=True)  # 4 atoms, cutoff 5 > cell: several images of each pair
     small.rattle(0.05, seed=1)
-    water = molecule("H2O")
-    return {"small_cell": graph_from_atoms(small, 5.0, ["Cu"], torch.float64), "molecule": graph_from_atoms(water, 2.0, ["H", "O"], torch.float64)}
+    ethanol = molecule("CH3CH2OH")
+    return {"small_cell": graph_from_atoms(small, 5.0, ["Cu"], torch.float64), "molecule": graph_from_atoms(ethanol, 2.5, ["H", "C", "O"], torch.float64)}
 
 
 @pytest.mark.parametrize("name", ["small_cell", "molecule"])
@@ -48,4 +48,46 @@ def test_missing_reverse_edge_is_an_error():
     edge_index = graph[keys.EDGE_INDEX][:, 1:]
     vectors = compute_edge_vectors(graph)[1:]
     with pytest.raises(ValueError, match="has 0 reverse edges with the opposite vector; GemNet-OC needs a full neighbour list"):
-        reverse_edges(edge_index, vectors, 3)
+        reverse_edges(edge_index, vectors, 9)
+
+
+def test_inner_index():
+    assert inner_index(torch.tensor([0, 0, 0, 1, 1, 4, 5, 5])).tolist() == [0, 1, 2, 0, 1, 0, 0, 1]
+    assert inner_index(torch.tensor([], dtype=torch.long)).tolist() == []
+
+
+@pytest.mark.parametrize("name", ["small_cell", "molecule"])
+def test_quadruplets_against_brute_force(name):
+    """Main graph: edges within 5 (2) Å; quadruplet graph: a shorter cutoff; both masks of one list."""
+    graph = graphs()[name]
+    edge_index = graph[keys.EDGE_INDEX]
+    vectors = compute_edge_vectors(graph)
+    num_nodes = graph[keys.ATOM_TYPES].shape[0]
+    lengths = vectors.norm(dim=1)
+    main_edges = torch.nonzero(lengths < lengths.max() * 0.95).squeeze(1)
+    qint_edges = torch.nonzero(lengths < lengths.max() * 0.8).squeeze(1)
+    reverse = reverse_edges(edge_index, vectors, num_nodes)
+    quads = quadruplets(edge_index, vectors, reverse, main_edges, qint_edges, num_nodes)
+    senders, receivers = edge_index.tolist()
+    main, qint = main_edges.tolist(), qint_edges.tolist()
+    expected = set()
+    for o, ca in enumerate(main):
+        for q, ba in enumerate(qint):
+            if receivers[ba] != receivers[ca] or ba == ca:
+                continue
+            for i, db in enumerate(main):
+                if receivers[db] != senders[ba] or db == int(reverse[ba]):
+                    continue
+                if float((vectors[db] + vectors[ba] - vectors[ca]).norm()) > 1e-4:
+                    expected.add((o, q, i))
+    produced = {
+        (o, int(quads["triplet_out_in"][t_out]), int(quads["triplet_in_in"][t_in]))
+        for o, t_out, t_in in zip(quads["out"].tolist(), quads["trip_out_to_quad"].tolist(), quads["trip_in_to_quad"].tolist())
+    }
+    assert produced == expected and len(expected) > 0
+    assert len(produced) == quads["out"].numel()  # no quadruplet twice
+    # triplets point at the edges they name
+    assert torch.equal(quads["triplet_out_out"][quads["trip_out_to_quad"]], quads["out"])
+    assert torch.equal(quads["triplet_in_out"][quads["trip_in_to_quad"]], quads["triplet_out_in"][quads["trip_out_to_quad"]])
+    assert bool((quads["out"][1:] >= quads["out"][:-1]).all())
+    assert torch.equal(quads["out_agg"], inner_index(quads["out"]))

@@ -159,6 +159,44 @@ def write_fixture(path: Path) -> None:
     print(f"wrote {path}")
 
 
+def compare_indices() -> None:
+    """Numbers of triplets and quadruplets from fairchem's index code and from mlipkit's
+    (models/gemnet_oc/indices.py, loaded by path: it needs only torch) on the same Cu cells."""
+    import torch
+    from ase.build import bulk
+    from ase.neighborlist import neighbor_list
+
+    GemNetOC = import_gemnet_oc()
+    path = Path(__file__).resolve().parent.parent / "python" / "mlipkit" / "models" / "gemnet_oc" / "indices.py"
+    spec = importlib.util.spec_from_file_location("mlipkit_gemnet_oc_indices", path)
+    indices = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(indices)
+    model = GemNetOC(**SMALL_GEMNET_OC)
+    for repeats in (1, 2):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeats)
+        atoms.rattle(0.05, seed=1)
+        graphs = model.get_graphs_and_indices(fairchem_batch(atoms))
+        main_graph, quad_idx, trip_idx_e2e = graphs[0], graphs[8], graphs[5]
+        # mlipkit: one list at the largest cutoff, sorted by receiver; the graphs are distance masks of it
+        senders, receivers, vectors = neighbor_list("ijD", atoms, SMALL_GEMNET_OC["cutoff_aint"])
+        vectors = -vectors  # ase's D is x_j - x_i: from receiver i to sender j; mlipkit's is receiver - sender
+        order = torch.from_numpy(receivers).argsort(stable=True)
+        edge_index = torch.stack([torch.from_numpy(senders)[order], torch.from_numpy(receivers)[order]])
+        edge_vectors = torch.from_numpy(vectors)[order]
+        lengths = edge_vectors.norm(dim=1)
+        main_edges = torch.nonzero(lengths <= SMALL_GEMNET_OC["cutoff"]).squeeze(1)
+        qint_edges = torch.nonzero(lengths <= SMALL_GEMNET_OC["cutoff_qint"]).squeeze(1)
+        num_nodes = len(atoms)
+        reverse = indices.reverse_edges(edge_index, edge_vectors, num_nodes)
+        ours_triplets = indices.triplets(edge_index.index_select(1, main_edges), num_nodes)[0].numel()
+        quads = indices.quadruplets(edge_index, edge_vectors, reverse, main_edges, qint_edges, num_nodes)
+        print(
+            f"{len(atoms)} Cu atoms: main edges fairchem {main_graph['edge_index'].shape[1]} / mlipkit {main_edges.numel()}; "
+            f"triplets {trip_idx_e2e['in'].numel()} / {ours_triplets}; "
+            f"quadruplets {quad_idx['out'].numel()} / {quads['out'].numel()}"
+        )
+
+
 def parameter_counts() -> None:
     GemNetOC = import_gemnet_oc()
     for direct_forces in (True, False):
@@ -174,14 +212,17 @@ def main() -> None:
     parser.add_argument("--counts", action="store_true", help="parameter counts of fairchem's GemNetOC (OC20 configuration)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate a small GemNetOC (every interaction on) on a Cu cell")
     parser.add_argument("--fixture", type=Path, help="write parameter counts of several configurations to this JSON file")
+    parser.add_argument("--indices", action="store_true", help="triplet and quadruplet counts, fairchem's and mlipkit's")
     arguments = parser.parse_args()
+    if arguments.indices:
+        compare_indices()
     if arguments.fixture:
         write_fixture(arguments.fixture)
     if arguments.counts:
         parameter_counts()
     if arguments.evaluate:
         evaluate_small()
-    if not (arguments.counts or arguments.evaluate or arguments.fixture):
+    if not (arguments.counts or arguments.evaluate or arguments.fixture or arguments.indices):
         parser.print_help()
 
 

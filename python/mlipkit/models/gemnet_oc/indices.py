@@ -30,18 +30,47 @@ def ragged_ranges(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Ten
     return starts.index_select(0, owner) + torch.arange(owner.numel(), device=counts.device) - first_of_owner, owner
 
 
+def inner_index(sorted_groups: torch.Tensor) -> torch.Tensor:
+    """Position of each element within its run of equal values: [0 0 0 1 1 2] -> [0 1 2 0 1 0]."""
+    count = sorted_groups.numel()
+    if count == 0:
+        return sorted_groups
+    first = torch.ones(count, dtype=torch.bool, device=sorted_groups.device)
+    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    run_start = torch.cummax(torch.where(first, torch.arange(count, device=sorted_groups.device), 0), dim=0).values
+    return torch.arange(count, device=sorted_groups.device) - run_start
+
+
+def mixed_triplets(
+    edge_index: torch.Tensor, in_edges: torch.Tensor, out_edges: torch.Tensor, num_nodes: int, excluded: torch.Tensor,
+    to_out_sender: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (i, o) of an in-edge into the atom an out-edge ends at (or, ``to_out_sender``, starts from).
+
+    ``in_edges`` and ``out_edges`` list the two graphs' edges as positions in
+    ``edge_index`` (ascending: subsets of one receiver-sorted list); ``i`` and
+    ``o`` are positions in those lists. ``excluded[o]``: the edge (position in
+    ``edge_index``) that out-edge ``o`` must not pair with (itself, or its
+    reverse). Grouped by ``o``, in-edges in order within a group.
+    """
+    in_index = edge_index.index_select(1, in_edges)
+    out_index = edge_index.index_select(1, out_edges)
+    pointers = receiver_pointers(in_index[1], num_nodes)
+    degree = pointers[1:] - pointers[:-1]
+    atom = out_index[0] if to_out_sender else out_index[1]
+    edge_in, edge_out = ragged_ranges(pointers.index_select(0, atom), degree.index_select(0, atom))
+    keep = in_edges.index_select(0, edge_in) != excluded.index_select(0, edge_out)
+    return edge_in[keep], edge_out[keep]
+
+
 def triplets(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every pair of distinct edges into the same atom, b->a and c->a, as (edge_in, edge_out).
 
     Grouped by edge_out in edge order, and within a group in edge order of
     edge_in; the two edges may join the same atoms through different images.
     """
-    receivers = edge_index[1]
-    pointers = receiver_pointers(receivers, num_nodes)
-    degree = pointers[1:] - pointers[:-1]
-    edge_in, edge_out = ragged_ranges(pointers.index_select(0, receivers), degree.index_select(0, receivers))
-    distinct = edge_in != edge_out
-    return edge_in[distinct], edge_out[distinct]
+    edges = torch.arange(edge_index.shape[1], device=edge_index.device)
+    return mixed_triplets(edge_index, edges, edges, num_nodes, excluded=edges)
 
 
 def reverse_edges(edge_index: torch.Tensor, edge_vectors: torch.Tensor, num_nodes: int) -> torch.Tensor:
@@ -64,3 +93,57 @@ def reverse_edges(edge_index: torch.Tensor, edge_vectors: torch.Tensor, num_node
     reverse = torch.empty_like(senders)
     reverse[matched_edge] = matched_candidate
     return reverse
+
+
+def quadruplets(
+    edge_index: torch.Tensor,
+    edge_vectors: torch.Tensor,
+    reverse: torch.Tensor,
+    main_edges: torch.Tensor,
+    qint_edges: torch.Tensor,
+    num_nodes: int,
+) -> dict[str, torch.Tensor]:
+    """Quadruplets d->b->a<-c: main edges c->a and d->b joined by a quadruplet-graph edge b->a.
+
+    ``main_edges`` and ``qint_edges`` are the two graphs as ascending positions
+    in ``edge_index``; ``reverse`` maps each edge to its reverse. Returned, as
+    positions in the graph they belong to: the input triplets d->b->a
+    (``triplet_in_in`` main, ``triplet_in_out`` quadruplet graph), the output
+    triplets c->a<-b (``triplet_out_in`` quadruplet graph, ``triplet_out_out``
+    main) with b->a not the edge c->a itself, and per quadruplet its output
+    edge c->a (``out``, main, ascending), its triplets (``trip_in_to_quad``,
+    ``trip_out_to_quad``) and its place among the quadruplets of its output
+    edge (``out_agg``). d->b is never the reverse of b->a, and d and c are
+    never the same atom image (their positions relative to a differ by more
+    than REVERSE_TOLERANCE).
+    """
+    triplet_in_in, triplet_in_out = mixed_triplets(
+        edge_index, main_edges, qint_edges, num_nodes, excluded=reverse.index_select(0, qint_edges), to_out_sender=True
+    )
+    triplet_out_in, triplet_out_out = mixed_triplets(edge_index, qint_edges, main_edges, num_nodes, excluded=main_edges)
+    # input triplets are grouped by their quadruplet-graph edge b->a: those of edge q start at first_in[q]
+    per_qint_edge = torch.bincount(triplet_in_out, minlength=qint_edges.numel())
+    first_in = per_qint_edge.cumsum(0) - per_qint_edge
+    trip_in_to_quad, trip_out_to_quad = ragged_ranges(
+        first_in.index_select(0, triplet_out_in), per_qint_edge.index_select(0, triplet_out_in)
+    )
+    out = triplet_out_out.index_select(0, trip_out_to_quad)
+    # r_c - r_d = v(d->b) + v(b->a) - v(c->a)
+    vector = lambda graph, positions: edge_vectors.index_select(0, graph.index_select(0, positions))  # noqa: E731
+    separation = (
+        vector(main_edges, triplet_in_in.index_select(0, trip_in_to_quad))
+        + vector(qint_edges, triplet_out_in.index_select(0, trip_out_to_quad))
+        - vector(main_edges, out)
+    ).norm(dim=1)
+    distinct = separation > REVERSE_TOLERANCE
+    out = out[distinct]
+    return {
+        "triplet_in_in": triplet_in_in,
+        "triplet_in_out": triplet_in_out,
+        "triplet_out_in": triplet_out_in,
+        "triplet_out_out": triplet_out_out,
+        "out": out,
+        "trip_in_to_quad": trip_in_to_quad[distinct],
+        "trip_out_to_quad": trip_out_to_quad[distinct],
+        "out_agg": inner_index(out),
+    }
