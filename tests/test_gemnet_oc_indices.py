@@ -1,6 +1,5 @@
 """GemNet-OC's index sets from one edge list, against brute-force enumerations."""
 
-import numpy as np
 import pytest
 import torch
 from ase.build import bulk, molecule
@@ -16,11 +15,15 @@ def graphs():
     return {"small_cell": graph_from_atoms(small, 5.0, ["Cu"], torch.float64), "molecule": graph_from_atoms(ethanol, 2.5, ["H", "C", "O"], torch.float64)}
 
 
+def graph_parts(name):
+    """Edge index, edge vectors and number of nodes of one of the test graphs."""
+    graph = graphs()[name]
+    return graph[keys.EDGE_INDEX], compute_edge_vectors(graph), graph[keys.ATOM_TYPES].shape[0]
+
+
 @pytest.mark.parametrize("name", ["small_cell", "molecule"])
 def test_triplets_are_every_pair_of_distinct_edges_into_one_atom(name):
-    graph = graphs()[name]
-    edge_index = graph[keys.EDGE_INDEX]
-    num_nodes = graph[keys.ATOM_TYPES].shape[0]
+    edge_index, _, num_nodes = graph_parts(name)
     edge_in, edge_out = triplets(edge_index, num_nodes)
     receivers = edge_index[1].tolist()
     expected = [(i, o) for o in range(len(receivers)) for i in range(len(receivers)) if i != o and receivers[i] == receivers[o]]
@@ -30,10 +33,7 @@ def test_triplets_are_every_pair_of_distinct_edges_into_one_atom(name):
 
 @pytest.mark.parametrize("name", ["small_cell", "molecule"])
 def test_reverse_edges(name):
-    graph = graphs()[name]
-    edge_index = graph[keys.EDGE_INDEX]
-    vectors = compute_edge_vectors(graph)
-    num_nodes = graph[keys.ATOM_TYPES].shape[0]
+    edge_index, vectors, num_nodes = graph_parts(name)
     reverse = reverse_edges(edge_index, vectors, num_nodes)
     assert torch.equal(reverse[reverse], torch.arange(edge_index.shape[1]))
     assert torch.equal(edge_index[0][reverse], edge_index[1]) and torch.equal(edge_index[1][reverse], edge_index[0])
@@ -44,11 +44,9 @@ def test_reverse_edges(name):
 
 
 def test_missing_reverse_edge_is_an_error():
-    graph = graphs()["molecule"]
-    edge_index = graph[keys.EDGE_INDEX][:, 1:]
-    vectors = compute_edge_vectors(graph)[1:]
+    edge_index, vectors, num_nodes = graph_parts("molecule")
     with pytest.raises(ValueError, match="has 0 reverse edges with the opposite vector; GemNet-OC needs a full neighbour list"):
-        reverse_edges(edge_index, vectors, 9)
+        reverse_edges(edge_index[:, 1:], vectors[1:], num_nodes)
 
 
 def test_inner_index():
@@ -58,11 +56,8 @@ def test_inner_index():
 
 @pytest.mark.parametrize("name", ["small_cell", "molecule"])
 def test_quadruplets_against_brute_force(name):
-    """Main graph: edges within 5 (2) Å; quadruplet graph: a shorter cutoff; both masks of one list."""
-    graph = graphs()[name]
-    edge_index = graph[keys.EDGE_INDEX]
-    vectors = compute_edge_vectors(graph)
-    num_nodes = graph[keys.ATOM_TYPES].shape[0]
+    """Main graph and quadruplet graph: two shorter cutoffs, both masks of one list."""
+    edge_index, vectors, num_nodes = graph_parts(name)
     lengths = vectors.norm(dim=1)
     main_edges = torch.nonzero(lengths < lengths.max() * 0.95).squeeze(1)
     qint_edges = torch.nonzero(lengths < lengths.max() * 0.8).squeeze(1)
