@@ -50,8 +50,8 @@ def test_missing_reverse_edge_is_an_error():
 
 
 def test_inner_index():
-    assert inner_index(torch.tensor([0, 0, 0, 1, 1, 4, 5, 5])).tolist() == [0, 1, 2, 0, 1, 0, 0, 1]
-    assert inner_index(torch.tensor([], dtype=torch.long)).tolist() == []
+    assert inner_index(torch.tensor([0, 0, 0, 1, 1, 4, 5, 5]), 7).tolist() == [0, 1, 2, 0, 1, 0, 0, 1]
+    assert inner_index(torch.tensor([], dtype=torch.long), 3).tolist() == []
 
 
 @pytest.mark.parametrize("name", ["small_cell", "molecule"])
@@ -85,4 +85,32 @@ def test_quadruplets_against_brute_force(name):
     assert torch.equal(quads["triplet_out_out"][quads["trip_out_to_quad"]], quads["out"])
     assert torch.equal(quads["triplet_in_out"][quads["trip_in_to_quad"]], quads["triplet_out_in"][quads["trip_out_to_quad"]])
     assert bool((quads["out"][1:] >= quads["out"][:-1]).all())
-    assert torch.equal(quads["out_agg"], inner_index(quads["out"]))
+    seen: dict[int, int] = {}
+    expected_agg = []
+    for edge in quads["out"].tolist():
+        expected_agg.append(seen.get(edge, 0))
+        seen[edge] = expected_agg[-1] + 1
+    assert quads["out_agg"].tolist() == expected_agg
+
+
+def test_index_sets_trace_with_symbolic_sizes():
+    """make_fx with symbolic shapes (the export route) traces them; the trace gives eager's sets on another graph."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def index_sets(edge_index, edge_vectors, reverse, atom_types):
+        lengths = edge_vectors.norm(dim=1)
+        main_edges = torch.nonzero(lengths <= 4.5).squeeze(1)
+        qint_edges = torch.nonzero(lengths <= 4.0).squeeze(1)
+        num_nodes = atom_types.shape[0]
+        edge_in, edge_out = triplets(edge_index.index_select(1, main_edges), num_nodes)
+        quads = quadruplets(edge_index, edge_vectors, reverse, main_edges, qint_edges, num_nodes)
+        return edge_in, edge_out, quads["out"], quads["trip_in_to_quad"], quads["out_agg"]
+
+    def inputs(name):
+        edge_index, vectors, num_nodes = graph_parts(name)
+        return edge_index, vectors, reverse_edges(edge_index, vectors, num_nodes), torch.zeros(num_nodes, dtype=torch.long)
+
+    traced = make_fx(index_sets, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs("small_cell"))
+    other = inputs("molecule")
+    for produced, expected in zip(traced(*other), index_sets(*other)):
+        assert torch.equal(produced, expected)

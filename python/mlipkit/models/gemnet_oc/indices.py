@@ -30,15 +30,11 @@ def ragged_ranges(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Ten
     return starts.index_select(0, owner) + torch.arange(owner.numel(), device=counts.device) - first_of_owner, owner
 
 
-def inner_index(sorted_groups: torch.Tensor) -> torch.Tensor:
-    """Position of each element within its run of equal values: [0 0 0 1 1 2] -> [0 1 2 0 1 0]."""
-    count = sorted_groups.numel()
-    if count == 0:
-        return sorted_groups
-    first = torch.ones(count, dtype=torch.bool, device=sorted_groups.device)
-    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    run_start = torch.cummax(torch.where(first, torch.arange(count, device=sorted_groups.device), 0), dim=0).values
-    return torch.arange(count, device=sorted_groups.device) - run_start
+def inner_index(sorted_groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Position of each element within its run of equal values: [0 0 0 1 1 3] -> [0 1 2 0 1 0]."""
+    counts = torch.bincount(sorted_groups, minlength=num_groups)
+    starts = counts.cumsum(0) - counts
+    return torch.arange(sorted_groups.numel(), device=sorted_groups.device) - starts.index_select(0, sorted_groups)
 
 
 def mixed_triplets(
@@ -145,5 +141,5 @@ def quadruplets(
         "out": out,
         "trip_in_to_quad": trip_in_to_quad[distinct],
         "trip_out_to_quad": trip_out_to_quad[distinct],
-        "out_agg": inner_index(out),
+        "out_agg": inner_index(out, main_edges.numel()),
     }
