@@ -3,6 +3,8 @@
     bash tools/peer_envs.sh fairchem
     .peers/fairchem/bin/python tools/fairchem_reference.py --counts --evaluate
     .peers/fairchem/bin/python tools/fairchem_reference.py --fixture tests/data/fairchem_gemnet_oc_counts.json
+    .peers/fairchem/bin/python tools/fairchem_reference.py --bases-fixture tests/data/fairchem_gemnet_oc_bases.json
+    .peers/fairchem/bin/python tools/fairchem_reference.py --indices
 
 fairchem-core is installed without its dependencies; its GemNet-OC imports
 torch_scatter and torch_sparse, for which tools/fairchem_standins provides
@@ -197,6 +199,28 @@ def compare_indices() -> None:
         )
 
 
+def write_bases_fixture(path: Path) -> None:
+    """fairchem's radial bases (every rbf x envelope) and circular gaussian basis at fixed points, float64."""
+    import json
+
+    import torch
+
+    import_gemnet_oc()
+    from fairchem.core.models.gemnet_oc.layers.radial_basis import GaussianBasis, RadialBasis
+
+    distances = torch.linspace(0.3, 5.2, 12, dtype=torch.float64)
+    fixture = {"fairchem_core": "1.10.0", "num_radial": 6, "cutoff": 5.0, "distances": distances.tolist(), "radial": {}}
+    for rbf in ("gaussian", "spherical_bessel", "bernstein"):
+        for envelope in ({"name": "polynomial", "exponent": 5}, {"name": "exponential"}):
+            basis = RadialBasis(num_radial=6, cutoff=5.0, rbf={"name": rbf}, envelope=envelope).double()
+            fixture["radial"][f"{rbf}/{envelope['name']}"] = basis(distances).tolist()
+    cosines = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)
+    fixture["cosines"] = cosines.tolist()
+    fixture["circular_gaussian"] = GaussianBasis(start=-1, stop=1, num_gaussians=5).double()(cosines).tolist()
+    path.write_text(json.dumps(fixture, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def parameter_counts() -> None:
     GemNetOC = import_gemnet_oc()
     for direct_forces in (True, False):
@@ -213,7 +237,10 @@ def main() -> None:
     parser.add_argument("--evaluate", action="store_true", help="evaluate a small GemNetOC (every interaction on) on a Cu cell")
     parser.add_argument("--fixture", type=Path, help="write parameter counts of several configurations to this JSON file")
     parser.add_argument("--indices", action="store_true", help="triplet and quadruplet counts, fairchem's and mlipkit's")
+    parser.add_argument("--bases-fixture", type=Path, help="write fairchem's radial and circular gaussian basis values to this JSON file")
     arguments = parser.parse_args()
+    if arguments.bases_fixture:
+        write_bases_fixture(arguments.bases_fixture)
     if arguments.indices:
         compare_indices()
     if arguments.fixture:
@@ -222,7 +249,7 @@ def main() -> None:
         parameter_counts()
     if arguments.evaluate:
         evaluate_small()
-    if not (arguments.counts or arguments.evaluate or arguments.fixture or arguments.indices):
+    if not (arguments.counts or arguments.evaluate or arguments.fixture or arguments.indices or arguments.bases_fixture):
         parser.print_help()
 
 

@@ -12,7 +12,7 @@ EnvelopeName = Literal["polynomial", "soft"]
 
 
 class BesselBasis(nn.Module):
-    """sqrt(2/r_max) sin(w_n r / r_max) / r with w_n = n pi (optionally trainable)."""
+    """sqrt(2/r_max) sin(w_n r / r_max) / r with w_n = n pi (optionally trainable); GemNet-OC's "spherical_bessel"."""
 
     def __init__(self, r_max: float, num_basis: int, trainable: bool = True):
         super().__init__()
@@ -29,8 +29,49 @@ class BesselBasis(nn.Module):
         return self.prefactor * torch.sin(self.frequencies * lengths / self.r_max) / lengths
 
 
+class GaussianBasis(nn.Module):
+    """exp(-(x - mu_k)^2 / (2 delta^2)), mu_k evenly spaced from start to stop, delta their spacing.
+
+    GemNet-OC's default radial basis (start 0, stop r_max, on edge lengths)
+    and its Gaussian basis of triplet angle cosines (start -1, stop 1).
+    """
+
+    def __init__(self, start: float, stop: float, num_basis: int, trainable: bool = False):
+        super().__init__()
+        centres = torch.linspace(start, stop, num_basis, dtype=torch.get_default_dtype())
+        if trainable:
+            self.centres = nn.Parameter(centres)
+        else:
+            self.register_buffer("centres", centres)
+        self.coefficient = -0.5 / ((stop - start) / (num_basis - 1)) ** 2
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.coefficient * (values.unsqueeze(-1) - self.centres) ** 2)
+
+
+class BernsteinBasis(nn.Module):
+    """binom(n-1, k) e^(-g k u) (1 - e^(-g u))^(n-1-k), u = r/r_max, g = softplus(trainable pregamma).
+
+    SpookyNet's basis (Unke et al. 2021), one of GemNet-OC's radial bases; the
+    default pregamma 0.45264 gives g = 0.94486, half an inverse Bohr radius.
+    """
+
+    def __init__(self, r_max: float, num_basis: int, pregamma: float = 0.45264):
+        super().__init__()
+        self.r_max = float(r_max)
+        orders = torch.arange(num_basis, dtype=torch.get_default_dtype())
+        binomials = torch.tensor([math.comb(num_basis - 1, k) for k in range(num_basis)], dtype=torch.get_default_dtype())
+        self.register_buffer("binomials", binomials, persistent=False)
+        self.register_buffer("orders", orders, persistent=False)
+        self.pregamma = nn.Parameter(torch.tensor(pregamma, dtype=torch.get_default_dtype()))
+
+    def forward(self, lengths: torch.Tensor) -> torch.Tensor:
+        decay = torch.exp(-nn.functional.softplus(self.pregamma) * lengths / self.r_max).unsqueeze(-1)
+        return self.binomials * decay**self.orders * (1.0 - decay) ** (self.orders.flip(0))
+
+
 class PolynomialCutoff(nn.Module):
-    """Envelope with p continuous derivatives at r_max (Klicpera et al., DimeNet)."""
+    """Envelope with p continuous derivatives at r_max (Klicpera et al., DimeNet; GemNet-OC's "polynomial")."""
 
     def __init__(self, r_max: float, p: int = 6):
         super().__init__()
@@ -50,7 +91,10 @@ class PolynomialCutoff(nn.Module):
 
 
 class SoftEnvelope(nn.Module):
-    """exp(1 - 1/(1 - u^2)), u = r/r_max: equal to 1 at r=0, every derivative vanishes at r_max."""
+    """exp(1 - 1/(1 - u^2)), u = r/r_max: equal to 1 at r=0, every derivative vanishes at r_max.
+
+    The same function as SpookyNet's and GemNet-OC's "exponential" envelope, exp(-u^2 / ((1 - u)(1 + u))).
+    """
 
     def __init__(self, r_max: float):
         super().__init__()

@@ -1,0 +1,58 @@
+"""GemNet-OC's radial and circular Gaussian bases against fairchem-core 1.10.0's values.
+
+tests/data/fairchem_gemnet_oc_bases.json is written by
+``tools/fairchem_reference.py --bases-fixture`` in the reference environment.
+fairchem keeps its frequencies, centres and pregamma in float32 even in a
+float64 model, so the same float32-rounded values are loaded here; the
+comparison is then to float64 rounding.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlipkit.nn.radial import BernsteinBasis, BesselBasis, GaussianBasis, PolynomialCutoff, SoftEnvelope
+
+FIXTURE = json.loads((Path(__file__).parent / "data" / "fairchem_gemnet_oc_bases.json").read_text())
+
+
+def float32_rounded(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float().double()
+
+
+def radial_basis(name: str, num: int, cutoff: float) -> torch.nn.Module:
+    with torch.no_grad():
+        if name == "gaussian":
+            basis = GaussianBasis(0.0, 1.0, num).double()
+            basis.centres.copy_(float32_rounded(basis.centres))
+            return lambda lengths: basis(lengths / cutoff)
+        if name == "spherical_bessel":
+            basis = BesselBasis(cutoff, num).double()
+            basis.frequencies.copy_(float32_rounded(basis.frequencies))
+            return basis
+        basis = BernsteinBasis(cutoff, num).double()
+        basis.pregamma.copy_(float32_rounded(basis.pregamma))
+        return basis
+
+
+@pytest.mark.parametrize("key", sorted(FIXTURE["radial"]))
+def test_radial_bases_equal_fairchems(key):
+    name, envelope_name = key.split("/")
+    num, cutoff = FIXTURE["num_radial"], FIXTURE["cutoff"]
+    lengths = torch.tensor(FIXTURE["distances"], dtype=torch.float64)
+    envelope = PolynomialCutoff(cutoff, 5) if envelope_name == "polynomial" else SoftEnvelope(cutoff)
+    produced = envelope(lengths).unsqueeze(-1) * radial_basis(name, num, cutoff)(lengths)
+    expected = torch.tensor(FIXTURE["radial"][key], dtype=torch.float64)
+    assert produced.shape == expected.shape
+    assert torch.allclose(produced, expected, rtol=1e-12, atol=1e-14), (produced - expected).abs().max()
+    assert float(expected[-1].abs().max()) == 0.0  # beyond the cutoff
+
+
+def test_circular_gaussian_basis_equals_fairchems():
+    basis = GaussianBasis(-1.0, 1.0, 5).double()
+    with torch.no_grad():
+        basis.centres.copy_(float32_rounded(basis.centres))
+    produced = basis(torch.tensor(FIXTURE["cosines"], dtype=torch.float64))
+    assert torch.allclose(produced, torch.tensor(FIXTURE["circular_gaussian"], dtype=torch.float64), rtol=1e-12, atol=1e-14)
