@@ -1,4 +1,4 @@
-"""GemNet-OC's radial and circular Gaussian bases against fairchem-core 1.10.0's values.
+"""GemNet-OC's radial and circular bases against fairchem-core 1.10.0's values.
 
 tests/data/fairchem_gemnet_oc_bases.json is written by
 ``tools/fairchem_reference.py --bases-fixture`` in the reference environment.
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mlipkit.models.gemnet_oc.bases import zonal_harmonics
 from mlipkit.nn.radial import BernsteinBasis, BesselBasis, GaussianBasis, PolynomialCutoff, SoftEnvelope
 
 FIXTURE = json.loads((Path(__file__).parent / "data" / "fairchem_gemnet_oc_bases.json").read_text())
@@ -56,3 +57,10 @@ def test_circular_gaussian_basis_equals_fairchems():
         basis.centres.copy_(float32_rounded(basis.centres))
     produced = basis(torch.tensor(FIXTURE["cosines"], dtype=torch.float64))
     assert torch.allclose(produced, torch.tensor(FIXTURE["circular_gaussian"], dtype=torch.float64), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("num_degrees", [1, 2, 5])
+def test_zonal_harmonics_equal_fairchems_circular_spherical_harmonics(num_degrees):
+    produced = zonal_harmonics(torch.tensor(FIXTURE["cosines"], dtype=torch.float64), num_degrees)
+    expected = torch.tensor(FIXTURE["circular_spherical_harmonics"], dtype=torch.float64)[:, :num_degrees]
+    assert torch.allclose(produced, expected, rtol=1e-12, atol=1e-14)

@@ -200,7 +200,8 @@ def compare_indices() -> None:
 
 
 def write_bases_fixture(path: Path) -> None:
-    """fairchem's radial bases (every rbf x envelope) and circular gaussian basis at fixed points, float64."""
+    """fairchem's radial bases (every rbf x envelope), circular (Gaussian, m = 0 spherical harmonics) and
+    spherical-harmonics bases at fixed points, float64."""
     import json
 
     import torch
@@ -217,6 +218,12 @@ def write_bases_fixture(path: Path) -> None:
     cosines = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)
     fixture["cosines"] = cosines.tolist()
     fixture["circular_gaussian"] = GaussianBasis(start=-1, stop=1, num_gaussians=5).double()(cosines).tolist()
+    from fairchem.core.models.gemnet_oc.layers.basis_utils import get_sph_harm_basis
+
+    fixture["circular_spherical_harmonics"] = get_sph_harm_basis(5, zero_m_only=True)(cosines).tolist()
+    angles = torch.linspace(0.1, 3.0, 9, dtype=torch.float64)
+    fixture["angles"] = angles.tolist()
+    fixture["spherical_harmonics"] = get_sph_harm_basis(3, zero_m_only=False)(cosines, angles).tolist()
     path.write_text(json.dumps(fixture, indent=1) + "\n")
     print(f"wrote {path}")
 
@@ -237,7 +244,7 @@ def main() -> None:
     parser.add_argument("--evaluate", action="store_true", help="evaluate a small GemNetOC (every interaction on) on a Cu cell")
     parser.add_argument("--fixture", type=Path, help="write parameter counts of several configurations to this JSON file")
     parser.add_argument("--indices", action="store_true", help="triplet and quadruplet counts, fairchem's and mlipkit's")
-    parser.add_argument("--bases-fixture", type=Path, help="write fairchem's radial and circular gaussian basis values to this JSON file")
+    parser.add_argument("--bases-fixture", type=Path, help="write fairchem's radial, circular and spherical basis values to this JSON file")
     arguments = parser.parse_args()
     if arguments.bases_fixture:
         write_bases_fixture(arguments.bases_fixture)
