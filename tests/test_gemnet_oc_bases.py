@@ -64,3 +64,19 @@ def test_zonal_harmonics_equal_fairchems_circular_spherical_harmonics(num_degree
     produced = zonal_harmonics(torch.tensor(FIXTURE["cosines"], dtype=torch.float64), num_degrees)
     expected = torch.tensor(FIXTURE["circular_spherical_harmonics"], dtype=torch.float64)[:, :num_degrees]
     assert torch.allclose(produced, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_quadruplet_harmonics_equal_fairchems_and_stay_smooth_at_the_poles():
+    from mlipkit.models.gemnet_oc.bases import QuadrupletHarmonics
+
+    cosines = torch.tensor(FIXTURE["cosines"], dtype=torch.float64)
+    azimuths = torch.tensor(FIXTURE["angles"], dtype=torch.float64)
+    sines = torch.sqrt(1.0 - cosines**2)
+    directions = torch.stack([sines * torch.cos(azimuths), sines * torch.sin(azimuths), cosines], dim=-1)
+    harmonics = QuadrupletHarmonics(3).double()
+    expected = torch.tensor(FIXTURE["spherical_harmonics"], dtype=torch.float64)
+    assert torch.allclose(harmonics(directions), expected, rtol=1e-12, atol=1e-13)
+    # collinear quadruplets: directions at the poles, where fairchem's derivatives are infinite
+    poles = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]], dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(QuadrupletHarmonics(7).double()(poles).pow(2).sum(), poles)
+    assert bool(torch.isfinite(gradient).all())
