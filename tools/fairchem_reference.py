@@ -224,6 +224,12 @@ def write_bases_fixture(path: Path) -> None:
     angles = torch.linspace(0.1, 3.0, 9, dtype=torch.float64)
     fixture["angles"] = angles.tolist()
     fixture["spherical_harmonics"] = get_sph_harm_basis(3, zero_m_only=False)(cosines, angles).tolist()
+    from fairchem.core.models.gemnet_oc.layers.spherical_basis import SphericalBasisLayer
+
+    radial = RadialBasis(num_radial=6, cutoff=5.0).double()
+    for name in ("legendre_outer", "gaussian_outer"):
+        layer = SphericalBasisLayer(3, radial, {"name": name}).double()
+        fixture[name] = layer.spherical_basis(cosines, angles).tolist()
     path.write_text(json.dumps(fixture, indent=1) + "\n")
     print(f"wrote {path}")
 

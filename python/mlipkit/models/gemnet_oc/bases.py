@@ -20,6 +20,15 @@ def zonal_harmonics(cosines: torch.Tensor, num_degrees: int) -> torch.Tensor:
     return torch.stack([norm * values for norm, values in zip(norms, legendre[:num_degrees])], dim=-1)
 
 
+def outer_product_basis(polar_values: torch.Tensor, dihedral_values: torch.Tensor) -> torch.Tensor:
+    """[N, K * K]: a circular basis of the polar angle times one of the dihedral, polar index major.
+
+    GemNet-OC's "legendre_outer" (zonal harmonics of both cosines) and
+    "gaussian_outer" (Gaussians of both cosines) quadruplet bases.
+    """
+    return (polar_values.unsqueeze(-1) * dihedral_values.unsqueeze(-2)).flatten(-2)
+
+
 def _fairchem_convention_harmonics(cosines: torch.Tensor, azimuths: torch.Tensor, num_degrees: int) -> torch.Tensor:
     """fairchem's real spherical harmonics of (cos polar angle, azimuth), written out; only to fit the basis change.
 
