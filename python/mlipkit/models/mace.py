@@ -217,7 +217,6 @@ class MACE(MessagePassingNetwork):
         )
         has_odd_scalars = hidden.count(o3.Irrep("0o")) > 0
         irreps = scalars
-        num_heads = config.num_readout_heads
         self.layers = nn.ModuleList()
         for index, correlation in enumerate(config.correlations):
             last = index == config.num_interactions - 1

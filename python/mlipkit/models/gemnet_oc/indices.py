@@ -17,9 +17,9 @@ import torch
 REVERSE_TOLERANCE = 1e-4
 
 
-def receiver_pointers(receivers: torch.Tensor, num_nodes: int) -> torch.Tensor:
-    """[num_nodes + 1] offsets: the edges into node a are pointers[a] .. pointers[a + 1] - 1 (receivers sorted)."""
-    counts = torch.bincount(receivers, minlength=num_nodes)
+def group_pointers(sorted_groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """[num_groups + 1] offsets: the elements of group g are at pointers[g] .. pointers[g + 1] - 1 (values sorted)."""
+    counts = torch.bincount(sorted_groups, minlength=num_groups)
     return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
@@ -30,11 +30,20 @@ def ragged_ranges(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Ten
     return starts.index_select(0, owner) + torch.arange(owner.numel(), device=counts.device) - first_of_owner, owner
 
 
+def group_members(sorted_groups: torch.Tensor, groups: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each entry of ``groups``, the positions in ``sorted_groups`` holding that group, and the entry each serves.
+
+    With ``sorted_groups`` the receivers of an edge list: the edges into each given atom.
+    """
+    pointers = group_pointers(sorted_groups, num_groups)
+    starts = pointers.index_select(0, groups)
+    return ragged_ranges(starts, pointers.index_select(0, groups + 1) - starts)
+
+
 def inner_index(sorted_groups: torch.Tensor, num_groups: int) -> torch.Tensor:
     """Position of each element within its run of equal values: [0 0 0 1 1 3] -> [0 1 2 0 1 0]."""
-    counts = torch.bincount(sorted_groups, minlength=num_groups)
-    starts = counts.cumsum(0) - counts
-    return torch.arange(sorted_groups.numel(), device=sorted_groups.device) - starts.index_select(0, sorted_groups)
+    starts = group_pointers(sorted_groups, num_groups).index_select(0, sorted_groups)
+    return torch.arange(sorted_groups.numel(), device=sorted_groups.device) - starts
 
 
 def mixed_triplets(
@@ -49,12 +58,9 @@ def mixed_triplets(
     ``edge_index``) that out-edge ``o`` must not pair with (itself, or its
     reverse). Grouped by ``o``, in-edges in order within a group.
     """
-    in_index = edge_index.index_select(1, in_edges)
-    out_index = edge_index.index_select(1, out_edges)
-    pointers = receiver_pointers(in_index[1], num_nodes)
-    degree = pointers[1:] - pointers[:-1]
-    atom = out_index[0] if to_out_sender else out_index[1]
-    edge_in, edge_out = ragged_ranges(pointers.index_select(0, atom), degree.index_select(0, atom))
+    in_receivers = edge_index[1].index_select(0, in_edges)
+    atom = edge_index[0 if to_out_sender else 1].index_select(0, out_edges)
+    edge_in, edge_out = group_members(in_receivers, atom, num_nodes)
     keep = in_edges.index_select(0, edge_in) != excluded.index_select(0, edge_out)
     return edge_in[keep], edge_out[keep]
 
@@ -72,10 +78,8 @@ def triplets(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, to
 def reverse_edges(edge_index: torch.Tensor, edge_vectors: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """For each edge s->t the index of its reverse t->s with the opposite vector; raises if one is missing."""
     senders, receivers = edge_index[0], edge_index[1]
-    pointers = receiver_pointers(receivers, num_nodes)
-    degree = pointers[1:] - pointers[:-1]
     # candidates for edge e's reverse: the edges into e's sender
-    candidate, edge = ragged_ranges(pointers.index_select(0, senders), degree.index_select(0, senders))
+    candidate, edge = group_members(receivers, senders, num_nodes)
     mismatch = (edge_vectors.index_select(0, candidate) + edge_vectors.index_select(0, edge)).norm(dim=1)
     matches = (senders.index_select(0, candidate) == receivers.index_select(0, edge)) & (mismatch < REVERSE_TOLERANCE)
     matched_edge, matched_candidate = edge[matches], candidate[matches]
@@ -117,12 +121,8 @@ def quadruplets(
         edge_index, main_edges, qint_edges, num_nodes, excluded=reverse.index_select(0, qint_edges), to_out_sender=True
     )
     triplet_out_in, triplet_out_out = mixed_triplets(edge_index, qint_edges, main_edges, num_nodes, excluded=main_edges)
-    # input triplets are grouped by their quadruplet-graph edge b->a: those of edge q start at first_in[q]
-    per_qint_edge = torch.bincount(triplet_in_out, minlength=qint_edges.numel())
-    first_in = per_qint_edge.cumsum(0) - per_qint_edge
-    trip_in_to_quad, trip_out_to_quad = ragged_ranges(
-        first_in.index_select(0, triplet_out_in), per_qint_edge.index_select(0, triplet_out_in)
-    )
+    # input triplets are grouped by their quadruplet-graph edge b->a: join those of each output triplet's b->a
+    trip_in_to_quad, trip_out_to_quad = group_members(triplet_in_out, triplet_out_in, qint_edges.numel())
     out = triplet_out_out.index_select(0, trip_out_to_quad)
     # r_c - r_d = v(d->b) + v(b->a) - v(c->a)
     vector = lambda graph, positions: edge_vectors.index_select(0, graph.index_select(0, positions))  # noqa: E731
