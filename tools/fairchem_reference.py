@@ -5,6 +5,7 @@
     .peers/fairchem/bin/python tools/fairchem_reference.py --fixture tests/data/fairchem_gemnet_oc_counts.json
     .peers/fairchem/bin/python tools/fairchem_reference.py --bases-fixture tests/data/fairchem_gemnet_oc_bases.json
     .peers/fairchem/bin/python tools/fairchem_reference.py --indices
+    .peers/fairchem/bin/python tools/fairchem_reference.py --parity-fixture tests/data/fairchem_gemnet_oc_parity.pt
 
 fairchem-core is installed without its dependencies; its GemNet-OC imports
 torch_scatter and torch_sparse, for which tools/fairchem_standins provides
@@ -234,6 +235,72 @@ def write_bases_fixture(path: Path) -> None:
     print(f"wrote {path}")
 
 
+#: Configurations compared with identical weights: every interaction on, each basis and head variant once
+PARITY_CONFIGURATIONS = {
+    "spherical_harmonics": SMALL_GEMNET_OC,
+    "direct_forces_legendre_outer": dict(
+        SMALL_GEMNET_OC, direct_forces=True, rbf={"name": "spherical_bessel"}, cbf={"name": "gaussian"},
+        sbf={"name": "legendre_outer"}, num_concat=2,
+    ),
+    "bernstein_gaussian_outer": dict(
+        SMALL_GEMNET_OC, rbf={"name": "bernstein"}, sbf={"name": "gaussian_outer"}, envelope={"name": "exponential"},
+        scale_basis=True, num_output_afteratom=0,
+    ),
+}
+
+
+def parity_structures():
+    """Two rattled 32-atom CuO cells of one composition (mlipkit subtracts each type's isolated-atom energy,
+    fairchem does not, so energy differences are compared). The cells are wider than the cutoff: in smaller
+    ones an atom and two of its own images form collinear triplets, where fairchem's spherical-harmonics
+    forces are NaN."""
+    from ase.build import bulk
+
+    structures = []
+    for seed in (1, 2):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+        atoms.symbols[[1, 6, 11, 20, 29]] = "O"
+        atoms.rattle(0.1, seed=seed)
+        structures.append(atoms)
+    return structures
+
+
+def write_parity_fixture(path: Path) -> None:
+    """fairchem's GemNetOC with random weights and random scale factors on two structures: its state dict,
+    energies and forces (float32, as fairchem's graph code runs), for tests/test_gemnet_oc.py."""
+    import torch
+
+    GemNetOC = import_gemnet_oc()
+    structures = parity_structures()
+    fixture = {"fairchem_core": "1.10.0", "structures": [], "configurations": {}}
+    for atoms in structures:
+        fixture["structures"].append(
+            {"numbers": torch.tensor(atoms.numbers), "positions": torch.tensor(atoms.positions), "cell": torch.tensor(atoms.cell.array)}
+        )
+    for name, options in PARITY_CONFIGURATIONS.items():
+        torch.manual_seed(0)
+        model = GemNetOC(**options)
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for module in model.modules():
+                if type(module).__name__ == "ScaleFactor":
+                    module.scale_factor.fill_(float(torch.rand((), generator=generator)) + 0.5)
+        energies, forces = [], []
+        for atoms in structures:
+            out = model(fairchem_batch(atoms))
+            energies.append(float(out["energy"].detach()[0]))
+            forces.append(out["forces"].detach().clone())
+        fixture["configurations"][name] = {
+            "options": options,
+            "state_dict": {key: value.detach().clone() for key, value in model.state_dict().items()},
+            "energies": energies,
+            "forces": forces,
+        }
+        print(f"{name}: energies {energies}, |F| max {max(float(f.abs().max()) for f in forces):.4f}")
+    torch.save(fixture, path)
+    print(f"wrote {path}")
+
+
 def parameter_counts() -> None:
     GemNetOC = import_gemnet_oc()
     for direct_forces in (True, False):
@@ -251,9 +318,12 @@ def main() -> None:
     parser.add_argument("--fixture", type=Path, help="write parameter counts of several configurations to this JSON file")
     parser.add_argument("--indices", action="store_true", help="triplet and quadruplet counts, fairchem's and mlipkit's")
     parser.add_argument("--bases-fixture", type=Path, help="write fairchem's radial, circular and spherical basis values to this JSON file")
+    parser.add_argument("--parity-fixture", type=Path, help="write fairchem's weights, energies and forces (several configurations) to this .pt file")
     arguments = parser.parse_args()
     if arguments.bases_fixture:
         write_bases_fixture(arguments.bases_fixture)
+    if arguments.parity_fixture:
+        write_parity_fixture(arguments.parity_fixture)
     if arguments.indices:
         compare_indices()
     if arguments.fixture:
@@ -262,7 +332,8 @@ def main() -> None:
         parameter_counts()
     if arguments.evaluate:
         evaluate_small()
-    if not (arguments.counts or arguments.evaluate or arguments.fixture or arguments.indices or arguments.bases_fixture):
+    if not (arguments.counts or arguments.evaluate or arguments.fixture or arguments.indices or arguments.bases_fixture
+            or arguments.parity_fixture):
         parser.print_help()
 
 

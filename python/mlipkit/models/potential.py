@@ -59,7 +59,9 @@ class Potential(nn.Module):
                 self.heads[output] = VectorHead(core.feature_irreps, head_config.num_tasks)
             else:
                 self.heads[output] = ScalarHead(core.feature_irreps, mlp_irreps, head_config.num_tasks)
-        self.do_derivatives = config.do_derivatives
+        #: non-conservative models (GemNet-OC's direct forces): the core returns per-atom forces, nothing is differentiated
+        self.direct_forces = bool(getattr(core, "direct_forces", False))
+        self.do_derivatives = config.do_derivatives and not self.direct_forces
         #: mean-variance variants: a readout of the core's form whose terms give the energy's std
         self.energy_uncertainty_readout: nn.Module | None = None
 
@@ -92,13 +94,15 @@ class Potential(nn.Module):
 
         with torch.enable_grad() if self.do_derivatives else contextlib.nullcontext():
             edge_lengths = torch.linalg.norm(edge_vectors, dim=1)
-            head_energies, node_features = self.core(graph, edge_vectors, edge_lengths)
+            head_energies, node_features, *direct_forces = self.core(graph, edge_vectors, edge_lengths)
             node_energies = self.scale_shift(self._select_head(head_energies, graph, batch), atom_types)
             if self.zbl is not None:
                 node_energies = node_energies + self.zbl(atom_types, edge_index, edge_lengths)
             energy = graph_energies(node_energies, graph, batch, num_graphs)
 
         outputs = {keys.NODE_ENERGIES: node_energies, keys.ENERGY: energy}
+        if direct_forces:
+            outputs[keys.FORCES] = direct_forces[0] if keep_graph else direct_forces[0].detach()
         if self.energy_uncertainty_readout is not None:
             terms = self.core.read_out(self.energy_uncertainty_readout, node_features)[:, 0]
             terms = terms * self.scale_shift.scales.index_select(0, atom_types)

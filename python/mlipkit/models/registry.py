@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 
 from mlipkit.models.config import PotentialConfig
+from mlipkit.models.gemnet_oc.model import GemNetOCConfig, build_gemnet_oc
 from mlipkit.models.mace import MACEConfig, build_mace
 from mlipkit.models.nequip import NequIPConfig, build_nequip
 from mlipkit.models.potential import Potential
@@ -35,6 +36,7 @@ class ModelEntry:
 REGISTRY: dict[str, ModelEntry] = {
     "nequip": ModelEntry(NequIPConfig, build_nequip, {"scalar_last_layer": False}),
     "mace": ModelEntry(MACEConfig, build_mace),
+    "gemnet_oc": ModelEntry(GemNetOCConfig, build_gemnet_oc),
     "ssf_nequip": ModelEntry(NequIPConfig, with_feature_scale_shift("ssf_nequip", build_nequip)),
     "ssf_mace": ModelEntry(MACEConfig, with_feature_scale_shift("ssf_mace", build_mace)),
     "adapter_nequip": ModelEntry(AdapterNequIPConfig, with_adapters("adapter_nequip", build_nequip)),

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from torch import nn
+
+from mlipkit.models.gemnet_oc.layers import ScaleFactor
+from mlipkit.nn.radial import BernsteinBasis, BesselBasis, GaussianBasis, PolynomialCutoff, SoftEnvelope
 
 
 def zonal_harmonics(cosines: torch.Tensor, num_degrees: int) -> torch.Tensor:
@@ -92,3 +97,97 @@ class QuadrupletHarmonics(torch.nn.Module):
 
         values = o3.spherical_harmonics(self.degrees, unit_vectors, normalize=False, normalization="integral")
         return values @ self.change_of_basis
+
+
+RadialBasisName = Literal["gaussian", "spherical_bessel", "bernstein"]
+CircularBasisName = Literal["gaussian", "spherical_harmonics"]
+SphericalBasisName = Literal["spherical_harmonics", "legendre_outer", "gaussian_outer"]
+
+
+class RadialBasis(nn.Module):
+    """A radial basis of edge lengths times a smooth envelope that reaches zero at ``cutoff``.
+
+    ``scale_basis`` adds a fitted scale factor on the result (fairchem's option for numerical range).
+    """
+
+    def __init__(
+        self, name: RadialBasisName, num_radial: int, cutoff: float, envelope: str, exponent: int, scale_basis: bool,
+        trainable: bool = False, pregamma_initial: float = 0.45264,
+    ):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        if name == "gaussian":
+            # on lengths / cutoff, so the centres lie in [0, 1] as fairchem stores them
+            self.rbf = GaussianBasis(0.0, 1.0, num_radial, trainable)
+        elif name == "spherical_bessel":
+            self.rbf = BesselBasis(cutoff, num_radial, trainable=True)
+        else:
+            self.rbf = BernsteinBasis(cutoff, num_radial, pregamma_initial)
+        self.scaled_lengths = name == "gaussian"
+        self.envelope = PolynomialCutoff(cutoff, exponent) if envelope == "polynomial" else SoftEnvelope(cutoff)
+        self.scale_rbf = ScaleFactor() if scale_basis else None
+
+    def forward(self, lengths: torch.Tensor) -> torch.Tensor:
+        values = self.rbf(lengths / self.cutoff if self.scaled_lengths else lengths)
+        values = self.envelope(lengths).unsqueeze(-1) * values
+        return values if self.scale_rbf is None else self.scale_rbf(values)
+
+
+class CircularBasis(nn.Module):
+    """A radial basis of the output edge and a basis of triplet angle cosines (fairchem's cbf):
+    Gaussians on [-1, 1] or zonal harmonics."""
+
+    def __init__(
+        self, name: CircularBasisName, num_spherical: int, radial_basis: RadialBasis, scale_basis: bool, trainable: bool = False
+    ):
+        super().__init__()
+        self.num_spherical = num_spherical
+        self.radial_basis = radial_basis
+        self.gaussians = GaussianBasis(-1.0, 1.0, num_spherical, trainable) if name == "gaussian" else None
+        self.scale_cbf = ScaleFactor() if scale_basis else None
+
+    def forward(self, lengths: torch.Tensor, cosines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values = zonal_harmonics(cosines, self.num_spherical) if self.gaussians is None else self.gaussians(cosines)
+        return self.radial_basis(lengths), values if self.scale_cbf is None else self.scale_cbf(values)
+
+
+class SphericalBasis(nn.Module):
+    """A radial basis of the output edge and the quadruplet basis of the polar angle c-a-b and the dihedral
+    c-a-b-d (fairchem's sbf), num_spherical^2 wide.
+
+    Takes each quadruplet's local direction (sin(polar) cos(dihedral), sin(polar) sin(dihedral), cos(polar)).
+    """
+
+    def __init__(
+        self, name: SphericalBasisName, num_spherical: int, radial_basis: RadialBasis, scale_basis: bool, trainable: bool = False
+    ):
+        super().__init__()
+        self.num_spherical = num_spherical
+        self.radial_basis = radial_basis
+        self.harmonics = QuadrupletHarmonics(num_spherical) if name == "spherical_harmonics" else None
+        self.circular_basis = GaussianBasis(-1.0, 1.0, num_spherical, trainable) if name == "gaussian_outer" else None
+        self.scale_sbf = ScaleFactor() if scale_basis else None
+
+    def angular(self, directions: torch.Tensor) -> torch.Tensor:
+        if self.harmonics is not None:
+            return self.harmonics(directions)
+        polar_cosines = directions[:, 2]
+        # cos(dihedral); an undefined dihedral (polar angle 0 or pi) counts as pi/2, as in fairchem
+        sines = safe_norm(directions[:, :2])
+        dihedral_cosines = torch.where(sines > 0, directions[:, 0] / torch.where(sines > 0, sines, 1.0), 0.0)
+        if self.circular_basis is None:
+            return outer_product_basis(
+                zonal_harmonics(polar_cosines, self.num_spherical), zonal_harmonics(dihedral_cosines, self.num_spherical)
+            )
+        return outer_product_basis(self.circular_basis(polar_cosines), self.circular_basis(dihedral_cosines))
+
+    def forward(self, lengths: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values = self.angular(directions)
+        return self.radial_basis(lengths), values if self.scale_sbf is None else self.scale_sbf(values)
+
+
+def safe_norm(vectors: torch.Tensor) -> torch.Tensor:
+    """|v| along the last axis, with a zero (not NaN) derivative at v = 0."""
+    squared = (vectors * vectors).sum(-1)
+    positive = squared > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, squared, 1.0)), 0.0)

@@ -143,3 +143,49 @@ def quadruplets(
         "trip_out_to_quad": trip_out_to_quad[distinct],
         "out_agg": inner_index(out, main_edges.numel()),
     }
+
+
+#: fairchem's tolerance when caps keep degenerate neighbours (enforce_max_neighbors_strictly false), Å
+DEGENERACY_TOLERANCE = 0.01
+
+
+def nearest_neighbours(
+    candidates: torch.Tensor, edge_vectors: torch.Tensor, lengths: torch.Tensor, receivers: torch.Tensor,
+    num_nodes: int, cap: int, strict: bool,
+) -> torch.Tensor:
+    """The ``candidates`` (ascending edge positions) among each receiver's ``cap`` nearest, ascending.
+
+    Ties in length are broken by the edge vector's components, so the choice
+    depends on geometry only, not on atom order. ``strict=False`` keeps every
+    edge no longer than the (cap+1)-th nearest plus DEGENERACY_TOLERANCE, as
+    fairchem does.
+    """
+    vectors, candidate_lengths = edge_vectors.index_select(0, candidates), lengths.index_select(0, candidates)
+    order = torch.arange(candidates.numel(), device=candidates.device)
+    for key in (vectors[:, 2], vectors[:, 1], vectors[:, 0], candidate_lengths, receivers.index_select(0, candidates)):
+        order = order.index_select(0, torch.sort(key.index_select(0, order), stable=True).indices)
+    sorted_receivers = receivers.index_select(0, candidates.index_select(0, order))
+    rank = torch.empty_like(order)
+    rank[order] = inner_index(sorted_receivers, num_nodes)
+    if strict:
+        keep = rank < cap
+    else:
+        at_cap = rank.index_select(0, order) == cap
+        threshold = torch.full((num_nodes,), float("inf"), dtype=lengths.dtype, device=lengths.device)
+        threshold = threshold.index_put((sorted_receivers[at_cap],), candidate_lengths.index_select(0, order)[at_cap])
+        keep = candidate_lengths <= threshold.index_select(0, receivers.index_select(0, candidates)) + DEGENERACY_TOLERANCE
+    return candidates[keep]
+
+
+def with_reverse_edges(edges: torch.Tensor, reverse: torch.Tensor, num_edges: int) -> torch.Tensor:
+    """``edges`` (ascending positions) together with their reverse edges, ascending: a symmetric graph."""
+    selected = torch.zeros(num_edges, dtype=torch.bool, device=edges.device)
+    selected[edges] = True
+    selected[reverse.index_select(0, edges)] = True
+    return torch.nonzero(selected).squeeze(1)
+
+
+def positions_in(subset: torch.Tensor, num_edges: int) -> torch.Tensor:
+    """For every edge of the full list, its position in ``subset`` (ascending positions); -1 if absent."""
+    lookup = torch.full((num_edges,), -1, dtype=subset.dtype, device=subset.device)
+    return lookup.index_put((subset,), torch.arange(subset.numel(), device=subset.device))

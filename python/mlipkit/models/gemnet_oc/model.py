@@ -1,0 +1,548 @@
+"""GemNet-OC (Gasteiger et al., TMLR 2022): its options, and the network as a function of one edge list.
+
+fairchem builds up to four neighbour graphs (embedding, quadruplet, atom-edge,
+atom-atom) from positions and cells. Here every graph is a distance mask (and
+optional nearest-k cap) of one edge list at the largest cutoff, and every
+triplet and quadruplet index set is derived from that list inside the model,
+so that the model is a function of (atom types, edge_index, edge_vectors) like
+every mlipkit model and dE/d(edge vectors) gives forces and virial.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from e3nn import o3
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+
+from mlipkit.data import keys
+from mlipkit.data.graph import AtomicGraph
+from mlipkit.models.config import PotentialConfig
+from mlipkit.models.gemnet_oc import indices
+from mlipkit.models.gemnet_oc.bases import (
+    CircularBasis,
+    CircularBasisName,
+    RadialBasis,
+    RadialBasisName,
+    SphericalBasis,
+    SphericalBasisName,
+    safe_norm,
+)
+from mlipkit.models.gemnet_oc.interaction import InteractionBlock, Interactions
+from mlipkit.models.gemnet_oc.layers import (
+    AtomEmbedding,
+    BasisEmbedding,
+    Dense,
+    EdgeEmbedding,
+    OutputBlock,
+    ResidualLayer,
+    ScaleFactor,
+    he_orthogonal_,
+)
+from mlipkit.models.potential import Potential
+from mlipkit.nn.embedding import subtract_reference, with_reference_nodes
+from mlipkit.nn.scatter import sum_into_segments
+from mlipkit.nn.zbl import atomic_numbers_of
+
+
+class _BasisOption(BaseModel):
+    """fairchem's ``{"name": ..., **hyperparameters}`` basis dicts; a bare name is accepted too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
+class RadialBasisOption(_BasisOption):
+    name: RadialBasisName = "gaussian"
+    #: gaussian: trainable centres
+    trainable: bool = False
+    #: bernstein: initial inverse-softplus of the decay rate
+    pregamma_initial: float = 0.45264
+
+
+class EnvelopeOption(_BasisOption):
+    name: Literal["polynomial", "exponential"] = "polynomial"
+    exponent: int = Field(5, ge=1)
+
+
+class CircularBasisOption(_BasisOption):
+    name: CircularBasisName = "spherical_harmonics"
+    trainable: bool = False
+
+
+class SphericalBasisOption(_BasisOption):
+    name: SphericalBasisName = "spherical_harmonics"
+    trainable: bool = False
+
+
+#: options of fairchem's constructor that concern its own data pipeline; accepted and without effect here
+PIPELINE_OPTIONS = ("use_pbc", "use_pbc_single", "otf_graph", "qint_tags", "scale_backprop_forces")
+
+
+class GemNetOCConfig(PotentialConfig):
+    """fairchem-core's GemNetOC constructor options, by name.
+
+    Sizes fairchem requires without a default take the values of its OC20
+    ``gemnet-oc`` configuration. Differences: ``max_neighbors*`` default to no
+    cap (caps make the energy discontinuous); ``r_max`` is the largest cutoff.
+    """
+
+    SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {"do_derivatives": ("compute_forces", "regress_forces")}
+
+    r_max: float | None = Field(None, gt=0.0)
+    num_spherical: int = Field(7, ge=1)
+    num_radial: int = Field(128, ge=2)
+    num_blocks: int = Field(4, ge=1)
+    emb_size_atom: int = Field(256, gt=0)
+    emb_size_edge: int = Field(512, gt=0)
+    emb_size_trip_in: int = Field(64, gt=0)
+    emb_size_trip_out: int = Field(64, gt=0)
+    emb_size_quad_in: int = Field(32, gt=0)
+    emb_size_quad_out: int = Field(32, gt=0)
+    emb_size_aint_in: int = Field(64, gt=0)
+    emb_size_aint_out: int = Field(64, gt=0)
+    emb_size_rbf: int = Field(16, gt=0)
+    emb_size_cbf: int = Field(16, gt=0)
+    emb_size_sbf: int = Field(32, gt=0)
+    num_before_skip: int = Field(2, ge=0)
+    num_after_skip: int = Field(2, ge=0)
+    num_concat: int = Field(1, ge=0)
+    num_atom: int = Field(3, ge=0)
+    num_output_afteratom: int = Field(3, ge=0)
+    num_atom_emb_layers: int = Field(0, ge=0)
+    num_global_out_layers: int = Field(2, ge=0)
+    direct_forces: bool = False
+    forces_coupled: bool = False
+    cutoff: float = Field(6.0, gt=0.0)
+    cutoff_qint: float | None = Field(None, gt=0.0)
+    cutoff_aeaint: float | None = Field(None, gt=0.0)
+    cutoff_aint: float | None = Field(None, gt=0.0)
+    max_neighbors: int | None = Field(None, gt=0)
+    max_neighbors_qint: int | None = Field(None, gt=0)
+    max_neighbors_aeaint: int | None = Field(None, gt=0)
+    max_neighbors_aint: int | None = Field(None, gt=0)
+    enforce_max_neighbors_strictly: bool = True
+    rbf: RadialBasisOption = RadialBasisOption()
+    rbf_spherical: RadialBasisOption | None = None
+    envelope: EnvelopeOption = EnvelopeOption()
+    cbf: CircularBasisOption = CircularBasisOption()
+    sbf: SphericalBasisOption = SphericalBasisOption()
+    extensive: bool = True
+    output_init: Literal["HeOrthogonal", "zeros", "grid", "loggrid"] = "HeOrthogonal"
+    activation: Literal["silu", "swish"] = "silu"
+    quad_interaction: bool = False
+    atom_edge_interaction: bool = False
+    edge_atom_interaction: bool = False
+    atom_interaction: bool = False
+    scale_basis: bool = False
+    #: rows of the atom-type embedding, indexed by atomic number (fairchem's); None: one row per type name
+    num_elements: int | None = Field(83, gt=0)
+    #: scale factors (name -> value, JSON or a torch-saved dict) to load instead of fitting them
+    scale_file: str | None = None
+    use_pbc: bool = True
+    use_pbc_single: bool = False
+    otf_graph: bool = False
+    qint_tags: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    scale_backprop_forces: bool = False
+
+    @field_validator("output_init", mode="before")
+    @classmethod
+    def _initializer_name(cls, name: Any) -> Any:
+        known = {"heorthogonal": "HeOrthogonal", "zeros": "zeros", "grid": "grid", "loggrid": "loggrid"}
+        return known.get(name.lower(), name) if isinstance(name, str) else name
+
+    @model_validator(mode="after")
+    def _derive_cutoffs(self) -> "GemNetOCConfig":
+        cutoffs = self.effective_cutoffs
+        if cutoffs["cutoff_aint"] < max(cutoffs.values()):
+            raise ValueError(f"cutoff_aint={cutoffs['cutoff_aint']} must be at least every other cutoff ({cutoffs})")
+        largest = max(cutoffs.values())
+        if self.r_max is None:
+            self.r_max = largest
+        elif abs(self.r_max - largest) > 1e-12:
+            raise ValueError(
+                f"GemNet-OC's r_max is its largest cutoff, {largest} ({cutoffs}), not {self.r_max}; "
+                "give cutoff (and cutoff_qint, cutoff_aeaint, cutoff_aint) instead"
+            )
+        if not self.extensive:
+            raise ValueError(
+                "extensive=False (a mean over atoms) is not an interatomic potential: its energy is not a sum of "
+                "atomic energies, so forces, LAMMPS and batching would be wrong; fit intensive targets with a "
+                "y_graph_scalars head instead"
+            )
+        if self.num_elements is not None:
+            numbers = atomic_numbers_of(self.type_names)
+            if max(numbers) > self.num_elements:
+                raise ValueError(
+                    f"type names {self.type_names} include atomic number {max(numbers)} > num_elements={self.num_elements}"
+                )
+        if self.direct_forces and self.pair_potential is not None:
+            raise ValueError("direct_forces models predict forces directly; a ZBL pair potential would need its gradient")
+        if self.y_node_vector is not None or self.y_graph_vector is not None:
+            raise ValueError("GemNet-OC's atom features are invariant: it has no vector (y_node_vector/y_graph_vector) heads")
+        return self
+
+    @property
+    def effective_cutoffs(self) -> dict[str, float]:
+        """fairchem's rules: an interaction's cutoff is ``cutoff`` unless the interaction is on and its own is given."""
+        aeaint = self.cutoff_aeaint if (self.atom_edge_interaction or self.edge_atom_interaction) and self.cutoff_aeaint else self.cutoff
+        qint = self.cutoff_qint if self.quad_interaction and self.cutoff_qint else self.cutoff
+        aint = self.cutoff_aint if self.atom_interaction and self.cutoff_aint else max(self.cutoff, aeaint, qint)
+        return {"cutoff": self.cutoff, "cutoff_qint": qint, "cutoff_aeaint": aeaint, "cutoff_aint": aint}
+
+    @property
+    def effective_max_neighbors(self) -> dict[str, int | None]:
+        aeaint = self.max_neighbors_aeaint if self.atom_edge_interaction or self.edge_atom_interaction else self.max_neighbors
+        qint = self.max_neighbors_qint if self.quad_interaction else self.max_neighbors
+        aint = self.max_neighbors_aint if self.atom_interaction else None
+        return {"main": self.max_neighbors, "qint": qint, "aeaint": aeaint, "aint": aint}
+
+
+def _initialize_output(weight: torch.Tensor, name: str) -> None:
+    """fairchem's output initialisers: He-orthogonal, zeros, or a (log-)grid over the inputs."""
+    with torch.no_grad():
+        if name == "HeOrthogonal":
+            he_orthogonal_(weight)
+        elif name == "zeros":
+            weight.zero_()
+        elif name == "grid":
+            weight.copy_(torch.linspace(-1, 1, weight.shape[1], dtype=weight.dtype).expand_as(weight))
+        else:
+            weight.copy_(torch.logspace(-4, 0, weight.shape[1], dtype=weight.dtype).expand_as(weight))
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.cross(a, b, dim=-1)
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1).clamp(-1.0, 1.0)
+
+
+class GemNetOC(nn.Module):
+    """The GemNet-OC network; attribute names are fairchem's (see ``layers``)."""
+
+    def __init__(self, config: GemNetOCConfig):
+        super().__init__()
+        self.config = config
+        self.num_types = len(config.type_names)
+        self.num_blocks = config.num_blocks
+        self.cutoffs = config.effective_cutoffs
+        self.caps = config.effective_max_neighbors
+        self.strict_caps = config.enforce_max_neighbors_strictly
+        self.quad = config.quad_interaction
+        self.atom_edge = config.atom_edge_interaction
+        self.edge_atom = config.edge_atom_interaction
+        self.atom_atom = config.atom_interaction
+        self.direct_forces = config.direct_forces and config.do_derivatives
+        self.forces_coupled = config.forces_coupled
+        act = config.activation
+        rows = (
+            [number - 1 for number in atomic_numbers_of(config.type_names)]
+            if config.num_elements is not None
+            else list(range(self.num_types))
+        )
+        self.register_buffer("embedding_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
+
+        def radial(rbf: RadialBasisOption, cutoff: float) -> RadialBasis:
+            return RadialBasis(
+                rbf.name, config.num_radial, cutoff, config.envelope.name, config.envelope.exponent, config.scale_basis,
+                rbf.trainable, rbf.pregamma_initial,
+            )
+
+        rbf, rbf_spherical = config.rbf, config.rbf_spherical or config.rbf
+        cutoff, num_radial, num_spherical = self.cutoffs["cutoff"], config.num_radial, config.num_spherical
+        cbf = lambda radial_basis: CircularBasis(  # noqa: E731
+            config.cbf.name, num_spherical, radial_basis, config.scale_basis, config.cbf.trainable
+        )
+        self.radial_basis = radial(rbf, cutoff)
+        radial_basis_spherical = radial(rbf_spherical, cutoff)
+        if self.quad:
+            self.cbf_basis_qint = cbf(radial(rbf_spherical, self.cutoffs["cutoff_qint"]))
+            self.sbf_basis_qint = SphericalBasis(
+                config.sbf.name, num_spherical, radial_basis_spherical, config.scale_basis, config.sbf.trainable
+            )
+        if self.atom_edge or self.edge_atom:
+            self.radial_basis_aeaint = radial(rbf, self.cutoffs["cutoff_aeaint"])
+        if self.atom_edge:
+            self.cbf_basis_aeint = cbf(radial_basis_spherical)
+        if self.edge_atom:
+            self.cbf_basis_eaint = cbf(radial(rbf_spherical, self.cutoffs["cutoff_aeaint"]))
+        if self.atom_atom:
+            self.radial_basis_aint = radial(rbf, self.cutoffs["cutoff_aint"])
+        self.cbf_basis_tint = cbf(radial_basis_spherical)
+
+        rbf_size, cbf_size, sbf_size = config.emb_size_rbf, config.emb_size_cbf, config.emb_size_sbf
+        if self.quad:
+            self.mlp_rbf_qint = Dense(num_radial, rbf_size)
+            self.mlp_cbf_qint = BasisEmbedding(num_radial, cbf_size, num_spherical)
+            self.mlp_sbf_qint = BasisEmbedding(num_radial, sbf_size, num_spherical**2)
+        if self.atom_edge:
+            self.mlp_rbf_aeint = Dense(num_radial, rbf_size)
+            self.mlp_cbf_aeint = BasisEmbedding(num_radial, cbf_size, num_spherical)
+        if self.edge_atom:
+            self.mlp_rbf_eaint = Dense(num_radial, rbf_size)
+            self.mlp_cbf_eaint = BasisEmbedding(num_radial, cbf_size, num_spherical)
+        if self.atom_atom:
+            self.mlp_rbf_aint = BasisEmbedding(num_radial, rbf_size)
+        self.mlp_rbf_tint = Dense(num_radial, rbf_size)
+        self.mlp_cbf_tint = BasisEmbedding(num_radial, cbf_size, num_spherical)
+        self.mlp_rbf_h = Dense(num_radial, rbf_size)
+        self.mlp_rbf_out = Dense(num_radial, rbf_size)
+
+        atom_size, edge_size = config.emb_size_atom, config.emb_size_edge
+        self.atom_emb = AtomEmbedding(atom_size, config.num_elements or self.num_types)
+        self.edge_emb = EdgeEmbedding(atom_size, num_radial, edge_size, act)
+        self.int_blocks = nn.ModuleList(
+            [
+                InteractionBlock(
+                    atom_size, edge_size, config.emb_size_trip_in, config.emb_size_trip_out, config.emb_size_quad_in,
+                    config.emb_size_quad_out, config.emb_size_aint_in, config.emb_size_aint_out, rbf_size, cbf_size, sbf_size,
+                    config.num_before_skip, config.num_after_skip, config.num_concat, config.num_atom,
+                    config.num_atom_emb_layers, self.quad, self.atom_edge, self.edge_atom, self.atom_atom, act,
+                )
+                for _ in range(config.num_blocks)
+            ]
+        )
+        self.out_blocks = nn.ModuleList(
+            [
+                OutputBlock(atom_size, edge_size, rbf_size, config.num_atom, config.num_output_afteratom, act, config.direct_forces)
+                for _ in range(config.num_blocks + 1)
+            ]
+        )
+        self.out_mlp_E = nn.Sequential(
+            Dense(atom_size * (config.num_blocks + 1), atom_size, activation=act),
+            *[ResidualLayer(atom_size, activation=act) for _ in range(config.num_global_out_layers)],
+        )
+        self.out_energy = Dense(atom_size, config.num_readout_heads)
+        _initialize_output(self.out_energy.linear.weight, config.output_init)
+        if config.direct_forces:
+            self.out_mlp_F = nn.Sequential(
+                Dense(edge_size * (config.num_blocks + 1), edge_size, activation=act),
+                *[ResidualLayer(edge_size, activation=act) for _ in range(config.num_global_out_layers)],
+            )
+            self.out_forces = Dense(edge_size, 1)
+            _initialize_output(self.out_forces.linear.weight, config.output_init)
+        self.feature_irreps = o3.Irreps(f"{atom_size}x0e")
+        if config.scale_file is not None:
+            load_scale_factors(self, config.scale_file)
+
+    @property
+    def num_message_passing_layers(self) -> int:
+        """Hops of r_max that bound the receptive field of an atom's energy (LAMMPS's ghost shell).
+
+        Per block, an edge's features take in atoms up to one cutoff beyond
+        its far end through the symmetric (reverse-edge) update, and
+        quadruplets one more; the output reads edges one cutoff away.
+        """
+        per_block = 3 if self.quad else 2
+        return per_block * self.num_blocks + 1
+
+    @property
+    def extra_input_fields(self) -> list[str]:
+        return []
+
+    def interaction_graphs(
+        self, edge_index: torch.Tensor, edge_vectors: torch.Tensor, lengths: torch.Tensor, num_nodes: int
+    ) -> tuple[Interactions, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every graph, index set and projected basis; also the main graph's edges, unit vectors and lengths."""
+        senders, receivers = edge_index[0], edge_index[1]
+        num_edges = senders.shape[0]
+        units = edge_vectors / lengths.unsqueeze(-1)
+        reverse = indices.reverse_edges(edge_index, edge_vectors, num_nodes)
+
+        def subgraph(cutoff: float, cap: int | None) -> torch.Tensor:
+            edges = torch.nonzero(lengths <= cutoff).squeeze(1)
+            if cap is not None:
+                edges = indices.nearest_neighbours(edges, edge_vectors, lengths, receivers, num_nodes, cap, self.strict_caps)
+            return edges
+
+        # the embedding graph must hold every edge's reverse: a cap (or rounding at the cutoff) that keeps
+        # one direction keeps both
+        main = indices.with_reverse_edges(subgraph(self.cutoffs["cutoff"], self.caps["main"]), reverse, num_edges)
+        main_index = edge_index.index_select(1, main)
+        main_lengths, main_units = lengths.index_select(0, main), units.index_select(0, main)
+        main_reverse = indices.positions_in(main, num_edges).index_select(0, reverse.index_select(0, main))
+        basis_rad = self.radial_basis(main_lengths)
+
+        triplet_in, triplet_out = indices.triplets(main_index, num_nodes)
+        rad, cir = self.cbf_basis_tint(main_lengths, _cosines(main_units.index_select(0, triplet_out), main_units.index_select(0, triplet_in)))
+        empty_long, empty = senders.new_zeros(0), edge_vectors.new_zeros(0)
+        fields: dict[str, Any] = dict(
+            num_atoms=num_nodes,
+            main_senders=main_index[0],
+            main_receivers=main_index[1],
+            main_reverse=main_reverse,
+            triplet_in=triplet_in,
+            rbf_triplet=self.mlp_rbf_tint(basis_rad),
+            cbf_triplet=self.mlp_cbf_tint.angular_basis(rad, cir, triplet_out),
+            basis_atom_update=self.mlp_rbf_h(basis_rad),
+            quadruplet_triplet_in=empty_long, quadruplet_triplet_to_quadruplet=empty_long, rbf_quadruplet=empty,
+            cbf_quadruplet=empty, sbf_quadruplet=None, aeaint_senders=empty_long, aeaint_receivers=empty_long,
+            atom_edge_triplet_in=empty_long, rbf_atom_edge=empty, cbf_atom_edge=None, edge_atom_triplet_in=empty_long,
+            rbf_edge_atom=empty, cbf_edge_atom=None, aint_senders=empty_long, aint_receivers=empty_long, rbf_atom_atom=empty,
+        )
+        if self.quad:
+            qint = subgraph(self.cutoffs["cutoff_qint"], self.caps["qint"])
+            quads = indices.quadruplets(edge_index, edge_vectors, reverse, main, qint, num_nodes)
+            qint_units = units.index_select(0, qint)
+            # d -> b -> a: polar angle at b, and the normal of the plane d-b-a
+            v_ba_in = qint_units.index_select(0, quads["triplet_in_out"])
+            v_db = main_units.index_select(0, quads["triplet_in_in"])
+            rad_qint, cir_qint = self.cbf_basis_qint(lengths.index_select(0, qint), _cosines(v_ba_in, v_db))
+            # c -> a <- b: polar angle at a, the normal of c-a-b, and the dihedral between the two planes
+            v_ca = main_units.index_select(0, quads["triplet_out_out"])
+            v_ba_out = qint_units.index_select(0, quads["triplet_out_in"])
+            polar = _cosines(v_ca, v_ba_out).index_select(0, quads["trip_out_to_quad"])
+            normal_cab = _cross(v_ca, v_ba_out).index_select(0, quads["trip_out_to_quad"])
+            normal_abd = _cross(v_db, v_ba_in).index_select(0, quads["trip_in_to_quad"])
+            directions = quadruplet_directions(normal_cab, normal_abd, polar)
+            rad_sph, sph = self.sbf_basis_qint(main_lengths, directions)
+            fields.update(
+                quadruplet_triplet_in=quads["triplet_in_in"],
+                quadruplet_triplet_to_quadruplet=quads["trip_in_to_quad"],
+                rbf_quadruplet=self.mlp_rbf_qint(basis_rad),
+                cbf_quadruplet=self.mlp_cbf_qint.per_triplet(rad_qint, cir_qint, quads["triplet_in_out"]),
+                sbf_quadruplet=self.mlp_sbf_qint.angular_basis(rad_sph, sph, quads["out"]),
+            )
+        if self.atom_edge or self.edge_atom:
+            aeaint = subgraph(self.cutoffs["cutoff_aeaint"], self.caps["aeaint"])
+            aeaint_units = units.index_select(0, aeaint)
+            basis_rad_aeaint = self.radial_basis_aeaint(lengths.index_select(0, aeaint))
+            fields.update(aeaint_senders=senders.index_select(0, aeaint), aeaint_receivers=receivers.index_select(0, aeaint))
+        if self.atom_edge:
+            into, out = indices.mixed_triplets(edge_index, aeaint, main, num_nodes, excluded=main)
+            rad, cir = self.cbf_basis_aeint(main_lengths, _cosines(main_units.index_select(0, out), aeaint_units.index_select(0, into)))
+            fields.update(
+                atom_edge_triplet_in=into,
+                rbf_atom_edge=self.mlp_rbf_aeint(basis_rad_aeaint),
+                cbf_atom_edge=self.mlp_cbf_aeint.angular_basis(rad, cir, out),
+            )
+        if self.edge_atom:
+            into, out = indices.mixed_triplets(edge_index, main, aeaint, num_nodes, excluded=aeaint)
+            rad, cir = self.cbf_basis_eaint(
+                lengths.index_select(0, aeaint), _cosines(aeaint_units.index_select(0, out), main_units.index_select(0, into))
+            )
+            fields.update(
+                edge_atom_triplet_in=into,
+                rbf_edge_atom=self.mlp_rbf_eaint(basis_rad),
+                cbf_edge_atom=self.mlp_cbf_eaint.angular_basis(rad, cir, out),
+            )
+        if self.atom_atom:
+            aint = subgraph(self.cutoffs["cutoff_aint"], self.caps["aint"])
+            fields.update(
+                aint_senders=senders.index_select(0, aint),
+                aint_receivers=receivers.index_select(0, aint),
+                rbf_atom_atom=self.mlp_rbf_aint(self.radial_basis_aint(lengths.index_select(0, aint))),
+            )
+        return Interactions(**fields), main_index, main_units, basis_rad
+
+    def forward(
+        self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-atom energies (one column per head; an atom without neighbours gets zero), the final atom
+        features and, with direct forces, per-atom forces."""
+        atom_types = graph[keys.ATOM_TYPES]
+        num_atoms = atom_types.shape[0]
+        # one edge-less reference node per type: its energy is subtracted from that type's atoms
+        node_types = with_reference_nodes(atom_types, self.num_types)
+        num_nodes = node_types.shape[0]
+        graphs, main_index, main_units, basis_rad = self.interaction_graphs(
+            graph[keys.EDGE_INDEX], edge_vectors, edge_lengths, num_nodes
+        )
+        h = self.atom_emb(self.embedding_rows.index_select(0, node_types)).to(edge_vectors.dtype)
+        m = self.edge_emb(h, basis_rad, graphs.main_senders, graphs.main_receivers)
+        basis_output = self.mlp_rbf_out(basis_rad)
+        energy_features, force_features = [], []
+        x_energy, x_forces = self.out_blocks[0](h, m, basis_output, graphs.main_receivers)
+        energy_features.append(x_energy)
+        force_features.append(x_forces)
+        for block, out_block in zip(self.int_blocks, self.out_blocks[1:]):
+            h, m = block(h, m, graphs)
+            x_energy, x_forces = out_block(h, m, basis_output, graphs.main_receivers)
+            energy_features.append(x_energy)
+            force_features.append(x_forces)
+        node_features = self.out_mlp_E(torch.cat(energy_features, dim=-1))
+        type_one_hot = nn.functional.one_hot(atom_types, self.num_types).to(edge_vectors.dtype)
+        energies = subtract_reference(self.out_energy(node_features), type_one_hot)
+        if not self.direct_forces:
+            return energies, node_features[:num_atoms]
+        edge_force_magnitudes = self.out_forces(self.out_mlp_F(torch.cat(force_features, dim=-1)))
+        if self.forces_coupled:
+            # F_st = F_ts: the mean over each edge and its reverse
+            edge_force_magnitudes = 0.5 * (edge_force_magnitudes + edge_force_magnitudes.index_select(0, graphs.main_reverse))
+        forces = sum_into_segments(edge_force_magnitudes * main_units, graphs.main_receivers, num_nodes)
+        return energies, node_features[:num_atoms], forces[:num_atoms]
+
+
+def quadruplet_directions(normal_cab: torch.Tensor, normal_abd: torch.Tensor, polar_cosines: torch.Tensor) -> torch.Tensor:
+    """(sin p cos d, sin p sin d, cos p) of each quadruplet's polar angle p (c-a-b) and unsigned dihedral d.
+
+    With unit edge vectors |normal_cab| = sin p, so the first two components
+    are normal_cab's projections on normal_abd and perpendicular to it, with
+    no angle evaluated. An undefined dihedral (d, b, a collinear) counts as
+    pi/2, as in fairchem.
+    """
+    length_abd = safe_norm(normal_abd)
+    defined = length_abd > 0
+    divisor = torch.where(defined, length_abd, 1.0)
+    along = torch.where(defined, (normal_cab * normal_abd).sum(-1) / divisor, 0.0)
+    across = torch.where(defined, safe_norm(_cross(normal_cab, normal_abd)) / divisor, safe_norm(normal_cab))
+    return torch.stack([along, across, polar_cosines], dim=-1)
+
+
+def scale_factors(module: nn.Module) -> dict[str, ScaleFactor]:
+    """The model's scale factors by name, in module order (fairchem's names)."""
+    return {name: child for name, child in module.named_modules() if isinstance(child, ScaleFactor)}
+
+
+def load_scale_factors(module: nn.Module, source: str | Path | dict[str, float]) -> None:
+    """Set scale factors from name -> value (a dict, a JSON file, or a torch-saved dict); every factor must be given."""
+    if isinstance(source, dict):
+        values = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"scale_file {path} does not exist")
+        values = torch.load(path, weights_only=True) if path.suffix == ".pt" else json.loads(path.read_text())
+        values = {name: value for name, value in values.items() if name != "comment"}
+    factors = scale_factors(module)
+    missing, unknown = sorted(set(factors) - set(values)), sorted(set(values) - set(factors))
+    if missing or unknown:
+        raise ValueError(f"scale factors: missing values for {missing}, no factor named {unknown}")
+    with torch.no_grad():
+        for name, factor in factors.items():
+            value = float(values[name])
+            # fairchem writes 0 for a factor it never fitted, which it treats as 1
+            factor.scale_factor.fill_(value if value != 0.0 else 1.0)
+
+
+def load_fairchem_state_dict(core: GemNetOC, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load the weights of a fairchem-core GemNetOC (a checkpoint's model state dict, ``module.`` prefixes
+    removed) built with the same options; fairchem's unfitted scale factors (0) become 1."""
+    renamed = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        if ".seq_energy_pre." in key:  # fairchem registers each output block's first MLP under two names
+            continue
+        key = key.replace(".cosφ_basis.offset", ".gaussians.centres").replace(".offset", ".centres")
+        if key.endswith(".scale_factor") and float(value) == 0.0:
+            value = torch.ones_like(value)
+        renamed[key] = value
+    expected = core.state_dict()
+    missing, unknown = sorted(set(expected) - set(renamed)), sorted(set(renamed) - set(expected))
+    if missing or unknown:
+        raise ValueError(f"fairchem state dict does not fit this GemNet-OC: missing {missing}, unknown {unknown}")
+    core.load_state_dict({key: value.to(expected[key].dtype).reshape(expected[key].shape) for key, value in renamed.items()})
+
+
+def build_gemnet_oc(config: GemNetOCConfig) -> Potential:
+    return Potential("gemnet_oc", config, GemNetOC(config), o3.Irreps("16x0e"))
