@@ -22,6 +22,14 @@ SMALL_MODEL_OPTIONS = {
 }
 #: variants take their base model's options (adapters: a bottleneck of 4 of the 8 channels)
 VARIANTS = {"ssf": {}, "adapter": dict(ratio_adapter_down=2), "mean_var": {}}
+#: GemNet-OC with every interaction on, each graph at its own cutoff (r_max = cutoff_aint = R_MAX)
+SMALL_MODEL_OPTIONS["gemnet_oc"] = dict(
+    num_spherical=3, num_radial=6, num_blocks=2, emb_size_atom=8, emb_size_edge=8, emb_size_trip_in=4, emb_size_trip_out=4,
+    emb_size_quad_in=4, emb_size_quad_out=4, emb_size_aint_in=4, emb_size_aint_out=4, emb_size_rbf=4, emb_size_cbf=4,
+    emb_size_sbf=4, num_before_skip=1, num_after_skip=1, num_concat=1, num_atom=1, num_output_afteratom=1,
+    num_atom_emb_layers=1, num_global_out_layers=1, cutoff=3.8, cutoff_qint=3.5, cutoff_aeaint=3.9, cutoff_aint=4.0,
+    quad_interaction=True, atom_edge_interaction=True, edge_atom_interaction=True, atom_interaction=True,
+)
 SMALL_MODEL_OPTIONS.update(
     {f"{variant}_{base}": dict(SMALL_MODEL_OPTIONS[base], **options) for variant, options in VARIANTS.items() for base in ("nequip", "mace")}
 )
@@ -31,6 +39,8 @@ REFERENCE_KERNELS = {
     "nequip": dict(tensor_product_kernel="e3nn"),
     "mace": dict(tensor_product_kernel="e3nn", symmetric_contraction_kernel="dense"),
 }
+#: GemNet-OC has no fused kernels (yet): its only path is the reference
+REFERENCE_KERNELS["gemnet_oc"] = {}
 REFERENCE_KERNELS.update({f"{variant}_{base}": REFERENCE_KERNELS[base] for variant in VARIANTS for base in ("nequip", "mace")})
 
 TYPE_NAMES = ["H", "C", "O", "Cu", "Au"]
@@ -85,7 +95,7 @@ def build_small(name: str, dtype=torch.float64, **overrides) -> mlipkit.models.P
     options.setdefault("per_type_energy_shifts", [-1.0, -2.0, -3.0, -4.0, -5.0])
     options.update(overrides)
     model = mlipkit.build_model(name, dtype=dtype, **options).eval()
-    if model.core.layer_adapters is not None:
+    if getattr(model.core, "layer_adapters", None) is not None:
         generator = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for parameter in model.core.layer_adapters.parameters():

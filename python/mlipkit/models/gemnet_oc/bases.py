@@ -151,11 +151,16 @@ class CircularBasis(nn.Module):
         return self.radial_basis(lengths), values if self.scale_cbf is None else self.scale_cbf(values)
 
 
+#: Below this a normal of the planes c-a-b or a-b-d (a sine of their angles) counts as zero: the atoms are
+#: collinear and the dihedral undefined; rounding noise stays far below it
+COLLINEAR_TOLERANCE = 1e-9
+
+
 class SphericalBasis(nn.Module):
     """A radial basis of the output edge and the quadruplet basis of the polar angle c-a-b and the dihedral
     c-a-b-d (fairchem's sbf), num_spherical^2 wide.
 
-    Takes each quadruplet's local direction (sin(polar) cos(dihedral), sin(polar) sin(dihedral), cos(polar)).
+    Takes each quadruplet's direction (sin(polar) cos(dihedral), sin(polar) sin(dihedral), cos(polar)).
     """
 
     def __init__(
@@ -172,9 +177,10 @@ class SphericalBasis(nn.Module):
         if self.harmonics is not None:
             return self.harmonics(directions)
         polar_cosines = directions[:, 2]
-        # cos(dihedral); an undefined dihedral (polar angle 0 or pi) counts as pi/2, as in fairchem
+        # cos(dihedral); at a polar angle of 0 or pi the dihedral is undefined and counts as pi/2, as in fairchem
         sines = safe_norm(directions[:, :2])
-        dihedral_cosines = torch.where(sines > 0, directions[:, 0] / torch.where(sines > 0, sines, 1.0), 0.0)
+        defined = sines >= COLLINEAR_TOLERANCE
+        dihedral_cosines = torch.where(defined, directions[:, 0] / torch.where(defined, sines, 1.0), 0.0)
         if self.circular_basis is None:
             return outer_product_basis(
                 zonal_harmonics(polar_cosines, self.num_spherical), zonal_harmonics(dihedral_cosines, self.num_spherical)

@@ -147,8 +147,9 @@ class BasisEmbedding(nn.Module):
         """[edges, emb_size_interm] without an angular basis, else [edges, emb_size_interm, num_spherical]."""
         if self.num_spherical is None:
             return radial @ self.weight.T
-        # fairchem's layout: the product is read back as [emb_size_interm, num_spherical] per edge
-        return (radial @ self.weight.reshape(self.weight.shape[0], -1)).reshape(radial.shape[0], -1, self.weight.shape[1])
+        # fairchem's layout: the [num_spherical * emb_size_interm] product is read back as [emb_size_interm, num_spherical]
+        num_radial, num_spherical, emb_size_interm = self.weight.shape
+        return (radial @ self.weight.reshape(num_radial, -1)).reshape(radial.shape[0], emb_size_interm, num_spherical)
 
     def angular_basis(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor) -> AngularBasis:
         return AngularBasis(self(radial), angular, out)
@@ -175,10 +176,12 @@ class EfficientInteractionBilinear(nn.Module):
         outer = (angular.unsqueeze(-1) * m.unsqueeze(1)).reshape(-1, num_angular * num_in)
         angular_features = sum_into_segments(outer, out, num_outputs).reshape(num_outputs, num_angular, num_in)
         contracted = radial_weights @ angular_features  # [outputs, emb_size_interm, emb_size_in]
+        width = contracted.shape[1] * num_in
+        contracted = contracted.reshape(num_outputs, width)
         if second_level is not None:
             groups, num_groups = second_level
-            contracted = sum_into_segments(contracted.reshape(num_outputs, -1), groups, num_groups)
-        return self.bilinear(contracted.reshape(contracted.shape[0], -1))
+            contracted = sum_into_segments(contracted, groups, num_groups)
+        return self.bilinear(contracted)
 
 
 class AtomUpdateBlock(nn.Module):
@@ -320,6 +323,6 @@ class PairInteraction(nn.Module):
 
     def forward(self, h: torch.Tensor, radial_weights: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor) -> torch.Tensor:
         x_ba = self.down_projection(h).index_select(0, senders)
-        outer = (radial_weights.unsqueeze(-1) * x_ba.unsqueeze(1)).reshape(x_ba.shape[0], -1)
+        outer = (radial_weights.unsqueeze(-1) * x_ba.unsqueeze(1)).reshape(x_ba.shape[0], radial_weights.shape[1] * x_ba.shape[1])
         h_out = self.bilinear(sum_into_segments(outer, receivers, h.shape[0]))
         return self.up_projection(self.scale_rbf_sum(h_out, ref=x_ba))

@@ -24,6 +24,7 @@ from mlipkit.data.graph import AtomicGraph
 from mlipkit.models.config import PotentialConfig
 from mlipkit.models.gemnet_oc import indices
 from mlipkit.models.gemnet_oc.bases import (
+    COLLINEAR_TOLERANCE,
     CircularBasis,
     CircularBasisName,
     RadialBasis,
@@ -92,7 +93,8 @@ class GemNetOCConfig(PotentialConfig):
 
     Sizes fairchem requires without a default take the values of its OC20
     ``gemnet-oc`` configuration. Differences: ``max_neighbors*`` default to no
-    cap (caps make the energy discontinuous); ``r_max`` is the largest cutoff.
+    cap (caps make the energy discontinuous); ``r_max``, the neighbour-list cutoff, defaults to the
+    largest cutoff.
     """
 
     SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {"do_derivatives": ("compute_forces", "regress_forces")}
@@ -167,10 +169,10 @@ class GemNetOCConfig(PotentialConfig):
         largest = max(cutoffs.values())
         if self.r_max is None:
             self.r_max = largest
-        elif abs(self.r_max - largest) > 1e-12:
+        elif self.r_max < largest:
             raise ValueError(
-                f"GemNet-OC's r_max is its largest cutoff, {largest} ({cutoffs}), not {self.r_max}; "
-                "give cutoff (and cutoff_qint, cutoff_aeaint, cutoff_aint) instead"
+                f"r_max={self.r_max} (the neighbour-list cutoff) is below GemNet-OC's largest cutoff {largest} ({cutoffs}); "
+                "leave r_max out to use the largest cutoff"
             )
         if not self.extensive:
             raise ValueError(
@@ -401,10 +403,10 @@ class GemNetOC(nn.Module):
             # c -> a <- b: polar angle at a, the normal of c-a-b, and the dihedral between the two planes
             v_ca = main_units.index_select(0, quads["triplet_out_out"])
             v_ba_out = qint_units.index_select(0, quads["triplet_out_in"])
-            polar = _cosines(v_ca, v_ba_out).index_select(0, quads["trip_out_to_quad"])
+            polar_cosines = _cosines(v_ca, v_ba_out).index_select(0, quads["trip_out_to_quad"])
             normal_cab = _cross(v_ca, v_ba_out).index_select(0, quads["trip_out_to_quad"])
             normal_abd = _cross(v_db, v_ba_in).index_select(0, quads["trip_in_to_quad"])
-            directions = quadruplet_directions(normal_cab, normal_abd, polar)
+            directions = quadruplet_directions(normal_cab, normal_abd, polar_cosines)
             rad_sph, sph = self.sbf_basis_qint(main_lengths, directions)
             fields.update(
                 quadruplet_triplet_in=quads["triplet_in_in"],
@@ -486,16 +488,22 @@ class GemNetOC(nn.Module):
 def quadruplet_directions(normal_cab: torch.Tensor, normal_abd: torch.Tensor, polar_cosines: torch.Tensor) -> torch.Tensor:
     """(sin p cos d, sin p sin d, cos p) of each quadruplet's polar angle p (c-a-b) and unsigned dihedral d.
 
-    With unit edge vectors |normal_cab| = sin p, so the first two components
-    are normal_cab's projections on normal_abd and perpendicular to it, with
-    no angle evaluated. An undefined dihedral (d, b, a collinear) counts as
-    pi/2, as in fairchem.
+    With unit edge vectors |normal_cab| = sin p, so the first component is
+    normal_cab's projection on normal_abd's direction (smooth through p = 0)
+    and the second the length of the rest (fairchem's unsigned dihedral: a
+    kink at planar quadruplets). An undefined dihedral (d, b, a collinear)
+    counts as pi/2, as in fairchem. Values below COLLINEAR_TOLERANCE count as
+    exactly zero, so that rounding noise in an exactly collinear or planar
+    geometry decides neither values nor derivatives.
     """
     length_abd = safe_norm(normal_abd)
-    defined = length_abd > 0
+    defined = length_abd >= COLLINEAR_TOLERANCE
     divisor = torch.where(defined, length_abd, 1.0)
     along = torch.where(defined, (normal_cab * normal_abd).sum(-1) / divisor, 0.0)
-    across = torch.where(defined, safe_norm(_cross(normal_cab, normal_abd)) / divisor, safe_norm(normal_cab))
+    rejection = safe_norm(_cross(normal_cab, normal_abd))
+    across_defined = torch.where(rejection >= COLLINEAR_TOLERANCE, rejection, 0.0) / divisor
+    length_cab = safe_norm(normal_cab)
+    across = torch.where(defined, across_defined, torch.where(length_cab >= COLLINEAR_TOLERANCE, length_cab, 0.0))
     return torch.stack([along, across, polar_cosines], dim=-1)
 
 
