@@ -113,6 +113,11 @@ class PotentialConfig(BaseModel):
                 data[canonical] = value
         return data
 
+    @classmethod
+    def default_r_max(cls, options: dict[str, Any]) -> float | None:
+        """The cutoff a model with these options uses when ``r_max`` is not given (None: it must be given)."""
+        return None
+
     @field_validator("type_names")
     @classmethod
     def _unique_type_names(cls, type_names: list[str]) -> list[str]:

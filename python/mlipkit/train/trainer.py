@@ -194,7 +194,10 @@ class Trainer:
             inherited = {k: v for k, v in pretrained["config"].items() if k in config_class.model_fields and k not in ("type_names", "seed")}
             options = {**inherited, **options}
         if "r_max" not in options:
-            raise ConfigError("model.r_max: the cutoff radius is required")
+            r_max = model_entry(config.model.name).config_class.default_r_max(options)
+            if r_max is None:
+                raise ConfigError("model.r_max: the cutoff radius is required")
+            options["r_max"] = r_max
         self.statistics: DatasetStatistics = compute_statistics(everything, float(options["r_max"]), type_names, progress=self.progress)
         options = resolve_statistics(options, statistic_values(self.statistics, type_names))
         options.setdefault("seed", config.seed)
@@ -391,6 +394,22 @@ class Trainer:
             errors.add(predictions, batch, self.outputs)
         return {f"{name}_loss": loss_sum / max(weight_sum, 1), **errors.metrics(name)}
 
+    #: batches GemNet-OC's scale factors are fitted on (fairchem's default)
+    SCALE_FACTOR_BATCHES = 16
+
+    def fit_scale_factors(self) -> None:
+        """Models with fitted scale factors (GemNet-OC) fit them on training batches before the first epoch,
+        unless they come from a scale file or a pre-trained checkpoint."""
+        fit = getattr(self.model.core, "fit_scale_factors", None)
+        if fit is None or self.model.config.scale_file is not None or self.config.fine_tune is not None:
+            return
+        size = self.config.batch_size
+        graphs = [batch_graphs(self.graphs["train"][i : i + size]) for i in range(0, len(self.graphs["train"]), size)]
+        graphs = graphs[: self.SCALE_FACTOR_BATCHES]
+        values = fit(graphs)
+        listed = ", ".join(f"{name} {value:.4f}" for name, value in values.items())
+        self.log(f"scale factors fitted on {sum(int(g[keys.NUM_ATOMS].numel()) for g in graphs)} structures: {listed}")
+
     def run(self, resume: bool = False) -> TrainResult:
         self.build()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -405,6 +424,8 @@ class Trainer:
             (self.output_dir / "config.yaml").write_text(
                 yaml.safe_dump({**self.config.model_dump(mode="json"), "resolved_model_options": self.resolved_model_options}, sort_keys=False)
             )
+        if not resume:
+            self.fit_scale_factors()
         counts = {name: len(graphs) for name, graphs in self.graphs.items()}
         self.log(f"data: {counts['train']} training, {counts['validation']} validation, {counts['test']} test structures; "
                  f"types {self.model.type_names}; {sum(p.numel() for p in self.model.parameters()):,} parameters")

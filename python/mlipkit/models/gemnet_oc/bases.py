@@ -80,8 +80,8 @@ class QuadrupletHarmonics(torch.nn.Module):
 
         self.degrees = list(range(num_degrees))
         generator = torch.Generator().manual_seed(0)
-        cosines = torch.rand(8 * num_degrees**2, generator=generator, dtype=torch.float64) * 1.6 - 0.8
-        azimuths = torch.rand(cosines.shape, generator=generator, dtype=torch.float64) * 2 * math.pi
+        cosines = torch.rand(8 * num_degrees**2, generator=generator, dtype=torch.float64, device="cpu") * 1.6 - 0.8
+        azimuths = torch.rand(cosines.shape, generator=generator, dtype=torch.float64, device="cpu") * 2 * math.pi
         sines = torch.sqrt(1.0 - cosines**2)
         directions = torch.stack([sines * torch.cos(azimuths), sines * torch.sin(azimuths), cosines], dim=-1)
         e3nn_values = o3.spherical_harmonics(self.degrees, directions, normalize=False, normalization="integral")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from mlipkit.data import keys
-from mlipkit.data.graph import AtomicGraph
+from mlipkit.data.graph import AtomicGraph, compute_edge_vectors
 from mlipkit.models.config import PotentialConfig
 from mlipkit.models.gemnet_oc import indices
 from mlipkit.models.gemnet_oc.bases import (
@@ -194,11 +194,11 @@ class GemNetOCConfig(PotentialConfig):
 
     @property
     def effective_cutoffs(self) -> dict[str, float]:
-        """fairchem's rules: an interaction's cutoff is ``cutoff`` unless the interaction is on and its own is given."""
-        aeaint = self.cutoff_aeaint if (self.atom_edge_interaction or self.edge_atom_interaction) and self.cutoff_aeaint else self.cutoff
-        qint = self.cutoff_qint if self.quad_interaction and self.cutoff_qint else self.cutoff
-        aint = self.cutoff_aint if self.atom_interaction and self.cutoff_aint else max(self.cutoff, aeaint, qint)
-        return {"cutoff": self.cutoff, "cutoff_qint": qint, "cutoff_aeaint": aeaint, "cutoff_aint": aint}
+        return effective_cutoffs(self.model_dump())
+
+    @classmethod
+    def default_r_max(cls, options: dict[str, Any]) -> float | None:
+        return max(effective_cutoffs({**{name: field.default for name, field in cls.model_fields.items()}, **options}).values())
 
     @property
     def effective_max_neighbors(self) -> dict[str, int | None]:
@@ -206,6 +206,17 @@ class GemNetOCConfig(PotentialConfig):
         qint = self.max_neighbors_qint if self.quad_interaction else self.max_neighbors
         aint = self.max_neighbors_aint if self.atom_interaction else None
         return {"main": self.max_neighbors, "qint": qint, "aeaint": aeaint, "aint": aint}
+
+
+def effective_cutoffs(options: dict[str, Any]) -> dict[str, float]:
+    """fairchem's rules: an interaction's cutoff is ``cutoff`` unless the interaction is on and its own is given;
+    the atom-atom graph's is at least every other."""
+    cutoff = options["cutoff"]
+    aeaint_on = options["atom_edge_interaction"] or options["edge_atom_interaction"]
+    aeaint = options["cutoff_aeaint"] if aeaint_on and options["cutoff_aeaint"] else cutoff
+    qint = options["cutoff_qint"] if options["quad_interaction"] and options["cutoff_qint"] else cutoff
+    aint = options["cutoff_aint"] if options["atom_interaction"] and options["cutoff_aint"] else max(cutoff, aeaint, qint)
+    return {"cutoff": cutoff, "cutoff_qint": qint, "cutoff_aeaint": aeaint, "cutoff_aint": aint}
 
 
 def _initialize_output(weight: torch.Tensor, name: str) -> None:
@@ -351,6 +362,9 @@ class GemNetOC(nn.Module):
     @property
     def extra_input_fields(self) -> list[str]:
         return []
+
+    def fit_scale_factors(self, graphs: list[AtomicGraph]) -> dict[str, float]:
+        return fit_scale_factors(self, graphs)
 
     def interaction_graphs(
         self, edge_index: torch.Tensor, edge_vectors: torch.Tensor, lengths: torch.Tensor, num_nodes: int
@@ -510,6 +524,46 @@ def quadruplet_directions(normal_cab: torch.Tensor, normal_abd: torch.Tensor, po
 def scale_factors(module: nn.Module) -> dict[str, ScaleFactor]:
     """The model's scale factors by name, in module order (fairchem's names)."""
     return {name: child for name, child in module.named_modules() if isinstance(child, ScaleFactor)}
+
+
+def fit_scale_factors(core: GemNetOC, graphs: list[AtomicGraph]) -> dict[str, float]:
+    """Fit every scale factor on ``graphs`` (fairchem's procedure) and return name -> value.
+
+    In the order the forward pass meets them, each factor is reset to 1 and
+    set to sqrt(var(its reference input) / var(its output)) over the graphs,
+    so that later factors see the earlier ones fitted.
+    """
+    factors = scale_factors(core)
+    order: list[str] = []
+    hooks = [
+        factor.register_forward_hook(lambda module, args, output, name=name: order.append(name) if name not in order else None)
+        for name, factor in factors.items()
+    ]
+
+    def run_core() -> None:
+        for graph in graphs:
+            edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
+            core(graph, edge_vectors, torch.linalg.norm(edge_vectors, dim=1))
+
+    values = {}
+    with torch.no_grad():
+        for factor in factors.values():
+            factor.scale_factor.fill_(1.0)
+        run_core() if graphs else None
+        for hook in hooks:
+            hook.remove()
+        for name in order:
+            factor = factors[name]
+            factor.statistics = [0.0, 0.0, 0.0]
+            try:
+                run_core()
+                variance_in, variance_out, rows = factor.statistics
+            finally:
+                factor.statistics = None
+            # without variance (e.g. one element: identical atom features) there is nothing to fit: keep 1
+            values[name] = (variance_in / variance_out) ** 0.5 if rows and variance_in > 0.0 and variance_out > 0.0 else 1.0
+            factor.scale_factor.fill_(values[name])
+    return values
 
 
 def load_scale_factors(module: nn.Module, source: str | Path | dict[str, float]) -> None:
