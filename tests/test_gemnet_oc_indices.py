@@ -43,10 +43,16 @@ def test_reverse_edges(name):
     assert torch.equal(reverse_edges(edge_index, jittered, num_nodes), reverse)
 
 
-def test_missing_reverse_edge_is_an_error():
+def test_missing_reverse_edges_are_marked_and_refused_for_whole_systems():
+    """A ghost shell's rim lacks reverse edges (-1); a graph of a whole system must not."""
     edge_index, vectors, num_nodes = graph_parts("molecule")
-    with pytest.raises(ValueError, match="has 0 reverse edges with the opposite vector; GemNet-OC needs a full neighbour list"):
-        reverse_edges(edge_index[:, 1:], vectors[1:], num_nodes)
+    reverse = reverse_edges(edge_index[:, 1:], vectors[1:], num_nodes)
+    full = reverse_edges(edge_index, vectors, num_nodes)
+    assert int((reverse < 0).sum()) == 1 and int(full[0]) - 1 == int(torch.nonzero(reverse < 0)[0, 0])
+    from mlipkit.models.gemnet_oc.model import check_complete
+
+    with pytest.raises(ValueError, match="no reverse edge with the opposite vector; GemNet-OC needs a full neighbour list"):
+        check_complete(edge_index[:, 1:], reverse)
 
 
 def test_inner_index():

@@ -208,6 +208,17 @@ class GemNetOCConfig(PotentialConfig):
         return {"main": self.max_neighbors, "qint": qint, "aeaint": aeaint, "aint": aint}
 
 
+def check_complete(edge_index: torch.Tensor, reverse: torch.Tensor) -> None:
+    """A graph of a whole system must hold every edge's reverse (a half neighbour list would lose edges silently)."""
+    missing = torch.nonzero(reverse < 0).squeeze(1)
+    if missing.numel():
+        edge = int(missing[0])
+        raise ValueError(
+            f"edge {edge} ({int(edge_index[0, edge])} -> {int(edge_index[1, edge])}) and {missing.numel() - 1} others have "
+            "no reverse edge with the opposite vector; GemNet-OC needs a full neighbour list"
+        )
+
+
 def effective_cutoffs(options: dict[str, Any]) -> dict[str, float]:
     """fairchem's rules: an interaction's cutoff is ``cutoff`` unless the interaction is on and its own is given;
     the atom-atom graph's is at least every other."""
@@ -233,7 +244,10 @@ def _initialize_output(weight: torch.Tensor, name: str) -> None:
 
 
 def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.cross(a, b, dim=-1)
+    """a x b by components (torch.linalg.cross would pin the traced vector width to 3 with a guard)."""
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
 
 
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -350,14 +364,17 @@ class GemNetOC(nn.Module):
 
     @property
     def num_message_passing_layers(self) -> int:
-        """Hops of r_max that bound the receptive field of an atom's energy (LAMMPS's ghost shell).
+        """Hops of the graph a caller with ghost atoms must give edges for (LAMMPS's ghost shell).
 
-        Per block, an edge's features take in atoms up to one cutoff beyond
-        its far end through the symmetric (reverse-edge) update, and
-        quadruplets one more; the output reads edges one cutoff away.
+        An atom's energy depends on atoms up to num_blocks + 1 hops away, or
+        2 num_blocks + 1 with quadruplets: per block the symmetric update
+        hands an edge the messages of its reverse, whose far end is one hop
+        further, and a quadruplet reaches one hop more. One hop beyond that,
+        the outermost edges, whose reverses the caller cannot give, are left
+        out (see ``interaction_graphs``) without touching any counted energy.
         """
-        per_block = 3 if self.quad else 2
-        return per_block * self.num_blocks + 1
+        receptive_field = (2 if self.quad else 1) * self.num_blocks + 1
+        return receptive_field + 1
 
     @property
     def extra_input_fields(self) -> list[str]:
@@ -367,16 +384,20 @@ class GemNetOC(nn.Module):
         return fit_scale_factors(self, graphs)
 
     def interaction_graphs(
-        self, edge_index: torch.Tensor, edge_vectors: torch.Tensor, lengths: torch.Tensor, num_nodes: int
-    ) -> tuple[Interactions, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every graph, index set and projected basis; also the main graph's edges, unit vectors and lengths."""
+        self, edge_index: torch.Tensor, edge_vectors: torch.Tensor, lengths: torch.Tensor, reverse: torch.Tensor, num_nodes: int
+    ) -> tuple[Interactions, torch.Tensor, torch.Tensor]:
+        """Every graph, index set and projected basis; also the main graph's unit vectors and radial basis.
+
+        ``reverse``: each edge's reverse edge, -1 where it has none.
+        """
         senders, receivers = edge_index[0], edge_index[1]
         num_edges = senders.shape[0]
         units = edge_vectors / lengths.unsqueeze(-1)
-        reverse = indices.reverse_edges(edge_index, edge_vectors, num_nodes)
+        has_reverse = reverse >= 0
 
         def subgraph(cutoff: float, cap: int | None) -> torch.Tensor:
-            edges = torch.nonzero(lengths <= cutoff).squeeze(1)
+            # edges without a reverse (a ghost shell's rim, beyond every counted atom's receptive field) are left out
+            edges = torch.nonzero((lengths <= cutoff) & has_reverse).squeeze(1)
             if cap is not None:
                 edges = indices.nearest_neighbours(edges, edge_vectors, lengths, receivers, num_nodes, cap, self.strict_caps)
             return edges
@@ -459,7 +480,7 @@ class GemNetOC(nn.Module):
                 aint_receivers=receivers.index_select(0, aint),
                 rbf_atom_atom=self.mlp_rbf_aint(self.radial_basis_aint(lengths.index_select(0, aint))),
             )
-        return Interactions(**fields), main_index, main_units, basis_rad
+        return Interactions(**fields), main_units, basis_rad
 
     def forward(
         self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor
@@ -471,9 +492,11 @@ class GemNetOC(nn.Module):
         # one edge-less reference node per type: its energy is subtracted from that type's atoms
         node_types = with_reference_nodes(atom_types, self.num_types)
         num_nodes = node_types.shape[0]
-        graphs, main_index, main_units, basis_rad = self.interaction_graphs(
-            graph[keys.EDGE_INDEX], edge_vectors, edge_lengths, num_nodes
-        )
+        edge_index = graph[keys.EDGE_INDEX]
+        reverse = indices.reverse_edges(edge_index, edge_vectors, num_nodes)
+        if keys.NODE_ENERGY_MASK not in graph and indices.is_eager():
+            check_complete(edge_index, reverse)
+        graphs, main_units, basis_rad = self.interaction_graphs(edge_index, edge_vectors, edge_lengths, reverse, num_nodes)
         h = self.atom_emb(self.embedding_rows.index_select(0, node_types)).to(edge_vectors.dtype)
         m = self.edge_emb(h, basis_rad, graphs.main_senders, graphs.main_receivers)
         basis_output = self.mlp_rbf_out(basis_rad)
