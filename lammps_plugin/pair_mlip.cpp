@@ -10,7 +10,9 @@
 #include "comm.h"
 #include "error.h"
 #include "force.h"
+#include "fix.h"
 #include "memory.h"
+#include "modify.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
@@ -94,7 +96,7 @@ void PairMLIP::coeff(int narg, char** arg) {
     error->all(FLERR, "pair_coeff: cannot use '{}' as an mlipkit artifact: {}", model_path_, failure.what());
   }
   const auto& metadata = model_->metadata();
-  if (!metadata.has_output("edge_forces")) {
+  if (!metadata.has_output("edge_forces") && !(metadata.direct_forces() && metadata.takes_node_energy_mask())) {
     error->all(FLERR, "pair_coeff: {} computes no edge forces (target '{}'); compile it with --target lammps",
                model_path_, metadata.target);
   }
@@ -122,6 +124,7 @@ void PairMLIP::coeff(int narg, char** arg) {
   r_max_ = metadata.r_max;
   num_layers_ = std::max(metadata.num_message_passing_layers, 1);
   energy_uncertainty_ = metadata.has_output("node_energy_uncertainty");
+  direct_forces_ = metadata.direct_forces();
   memory->destroy(pvector);
   nextra = energy_uncertainty_ ? 1 : 0;
   if (nextra) {
@@ -146,6 +149,17 @@ void PairMLIP::init_style() {
     error->all(FLERR, "pair_style mlip: {} was trained in unknown units '{}'", model_path_, metadata.units);
   }
   energy_factor_ = energy_factor(metadata.units, units);
+  if (direct_forces_) {
+    for (const auto* fix : modify->get_fix_list()) {
+      const std::string style = fix->style;
+      const bool barostat = style.rfind("npt", 0) == 0 || style.rfind("nph", 0) == 0 || style.rfind("press/", 0) == 0 ||
+                            style.rfind("box/relax", 0) == 0;
+      if (barostat) {
+        error->all(FLERR, "pair_style mlip: {} predicts forces directly (direct_forces), not as the gradient of its "
+                   "energy, so it has no virial for fix {} ({}); use a conservative model", model_path_, fix->id, fix->style);
+      }
+    }
+  }
 
   ghost_nodes_ = comm->nprocs > 1;
   ghostneigh = ghost_nodes_ ? 1 : 0;
@@ -279,8 +293,20 @@ void PairMLIP::compute(int eflag, int vflag) {
   model_time_ += Clock::now() - model_start;
 
   auto node_energies = outputs.at("node_energies").to(torch::kCPU, torch::kFloat64).contiguous();
-  auto edge_forces = outputs.at("edge_forces").to(torch::kCPU, torch::kFloat64).contiguous();
-  auto [node_forces, node_virials] = mlipkit::forces_and_atomic_virials(edge_index, edge_vectors, edge_forces, num_nodes);
+  torch::Tensor node_forces, node_virials;
+  if (direct_forces_) {
+    // predicted per atom: a ghost node's force comes from a truncated environment and is not summed onto its owner
+    if (vflag_either && !virial_warned_ && comm->me == 0) {
+      error->warning(FLERR, "pair mlip: {} predicts forces directly (direct_forces), not as the gradient of its energy, "
+                     "so it has no virial: pressures and per-atom stresses leave it out", model_path_);
+    }
+    virial_warned_ = virial_warned_ || vflag_either;
+    node_forces = outputs.at("forces").to(torch::kCPU, torch::kFloat64).slice(0, 0, nlocal).contiguous();
+    node_virials = torch::zeros({0, 3, 3}, torch::kFloat64);
+  } else {
+    auto edge_forces = outputs.at("edge_forces").to(torch::kCPU, torch::kFloat64).contiguous();
+    std::tie(node_forces, node_virials) = mlipkit::forces_and_atomic_virials(edge_index, edge_vectors, edge_forces, num_nodes);
+  }
   auto energy = node_energies.accessor<double, 1>();
   auto force = node_forces.accessor<double, 2>();
   auto node_virial = node_virials.accessor<double, 3>();
@@ -294,10 +320,10 @@ void PairMLIP::compute(int eflag, int vflag) {
     if (eflag_global) eng_vdwl += atom_energy;
     if (eflag_atom) eatom[i] += atom_energy;
   }
-  for (int64_t node = 0; node < num_nodes; ++node) {
+  for (int64_t node = 0; node < node_forces.size(0); ++node) {
     const int i = node_atom_[node];
     for (int k = 0; k < 3; ++k) f[i][k] += energy_factor_ * force[node][k];
-    if (vflag_either) {
+    if (vflag_either && !direct_forces_) {
       // xx yy zz xy xz yz, off-diagonals symmetrised (the sums over atoms are symmetric anyway)
       const double v[6] = {node_virial[node][0][0], node_virial[node][1][1], node_virial[node][2][2],
                            0.5 * (node_virial[node][0][1] + node_virial[node][1][0]),

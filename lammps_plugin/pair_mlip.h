@@ -62,6 +62,8 @@ class PairMLIP : public Pair {
   double energy_factor_ = 1.0;         // model energy unit -> LAMMPS energy unit
   bool ghost_nodes_ = false;           // several ranks: remote ghost atoms are graph nodes
   bool energy_uncertainty_ = false;    // the artifact gives per-atom terms of the energy's std
+  bool direct_forces_ = false;         // the artifact predicts per-atom forces (no edge forces, no virial)
+  bool virial_warned_ = false;         // direct forces: the missing virial was reported
 
   // the graph of one step
   std::vector<int> node_atom_;         // graph node -> LAMMPS atom index (owned, or the image that speaks for it)

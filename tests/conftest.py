@@ -163,6 +163,8 @@ ARTIFACT_SPECS = {
     "mace_torchscript_float32": ("mace", "torchscript", torch.float32, "lammps"),
     "mean_var_aotinductor_float64": ("mean_var_nequip", "aotinductor", torch.float64, "lammps"),
     "mean_var_torchscript_float64_ase": ("mean_var_nequip", "torchscript", torch.float64, "ase"),
+    "gemnet_oc_aotinductor_float64": ("gemnet_oc", "aotinductor", torch.float64, "lammps"),
+    "gemnet_oc_torchscript_float32": ("gemnet_oc", "torchscript", torch.float32, "lammps"),
 }
 
 
@@ -215,7 +217,8 @@ def small_checkpoint(artifacts):
 
 
 @pytest.fixture(params=["aotinductor_float64", "aotinductor_float32", "torchscript_float64", "torchscript_float32",
-                        "mace_aotinductor_float64", "mace_torchscript_float32"])
+                        "mace_aotinductor_float64", "mace_torchscript_float32", "gemnet_oc_aotinductor_float64",
+                        "gemnet_oc_torchscript_float32"])
 def artifact_name(request):
     return request.param
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from ase.build import bulk
 from torch.fx.experimental.proxy_tensor import make_fx
-from conftest import ARTIFACT_SPECS, STRUCTURES, build_small, relative_error
+from conftest import ARTIFACT_SPECS, STRUCTURES, build_small, relative_error, shared_directory
 
 import mlipkit
 from mlipkit import _runtime
@@ -383,3 +383,40 @@ def test_symbolic_traces_keep_the_graph_size_free(model_name):
     traced = make_fx(force_loss_gradient, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     pinned = [str(guard.expr) for guard in traced.shape_env.guards if str(guard.expr).startswith("Eq(")]
     assert not pinned, f"sizes fixed by tracing: {pinned}"
+
+
+@pytest.fixture(scope="module")
+def direct_force_artifact(tmp_path_factory):
+    """GemNet-OC with direct forces, one block (TorchScript: seconds to compile), target lammps."""
+    path = shared_directory(tmp_path_factory) / "gemnet_oc_direct_forces.pt"
+    from filelock import FileLock
+
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            compile_model(build_small("gemnet_oc", direct_forces=True, num_blocks=1), path, mode="torchscript")
+    return path
+
+
+def test_direct_force_artifact_returns_forces_and_refuses_stress(direct_force_artifact):
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from mlipkit.calculators import MLIPCalculator
+
+    metadata = Artifact(direct_force_artifact).metadata
+    assert metadata.outputs == ["node_energies", "forces"]
+    model = build_small("gemnet_oc", direct_forces=True, num_blocks=1)
+    atoms = STRUCTURES["triclinic"]()
+    graph, inputs = graph_and_inputs(atoms, model.r_max, model.type_names, torch.float64)
+    eager = model(graph)
+    python_outputs = Artifact(direct_force_artifact)(graph)
+    cpp_outputs = _runtime.Model(str(direct_force_artifact)).evaluate(*inputs)
+    for produced in (python_outputs[keys.FORCES], cpp_outputs["forces"]):
+        assert relative_error(produced, eager[keys.FORCES]) <= 1e-10
+    assert relative_error(cpp_outputs["energy"], eager[keys.ENERGY][0]) <= 1e-10
+    assert "virial" not in cpp_outputs and "atomic_virials" not in cpp_outputs
+    atoms.calc = MLIPCalculator(direct_force_artifact)
+    assert np.abs(atoms.get_forces() - eager[keys.FORCES].detach().numpy()).max() <= 1e-10
+    with pytest.raises(PropertyNotImplementedError, match="predicts forces directly"):
+        atoms.get_stress()
+    with pytest.raises(ModifierError, match="predicts forces directly"):
+        apply_modifiers(build_small("gemnet_oc", direct_forces=True), ["enable_ForceStressOutput"])

@@ -418,3 +418,59 @@ def test_uncertainty_deck_prints_the_std_and_halts_on_it(artifacts, tmp_path):
     # the same sigma on 2 ranks as on 1 (thermo prints 6 digits)
     first = next(line.split() for line in run.stdout.splitlines() if line.split()[:1] == ["0"])
     assert float(first[4]) == pytest.approx(thermo[0][4], rel=1e-5)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_gemnet_oc_artifact_equals_ase(artifacts, tmp_path, ranks):
+    """GemNet-OC (every interaction on): its triplets and quadruplets are built inside the artifact from the
+    edges LAMMPS gives; on 2 ranks the ghost shell covers its receptive field (blocks + 1 hops, 2 blocks + 1
+    with quadruplets)."""
+    path = artifacts["gemnet_oc_aotinductor_float64"][0]
+    atoms = STRUCTURES["triclinic_32"]()
+    differences = largest_relative_difference(single_point(tmp_path, atoms, path, ranks=ranks), ase_reference(atoms, path))
+    assert max(differences.values()) <= AGREEMENT, differences
+
+
+def direct_force_deck(artifact: Path, elements: list[str], barostat: bool) -> str:
+    return f"""
+units metal
+atom_style atomic
+read_data data.lmp
+pair_style mlip
+pair_coeff * * {artifact} {" ".join(elements)}
+compute atom_energy all pe/atom
+thermo_style custom step pe
+thermo_modify format float %.17g
+dump forces all custom 1 dump.txt id fx fy fz c_atom_energy
+dump_modify forces sort id format float %.17g
+{"fix barostat all npt temp 300 300 0.1 iso 0 0 1.0" if barostat else ""}
+run 0
+"""
+
+
+@pytest.fixture(scope="module")
+def direct_force_artifact(tmp_path_factory):
+    path = shared_directory(tmp_path_factory) / "gemnet_oc_direct_forces_cu_au.pt"
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            model = build_small("gemnet_oc", direct_forces=True, num_blocks=1, type_names=["Cu", "Au"], per_type_energy_shifts=[-3.5, -3.8])
+            compile_model(model, path, mode="torchscript")
+    return path
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_direct_forces_in_lammps_equal_ase_and_refuse_a_virial(direct_force_artifact, tmp_path, ranks):
+    """Direct forces are taken per owned atom (a ghost's comes from a truncated environment); the missing virial
+    is reported, and a barostat refused."""
+    atoms = STRUCTURES["triclinic_32"]()
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    write_data(atoms, tmp_path / "data.lmp", elements)
+    run = run_lammps(tmp_path, direct_force_deck(direct_force_artifact, elements, barostat=False), ranks)
+    assert "so it has no virial" in run.stdout + run.stderr
+    dump = np.loadtxt(tmp_path / "dump.txt", skiprows=9)
+    reference = atoms.copy()
+    reference.calc = MLIPCalculator(direct_force_artifact)
+    assert np.abs(dump[:, 1:4] - reference.get_forces()).max() <= AGREEMENT * np.abs(reference.get_forces()).max()
+    assert read_thermo(tmp_path)[0][1] == pytest.approx(reference.get_potential_energy(), rel=AGREEMENT)
+    failed = run_lammps(tmp_path, direct_force_deck(direct_force_artifact, elements, barostat=True), ranks, check=False)
+    assert failed.returncode != 0 and "no virial for fix barostat (npt)" in failed.stdout + failed.stderr

@@ -331,8 +331,10 @@ Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& ed
   if (outputs.count("edge_forces")) results.edge_forces = outputs.at("edge_forces");
   if (outputs.count("forces")) {
     results.forces = outputs.at("forces");
-    results.virial = outputs.at("virial").reshape({3, 3});
-    results.atomic_virials = outputs.at("node_virials");
+    if (outputs.count("virial")) {
+      results.virial = outputs.at("virial").reshape({3, 3});
+      results.atomic_virials = outputs.at("node_virials");
+    }
   } else if (results.edge_forces.defined()) {
     auto device_index = edge_index.to(device_);
     std::tie(results.forces, results.atomic_virials) = forces_and_atomic_virials(

@@ -54,6 +54,9 @@ struct Metadata {
   bool takes_node_energy_mask() const;
   // Whether forces are available (as edge forces or directly).
   bool has_forces() const { return has_output("edge_forces") || has_output("forces"); }
+  // Whether the forces are predicted directly (GemNet-OC's direct_forces), not the gradient of the energy:
+  // then there is no virial, and a caller must keep only the forces of atoms whose environment is complete.
+  bool direct_forces() const { return has_output("forces") && !has_output("edge_forces"); }
 };
 
 // Reads and validates the metadata without loading the compiled code.
@@ -63,8 +66,8 @@ struct Results {
   torch::Tensor energy;           // [] sum of the counted atomic_energies
   torch::Tensor atomic_energies;  // [N]
   torch::Tensor forces;           // [N, 3]     undefined for energy-only artifacts
-  torch::Tensor virial;           // [3, 3]     sum over edges of edge_vector (x) edge_force
-  torch::Tensor atomic_virials;   // [N, 3, 3]  each edge's virial split between its two atoms
+  torch::Tensor virial;           // [3, 3]     sum over edges of edge_vector (x) edge_force; undefined for direct forces
+  torch::Tensor atomic_virials;   // [N, 3, 3]  each edge's virial split between its two atoms; undefined for direct forces
   torch::Tensor edge_forces;      // [E, 3]     -dE/d(edge_vectors), when the artifact returns them
   // Mean-variance models only (undefined otherwise): the std of the energy per atom, |sum of the counted
   // atoms' terms| / their number, and each atom's signed term (callers that split a system sum these first).

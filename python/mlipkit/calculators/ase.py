@@ -45,9 +45,15 @@ class MLIPCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        if not self.model.do_derivatives and {"forces", "stress"} & set(properties):
+        direct_forces = self.model.direct_forces
+        if not (self.model.do_derivatives or direct_forces) and {"forces", "stress"} & set(properties):
             raise PropertyNotImplementedError(
                 "this model is energy-only (do_derivatives=False): it gives no forces or stress"
+            )
+        if direct_forces and {"stress", "stresses"} & set(properties):
+            raise PropertyNotImplementedError(
+                "this model predicts forces directly (direct_forces: true): they are not the gradient of its energy, "
+                "so there is no stress; run constant-volume dynamics, or train a conservative model for NPT and cell relaxation"
             )
         periodic = bool(np.all(self.atoms.pbc))
         if {"stress", "stresses"} & set(properties) and not periodic:
@@ -67,9 +73,9 @@ class MLIPCalculator(Calculator):
             self.results["energy_uncertainty"] = float(outputs[keys.ENERGY_UNCERTAINTY].detach()[0])
         elif "energy_uncertainty" in properties:
             raise PropertyNotImplementedError("energy_uncertainty needs a mean-variance model (mean_var_nequip, mean_var_mace)")
-        if self.model.do_derivatives:
+        if self.model.do_derivatives or direct_forces:
             self.results["forces"] = outputs[keys.FORCES].detach().cpu().double().numpy()
-            if periodic:
+            if periodic and not direct_forces:
                 stress = outputs[keys.STRESS].detach().cpu().double().numpy()[0]
                 self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
                 node_virials = outputs[keys.NODE_VIRIALS].detach().cpu().double().numpy()

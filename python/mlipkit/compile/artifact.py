@@ -102,6 +102,11 @@ class Artifact:
     def do_derivatives(self) -> bool:
         return keys.EDGE_FORCES in self.metadata.outputs
 
+    @property
+    def direct_forces(self) -> bool:
+        """Per-atom forces predicted directly (not a gradient): no stress or virial."""
+        return keys.FORCES in self.metadata.outputs and not self.do_derivatives
+
     def run(
         self,
         atom_types: torch.Tensor,

@@ -206,7 +206,7 @@ def _check_exportable(model: Potential, target: str) -> None:
             f"the model reads graph fields {model.extra_input_fields} beyond types and geometry; "
             "the artifact contract (atom_types, edge_index, edge_vectors) cannot feed them"
         )
-    if target != "energy" and not model.do_derivatives:
+    if target != "energy" and not (model.do_derivatives or model.direct_forces):
         raise CompileError(
             f"the model is energy-only, so target '{target}' has no forces: apply the modifier "
             "enable_ForceStressOutput, or compile with --target energy"
@@ -239,7 +239,7 @@ def compile_model(
     _check_exportable(model, target)
     dtype = model_dtype(model)
     model = copy.deepcopy(model).to(device).eval()
-    model.do_derivatives = target != "energy"
+    model.do_derivatives = target != "energy" and not model.direct_forces
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     metadata = ArtifactMetadata(
@@ -255,7 +255,7 @@ def compile_model(
         mode=mode,
         target=target,
         inputs=list(TARGET_INPUTS[target]),
-        outputs=artifact_outputs(target, model.energy_uncertainty_readout is not None),
+        outputs=artifact_outputs(target, model.energy_uncertainty_readout is not None, model.direct_forces),
         op_libraries=OP_LIBRARIES,
         modifiers=list(modifiers),
         mlipkit_version=__version__,

@@ -49,8 +49,17 @@ UNCERTAINTY_OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def artifact_outputs(target: str, energy_uncertainty: bool) -> list[str]:
-    return list(TARGET_OUTPUTS[target]) + list(UNCERTAINTY_OUTPUTS[target] if energy_uncertainty else ())
+#: Non-conservative models (GemNet-OC with direct forces) return per-atom forces and nothing that needs a gradient.
+DIRECT_FORCE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "lammps": (keys.NODE_ENERGIES, keys.FORCES),
+    "ase": (keys.ENERGY, keys.NODE_ENERGIES, keys.FORCES),
+    "energy": (keys.NODE_ENERGIES,),
+}
+
+
+def artifact_outputs(target: str, energy_uncertainty: bool, direct_forces: bool = False) -> list[str]:
+    outputs = DIRECT_FORCE_OUTPUTS[target] if direct_forces else TARGET_OUTPUTS[target]
+    return list(outputs) + list(UNCERTAINTY_OUTPUTS[target] if energy_uncertainty else ())
 
 
 #: The inputs each target takes. ``lammps`` also takes node_energy_mask [N] (bool):

@@ -40,6 +40,11 @@ def _set_config(model: Potential, **changes: Any) -> None:
 
 
 def enable_force_stress_output(model: Potential) -> None:
+    if model.direct_forces:
+        raise ModifierError(
+            "enable_ForceStressOutput: the model predicts forces directly (direct_forces: true); they are not the "
+            "gradient of its energy, so it has no stress or virial"
+        )
     if model.do_derivatives:
         raise ModifierError("enable_ForceStressOutput: the model already outputs forces, stress and virial")
     model.do_derivatives = True
@@ -47,9 +52,9 @@ def enable_force_stress_output(model: Potential) -> None:
 
 
 def disable_force_stress_output(model: Potential) -> None:
-    if not model.do_derivatives:
+    if not (model.do_derivatives or model.direct_forces):
         raise ModifierError("disable_ForceStressOutput: the model is already energy-only")
-    model.do_derivatives = False
+    model.do_derivatives = model.direct_forces = model.core.direct_forces = False
     _set_config(model, do_derivatives=False)
 
 

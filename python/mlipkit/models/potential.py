@@ -94,15 +94,15 @@ class Potential(nn.Module):
 
         with torch.enable_grad() if self.do_derivatives else contextlib.nullcontext():
             edge_lengths = torch.linalg.norm(edge_vectors, dim=1)
-            head_energies, node_features, *direct_forces = self.core(graph, edge_vectors, edge_lengths)
+            head_energies, node_features, *core_forces = self.core(graph, edge_vectors, edge_lengths)
             node_energies = self.scale_shift(self._select_head(head_energies, graph, batch), atom_types)
             if self.zbl is not None:
                 node_energies = node_energies + self.zbl(atom_types, edge_index, edge_lengths)
             energy = graph_energies(node_energies, graph, batch, num_graphs)
 
         outputs = {keys.NODE_ENERGIES: node_energies, keys.ENERGY: energy}
-        if direct_forces:
-            outputs[keys.FORCES] = direct_forces[0] if keep_graph else direct_forces[0].detach()
+        if core_forces:
+            outputs[keys.FORCES] = core_forces[0] if keep_graph else core_forces[0].detach()
         if self.energy_uncertainty_readout is not None:
             terms = self.core.read_out(self.energy_uncertainty_readout, node_features)[:, 0]
             terms = terms * self.scale_shift.scales.index_select(0, atom_types)
