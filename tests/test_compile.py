@@ -7,7 +7,7 @@ import pytest
 import torch
 from ase.build import bulk
 from torch.fx.experimental.proxy_tensor import make_fx
-from conftest import ARTIFACT_SPECS, STRUCTURES, build_small, relative_error, shared_directory
+from conftest import STRUCTURES, artifact_model, build_small, relative_error, shared_directory
 
 import mlipkit
 from mlipkit import _runtime
@@ -39,8 +39,10 @@ def graph_and_inputs(atoms, r_max, type_names, dtype):
 
 @pytest.mark.parametrize("structure", sorted(CASES))
 def test_eager_aotinductor_torchscript_and_cpp_agree(artifacts, artifact_name, structure):
+    if artifact_name.startswith("gemnet_oc") and structure == "cu_108":
+        pytest.skip("GemNet-OC's artifacts are checked on the smaller cells (and on 32 atoms by mlip-compile itself)")
     path, dtype = artifacts[artifact_name]
-    model = build_small(ARTIFACT_SPECS[artifact_name][0], dtype)
+    model = artifact_model(artifact_name, dtype)
     atoms = CASES[structure]()
     graph, inputs = graph_and_inputs(atoms, model.r_max, model.type_names, dtype)
     eager = model(graph)

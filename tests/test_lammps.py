@@ -422,10 +422,10 @@ def test_uncertainty_deck_prints_the_std_and_halts_on_it(artifacts, tmp_path):
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_gemnet_oc_artifact_equals_ase(artifacts, tmp_path, ranks):
-    """GemNet-OC (every interaction on): its triplets and quadruplets are built inside the artifact from the
-    edges LAMMPS gives; on 2 ranks the ghost shell covers its receptive field (blocks + 1 hops, 2 blocks + 1
-    with quadruplets)."""
-    path = artifacts["gemnet_oc_aotinductor_float64"][0]
+    """GemNet-OC (two blocks, every interaction on): its triplets and quadruplets are built inside the artifact
+    from the edges LAMMPS gives; on 2 ranks the ghost shell covers its receptive field (blocks + 1 hops,
+    2 blocks + 1 with quadruplets)."""
+    path = artifacts["gemnet_oc_torchscript_float64"][0]
     atoms = STRUCTURES["triclinic_32"]()
     differences = largest_relative_difference(single_point(tmp_path, atoms, path, ranks=ranks), ase_reference(atoms, path))
     assert max(differences.values()) <= AGREEMENT, differences

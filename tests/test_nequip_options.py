@@ -82,7 +82,7 @@ def test_invalid_options_are_named(options, message):
 
 
 def test_invalid_model_and_type_names():
-    with pytest.raises(ValueError, match=r"unknown model 'nequipp'; registered models: \['adapter_mace', 'adapter_nequip', 'mace', 'mean_var_mace', 'mean_var_nequip', 'nequip', 'ssf_mace', 'ssf_nequip'\]"):
+    with pytest.raises(ValueError, match=r"unknown model 'nequipp'; registered models: \['adapter_mace', 'adapter_nequip', 'gemnet_oc', 'mace', 'mean_var_mace', 'mean_var_nequip', 'nequip', 'ssf_mace', 'ssf_nequip'\]"):
         mlipkit.build_model("nequipp", **BASE)
     with pytest.raises(ValidationError, match="must be unique"):
         mlipkit.build_model("nequip", type_names=["Cu", "Cu"], r_max=4.0)

@@ -147,6 +147,28 @@ def test_mace_trains_with_only_the_model_section_changed(dataset, tmp_path):
     assert contents["model_name"] == "mace" and contents["config"]["hidden_irreps"] == "4x0e + 4x1o"
 
 
+def test_gemnet_oc_fits_its_scale_factors_and_trains(dataset, tmp_path):
+    """No r_max (the largest cutoff), scale factors fitted before the first epoch, logged and checkpointed."""
+    values = config_values(dataset, tmp_path, max_epochs=6)
+    values["model"] = {
+        "name": "gemnet_oc", "cutoff": R_MAX, "num_blocks": 1, "num_spherical": 3, "num_radial": 6, "emb_size_atom": 8,
+        "emb_size_edge": 8, "emb_size_trip_in": 4, "emb_size_trip_out": 4, "emb_size_rbf": 4, "emb_size_cbf": 4,
+        "num_before_skip": 1, "num_after_skip": 1, "num_concat": 1, "num_atom": 1, "num_output_afteratom": 1,
+        "scaling_mean": "${training_data_stats:per_atom_energy_mean}",
+        "scaling_std": "${training_data_stats:per_type_forces_rms}",
+    }
+    messages = []
+    result = Trainer(parse_config(values), log=messages.append, progress=False).run()
+    _, losses = validation_losses(tmp_path)
+    assert len(losses) == 6 and losses[-1] < losses[0] and min(losses) < 0.5 * losses[0], losses
+    fitted = [message for message in messages if message.startswith("scale factors fitted on 18 structures")]
+    assert fitted and "out_blocks.0.scale_sum" in fitted[0]
+    contents = read_checkpoint(result.best_checkpoint)
+    assert contents["config"]["r_max"] == R_MAX
+    factors = {name: value for name, value in contents["state_dict"].items() if name.endswith("scale_factor")}
+    assert factors and any(abs(float(value) - 1.0) > 0.01 for value in factors.values())
+
+
 def final_weights(path):
     return read_checkpoint(path)["extra"]["training_state"]["model"]
 

@@ -1,6 +1,6 @@
-"""mlipkit against nequip 0.19.1 and mace-torch 0.3.16, side by side, in one run.
+"""mlipkit against nequip 0.19.1, mace-torch 0.3.16 and fairchem-core 1.10.0 (GemNet-OC), side by side, in one run.
 
-    bash tools/peer_envs.sh                        # once: .peers/nequip and .peers/mace
+    bash tools/peer_envs.sh nequip mace fairchem   # once: .peers/nequip, .peers/mace, .peers/fairchem
     .venv/bin/python tools/benchmark_peers.py      # everything below (about an hour on 2 cores)
     .venv/bin/python tools/benchmark_peers.py --models nequip --structures cu256 --dtypes float32 --threads 2
 
@@ -20,7 +20,11 @@ artifact (``mlip-compile``); nequip eager and nequip's AOTInductor export
 (``nequip.utils.aot.aot_export_model`` with ``nequip-compile --target ase``'s
 settings, which is what ``nequip-compile`` runs after loading a checkpoint);
 mace-torch eager and through ``torch.compile`` as its ASE calculator's
-``compile_mode="default"`` prepares it. ``--training`` also times 20 epochs of ``mlip-train
+``compile_mode="default"`` prepares it. GemNet-OC: fairchem's OC20 ``gemnet-oc`` sizes and neighbour caps with every interaction on, all cutoffs
+r_max, conservative forces, against mlipkit eager and its artifact; fairchem's graph code runs only in
+float32, and its forward builds its graphs (radius_graph_pbc, caps, triplets, quadruplets) in every call,
+which mlipkit's artifact also does for the index sets (only the neighbour list is outside).
+``--training`` also times 20 epochs of ``mlip-train
 examples/train_cu.yaml`` against ``nequip-train`` with the same model, split,
 loss weights, optimiser, scheduler and EMA (tools/nequip_train_cu.yaml).
 
@@ -64,7 +68,19 @@ IMPLEMENTATIONS = {
                ("nequip", "aotinductor")],
     "mace": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("mace", "eager"),
              ("mace", "compile")],
+    "gemnet_oc": [("mlipkit", "eager"), ("mlipkit", "aotinductor"), ("fairchem", "eager")],
 }
+#: fairchem's OC20 gemnet-oc (configs/s2ef/all/gemnet/gemnet-oc.yml) at r_max, conservative forces
+GEMNET_OC_OPTIONS = dict(
+    num_spherical=7, num_radial=128, num_blocks=4, emb_size_atom=256, emb_size_edge=512, emb_size_trip_in=64,
+    emb_size_trip_out=64, emb_size_quad_in=32, emb_size_quad_out=32, emb_size_aint_in=64, emb_size_aint_out=64,
+    emb_size_rbf=16, emb_size_cbf=16, emb_size_sbf=32, num_before_skip=2, num_after_skip=2, num_concat=1, num_atom=3,
+    num_output_afteratom=3, cutoff=R_MAX, cutoff_qint=R_MAX, cutoff_aeaint=R_MAX, cutoff_aint=R_MAX, max_neighbors=30,
+    max_neighbors_qint=8, max_neighbors_aeaint=20, max_neighbors_aint=1000, rbf={"name": "gaussian"},
+    envelope={"name": "polynomial", "exponent": 5}, cbf={"name": "spherical_harmonics"}, sbf={"name": "legendre_outer"},
+    direct_forces=False, quad_interaction=True, atom_edge_interaction=True, edge_atom_interaction=True,
+    atom_interaction=True, num_atom_emb_layers=2, num_global_out_layers=2,
+)
 #: mace-torch without cuequivariance builds the original (not the reduced) couplings; mlipkit builds the same.
 #: An isolated-atom energy shift, as trained models have (timing is unaffected), keeps mlip-compile's float32
 #: check of per-atom energies (1e-5 relative) from measuring only the rounding of an untrained model's near-zero ones.
@@ -72,7 +88,15 @@ MLIPKIT_OPTIONS = {"nequip": {"per_type_energy_shifts": -1.0}, "mace": {"use_red
 #: mlipkit's reference path: every fused kernel off (e3nn's tensor product, the dense symmetric contraction).
 REFERENCE_PATH = {"nequip": {"tensor_product_kernel": "e3nn"},
                   "mace": {"tensor_product_kernel": "e3nn", "symmetric_contraction_kernel": "dense"}}
-ENVIRONMENTS = {"mlipkit": ROOT / ".venv", "nequip": ROOT / ".peers" / "nequip", "mace": ROOT / ".peers" / "mace"}
+ENVIRONMENTS = {"mlipkit": ROOT / ".venv", "nequip": ROOT / ".peers" / "nequip", "mace": ROOT / ".peers" / "mace",
+                "fairchem": ROOT / ".peers" / "fairchem"}
+
+
+def mlipkit_options(model_name: str, kernel: str) -> dict:
+    if model_name == "gemnet_oc":
+        return dict(GEMNET_OC_OPTIONS, per_type_energy_shifts=-1.0)
+    options = dict(REFERENCE_PATH[model_name]) if kernel == "e3nn" else {}
+    return dict(options, r_max=R_MAX, avg_num_neighbours=10.0, **MLIPKIT_OPTIONS[model_name])
 
 
 def structure(name: str) -> Atoms:
@@ -116,9 +140,8 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
     for name in names:
         types = tuple(type_names(name))
         if types not in models:
-            options = dict(REFERENCE_PATH[model_name]) if kernel == "e3nn" else {}
-            models[types] = mlipkit.build_model(model_name, dtype=dtype, type_names=list(types), r_max=R_MAX, seed=0,
-                                                avg_num_neighbours=10.0, **options, **MLIPKIT_OPTIONS[model_name])
+            models[types] = mlipkit.build_model(model_name, dtype=dtype, type_names=list(types), seed=0,
+                                                **mlipkit_options(model_name, kernel))
             info["parameters"]["_".join(types)] = sum(p.numel() for p in models[types].parameters() if p.requires_grad)
         model = models[types]
         graph = graph_from_atoms(structure(name), R_MAX, list(types), dtype)
@@ -227,7 +250,30 @@ def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], d
     return info, calls
 
 
-WORKERS = {"mlipkit": mlipkit_worker, "nequip": nequip_worker, "mace": mace_worker}
+def fairchem_worker(model_name: str, mode: str, dtype_name: str, names: list[str], directory: Path):
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from fairchem_reference import fairchem_batch, import_gemnet_oc
+
+    if dtype_name != "float32":
+        raise SystemExit("fairchem's graph code (radius_graph_pbc) runs in float32 only")
+    GemNetOC = import_gemnet_oc()
+    torch.manual_seed(0)
+    model = GemNetOC(**GEMNET_OC_OPTIONS, otf_graph=True, regress_forces=True)
+    info = {"compile_s": {}, "parameters": {}, "edges": {}}
+    calls = {}
+    for name in names:
+        types = "_".join(type_names(name))
+        # fairchem counts its scale factors as parameters: leave them out, as the other rows do
+        info["parameters"][types] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        batch = fairchem_batch(structure(name))
+        info["edges"][name] = int(model.get_graphs_and_indices(batch)[0]["edge_index"].shape[1])
+        calls[name] = lambda batch=batch: model(batch)["forces"]
+    return info, calls
+
+
+WORKERS = {"mlipkit": mlipkit_worker, "nequip": nequip_worker, "mace": mace_worker, "fairchem": fairchem_worker}
 
 
 def serve(arguments: list[str]) -> None:
@@ -358,6 +404,8 @@ def main() -> None:
             workers = []
             for implementation, mode in IMPLEMENTATIONS[model_name]:
                 if f"{model_name}:{implementation}:{mode}" in arguments.skip:
+                    continue
+                if implementation == "fairchem" and dtype_name != "float32":
                     continue
                 started = time.perf_counter()
                 print(f"[{model_name} {dtype_name}] starting {implementation} {mode}", flush=True)

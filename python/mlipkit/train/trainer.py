@@ -403,7 +403,7 @@ class Trainer:
         fit = getattr(self.model.core, "fit_scale_factors", None)
         if fit is None or self.model.config.scale_file is not None or self.config.fine_tune is not None:
             return
-        size = self.config.batch_size
+        size = self.config.data.batch_size
         graphs = [batch_graphs(self.graphs["train"][i : i + size]) for i in range(0, len(self.graphs["train"]), size)]
         graphs = graphs[: self.SCALE_FACTOR_BATCHES]
         values = fit(graphs)

@@ -63,6 +63,30 @@ def _fairchem_convention_harmonics(cosines: torch.Tensor, azimuths: torch.Tensor
     return torch.stack(columns, dim=-1)
 
 
+def _least_squares(a: list[list[float]], b: list[list[float]]) -> list[list[float]]:
+    """x minimising |a x - b|, by the normal equations and Gauss-Jordan elimination in plain Python floats.
+
+    The same bits on every run: LAPACK's least squares differs in the last
+    bits with the memory alignment of its inputs, which would make a model
+    rebuilt from its checkpoint differ from the saved one.
+    """
+    columns, targets = len(a[0]), len(b[0])
+    rows = [
+        [sum(row[i] * row[j] for row in a) for j in range(columns)]
+        + [sum(row[i] * values[k] for row, values in zip(a, b)) for k in range(targets)]
+        for i in range(columns)
+    ]
+    for column in range(columns):
+        pivot = max(range(column, columns), key=lambda r: abs(rows[r][column]))
+        rows[column], rows[pivot] = rows[pivot], rows[column]
+        rows[column] = [value / rows[column][column] for value in rows[column]]
+        for r in range(columns):
+            if r != column and rows[r][column] != 0.0:
+                factor = rows[r][column]
+                rows[r] = [value - factor * pivot_value for value, pivot_value in zip(rows[r], rows[column])]
+    return [row[columns:] for row in rows]
+
+
 class QuadrupletHarmonics(torch.nn.Module):
     """GemNet-OC's "spherical_harmonics" quadruplet basis (fairchem's sbf), smooth everywhere.
 
@@ -86,7 +110,13 @@ class QuadrupletHarmonics(torch.nn.Module):
         directions = torch.stack([sines * torch.cos(azimuths), sines * torch.sin(azimuths), cosines], dim=-1)
         e3nn_values = o3.spherical_harmonics(self.degrees, directions, normalize=False, normalization="integral")
         target = _fairchem_convention_harmonics(cosines, azimuths, num_degrees)
-        change = torch.linalg.lstsq(e3nn_values, target).solution
+        # block diagonal: degree l maps onto degree l
+        change = torch.zeros(num_degrees**2, num_degrees**2, dtype=torch.float64, device="cpu")
+        for degree in self.degrees:
+            block = slice(degree**2, (degree + 1) ** 2)
+            change[block, block] = torch.tensor(
+                _least_squares(e3nn_values[:, block].tolist(), target[:, block].tolist()), dtype=torch.float64, device="cpu"
+            )
         residual = float((e3nn_values @ change - target).abs().max())
         if residual > 1e-10:
             raise RuntimeError(f"QuadrupletHarmonics: the change of basis does not fit (residual {residual:.2e})")
