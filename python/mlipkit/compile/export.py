@@ -152,7 +152,19 @@ def export_aotinductor(graph_module: torch.fx.GraphModule, path: Path, metadata:
 
 
 def export_torchscript(graph_module: torch.fx.GraphModule, path: Path, metadata: ArtifactMetadata) -> None:
-    """Script the traced graph; TorchScript resolves overloads itself, so calls name op packets."""
+    """Script the traced graph; TorchScript resolves overloads itself, so calls name op packets.
+
+    A tensor's value read as a size (GemNet-OC's largest number of triplets per edge) is a Scalar to
+    TorchScript, which sizes must not be: an ``int()`` is put after each integer one.
+    """
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        argument = node.args[0] if node.op == "call_function" and node.args else None
+        source = argument.meta.get("val") if isinstance(argument, torch.fx.Node) else None
+        if node.target is torch.ops.aten._local_scalar_dense.default and source is not None and not source.is_floating_point():
+            with graph.inserting_after(node):
+                as_int = graph.call_function(int, (node,))
+            node.replace_all_uses_with(as_int, delete_user_cb=lambda user: user is not as_int)
     for node in graph_module.graph.nodes:
         if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
             node.target = node.target.overloadpacket

@@ -132,6 +132,7 @@ class AngularBasis(NamedTuple):
     radial_weights: torch.Tensor  # [outputs, emb_size_interm, num_angular]
     angular: torch.Tensor  # [triplets, num_angular]
     out: torch.Tensor  # [triplets], sorted
+    inner: torch.Tensor  # [triplets]: each one's place among its output's
 
 
 class BasisEmbedding(nn.Module):
@@ -151,8 +152,8 @@ class BasisEmbedding(nn.Module):
         num_radial, num_spherical, emb_size_interm = self.weight.shape
         return (radial @ self.weight.reshape(num_radial, -1)).reshape(radial.shape[0], emb_size_interm, num_spherical)
 
-    def angular_basis(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor) -> AngularBasis:
-        return AngularBasis(self(radial), angular, out)
+    def angular_basis(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor, inner: torch.Tensor) -> AngularBasis:
+        return AngularBasis(self(radial), angular, out, inner)
 
     def per_triplet(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """[triplets, emb_size_interm]: the basis contracted per triplet (the quadruplets' input triplets)."""
@@ -171,12 +172,20 @@ class EfficientInteractionBilinear(nn.Module):
     ) -> torch.Tensor:
         """``m`` [triplets, emb_size_in] -> [outputs, emb_size_out]; ``second_level`` (sorted groups of the
         outputs, number of groups) sums the outputs once more, e.g. edges into atoms."""
-        radial_weights, angular, out = basis
-        num_outputs, num_angular, num_in = radial_weights.shape[0], angular.shape[1], m.shape[1]
-        outer = (angular.unsqueeze(-1) * m.unsqueeze(1)).reshape(-1, num_angular * num_in)
-        angular_features = sum_into_segments(outer, out, num_outputs).reshape(num_outputs, num_angular, num_in)
+        radial_weights, angular, out, inner = basis
+        num_outputs = radial_weights.shape[0]
+        # each output's triplets as rows of a zero-padded matrix, so that the sum over triplets of
+        # (angular basis x features) is one batched matrix product (an [triplets, num_angular, emb_size_in]
+        # outer product would not fit in memory for quadruplets); the largest count is data-dependent
+        # (one row more than needed: a width known to exceed 1 keeps Inductor's bmm lowering from guarding on it)
+        largest_inner = torch.cat([inner, inner.new_zeros(1)]).max().item()
+        torch._check(largest_inner >= 0)
+        most = largest_inner + 2
+        padded_angular = angular.new_zeros(num_outputs, most, angular.shape[1]).index_put((out, inner), angular)
+        padded_m = m.new_zeros(num_outputs, most, m.shape[1]).index_put((out, inner), m)
+        angular_features = padded_angular.transpose(1, 2) @ padded_m  # [outputs, num_angular, emb_size_in]
         contracted = radial_weights @ angular_features  # [outputs, emb_size_interm, emb_size_in]
-        width = contracted.shape[1] * num_in
+        width = contracted.shape[1] * m.shape[1]
         contracted = contracted.reshape(num_outputs, width)
         if second_level is not None:
             groups, num_groups = second_level

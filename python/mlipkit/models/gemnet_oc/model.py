@@ -420,7 +420,7 @@ class GemNetOC(nn.Module):
             main_reverse=main_reverse,
             triplet_in=triplet_in,
             rbf_triplet=self.mlp_rbf_tint(basis_rad),
-            cbf_triplet=self.mlp_cbf_tint.angular_basis(rad, cir, triplet_out),
+            cbf_triplet=self.mlp_cbf_tint.angular_basis(rad, cir, triplet_out, indices.inner_index(triplet_out, main.numel())),
             basis_atom_update=self.mlp_rbf_h(basis_rad),
             quadruplet_triplet_in=empty_long, quadruplet_triplet_to_quadruplet=empty_long, rbf_quadruplet=empty,
             cbf_quadruplet=empty, sbf_quadruplet=None, aeaint_senders=empty_long, aeaint_receivers=empty_long,
@@ -448,7 +448,7 @@ class GemNetOC(nn.Module):
                 quadruplet_triplet_to_quadruplet=quads["trip_in_to_quad"],
                 rbf_quadruplet=self.mlp_rbf_qint(basis_rad),
                 cbf_quadruplet=self.mlp_cbf_qint.per_triplet(rad_qint, cir_qint, quads["triplet_in_out"]),
-                sbf_quadruplet=self.mlp_sbf_qint.angular_basis(rad_sph, sph, quads["out"]),
+                sbf_quadruplet=self.mlp_sbf_qint.angular_basis(rad_sph, sph, quads["out"], quads["out_agg"]),
             )
         if self.atom_edge or self.edge_atom:
             aeaint = subgraph(self.cutoffs["cutoff_aeaint"], self.caps["aeaint"])
@@ -461,7 +461,7 @@ class GemNetOC(nn.Module):
             fields.update(
                 atom_edge_triplet_in=into,
                 rbf_atom_edge=self.mlp_rbf_aeint(basis_rad_aeaint),
-                cbf_atom_edge=self.mlp_cbf_aeint.angular_basis(rad, cir, out),
+                cbf_atom_edge=self.mlp_cbf_aeint.angular_basis(rad, cir, out, indices.inner_index(out, main.numel())),
             )
         if self.edge_atom:
             into, out = indices.mixed_triplets(edge_index, main, aeaint, num_nodes, excluded=aeaint)
@@ -471,7 +471,7 @@ class GemNetOC(nn.Module):
             fields.update(
                 edge_atom_triplet_in=into,
                 rbf_edge_atom=self.mlp_rbf_eaint(basis_rad),
-                cbf_edge_atom=self.mlp_cbf_eaint.angular_basis(rad, cir, out),
+                cbf_edge_atom=self.mlp_cbf_eaint.angular_basis(rad, cir, out, indices.inner_index(out, aeaint.numel())),
             )
         if self.atom_atom:
             aint = subgraph(self.cutoffs["cutoff_aint"], self.caps["aint"])
