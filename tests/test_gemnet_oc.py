@@ -19,7 +19,7 @@ from ase.build import bulk
 
 from conftest import SMALL_MODEL_OPTIONS, build_small, evaluate, relative_error
 from mlipkit.data import batch_graphs, graph_from_atoms, keys
-from mlipkit.models import build_model
+from mlipkit.models import build_model, load_checkpoint, save_checkpoint
 from mlipkit.models.gemnet_oc.model import (
     GemNetOC,
     GemNetOCConfig,
@@ -165,13 +165,21 @@ def test_scale_factors_fit_and_load(tmp_path):
     assert max(abs(refitted[name] - values[name]) / values[name] for name in values) <= 1e-10
     path = tmp_path / "scales.json"
     path.write_text(json.dumps(values))
-    loaded = build_small("gemnet_oc", scale_file=str(path))
+    loaded = build_small("gemnet_oc")
+    loaded.core.load_scale_factors(path)
     atoms = frames[0]
     assert relative_error(evaluate(loaded, atoms)[keys.ENERGY], evaluate(model, atoms)[keys.ENERGY]) <= 1e-12
     with pytest.raises(ValueError, match="missing values"):
         load_scale_factors(model.core, {name: 1.0 for name in list(values)[1:]})
-    with pytest.raises(FileNotFoundError):
-        build_small("gemnet_oc", scale_file=str(tmp_path / "absent.json"))
+    with pytest.raises(FileNotFoundError, match="absent.json does not exist"):
+        load_scale_factors(model.core, tmp_path / "absent.json")
+    # a checkpoint holds the values: it loads without the scale file its config names
+    configured = build_small("gemnet_oc", scale_file=str(path))
+    configured.core.load_scale_factors(path)
+    checkpoint = save_checkpoint(configured, tmp_path / "model.ckpt")
+    path.unlink()
+    restored = load_checkpoint(checkpoint)
+    assert relative_error(evaluate(restored, atoms)[keys.ENERGY], evaluate(model, atoms)[keys.ENERGY]) <= 1e-12
 
 
 def test_options_fairchem_spells():

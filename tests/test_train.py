@@ -167,6 +167,10 @@ def test_gemnet_oc_fits_its_scale_factors_and_trains(dataset, tmp_path):
     assert contents["config"]["r_max"] == R_MAX
     factors = {name: value for name, value in contents["state_dict"].items() if name.endswith("scale_factor")}
     assert factors and any(abs(float(value) - 1.0) > 0.01 for value in factors.values())
+    # a scale file replaces the fit; a missing one is a config error naming it
+    values["model"]["scale_file"] = str(tmp_path / "absent.json")
+    with pytest.raises(ConfigError, match="model.scale_file: scale_file .*absent.json does not exist"):
+        Trainer(parse_config(values), log=messages.append, progress=False).run()
 
 
 def final_weights(path):

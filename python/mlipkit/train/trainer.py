@@ -397,16 +397,24 @@ class Trainer:
     #: batches GemNet-OC's scale factors are fitted on (fairchem's default)
     SCALE_FACTOR_BATCHES = 16
 
-    def fit_scale_factors(self) -> None:
-        """Models with fitted scale factors (GemNet-OC) fit them on training batches before the first epoch,
-        unless they come from a scale file or a pre-trained checkpoint."""
-        fit = getattr(self.model.core, "fit_scale_factors", None)
-        if fit is None or self.model.config.scale_file is not None or self.config.fine_tune is not None:
+    def prepare_scale_factors(self) -> None:
+        """Models with fitted scale factors (GemNet-OC) load them from the model's scale_file or fit them on
+        training batches before the first epoch; a pre-trained checkpoint brings its own."""
+        core = self.model.core
+        if not hasattr(core, "fit_scale_factors") or self.config.fine_tune is not None:
+            return
+        scale_file = self.model.config.scale_file
+        if scale_file is not None:
+            try:
+                core.load_scale_factors(scale_file)
+            except (OSError, ValueError) as error:
+                raise ConfigError(f"model.scale_file: {error}") from None
+            self.log(f"scale factors loaded from {scale_file}")
             return
         size = self.config.data.batch_size
         graphs = [batch_graphs(self.graphs["train"][i : i + size]) for i in range(0, len(self.graphs["train"]), size)]
         graphs = graphs[: self.SCALE_FACTOR_BATCHES]
-        values = fit(graphs)
+        values = core.fit_scale_factors(graphs)
         listed = ", ".join(f"{name} {value:.4f}" for name, value in values.items())
         self.log(f"scale factors fitted on {sum(int(g[keys.NUM_ATOMS].numel()) for g in graphs)} structures: {listed}")
 
@@ -425,7 +433,7 @@ class Trainer:
                 yaml.safe_dump({**self.config.model_dump(mode="json"), "resolved_model_options": self.resolved_model_options}, sort_keys=False)
             )
         if not resume:
-            self.fit_scale_factors()
+            self.prepare_scale_factors()
         counts = {name: len(graphs) for name, graphs in self.graphs.items()}
         self.log(f"data: {counts['train']} training, {counts['validation']} validation, {counts['test']} test structures; "
                  f"types {self.model.type_names}; {sum(p.numel() for p in self.model.parameters()):,} parameters")

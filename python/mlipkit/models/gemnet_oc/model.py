@@ -84,10 +84,6 @@ class SphericalBasisOption(_BasisOption):
     trainable: bool = False
 
 
-#: options of fairchem's constructor that concern its own data pipeline; accepted and without effect here
-PIPELINE_OPTIONS = ("use_pbc", "use_pbc_single", "otf_graph", "qint_tags", "scale_backprop_forces")
-
-
 class GemNetOCConfig(PotentialConfig):
     """fairchem-core's GemNetOC constructor options, by name.
 
@@ -147,8 +143,10 @@ class GemNetOCConfig(PotentialConfig):
     scale_basis: bool = False
     #: rows of the atom-type embedding, indexed by atomic number (fairchem's); None: one row per type name
     num_elements: int | None = Field(83, gt=0)
-    #: scale factors (name -> value, JSON or a torch-saved dict) to load instead of fitting them
+    #: scale factors (name -> value, JSON or a torch-saved dict) that mlip-train loads instead of fitting them;
+    #: read once, at training, so a checkpoint (which holds the values) loads without the file
     scale_file: str | None = None
+    # fairchem's data-pipeline options: accepted, without effect here
     use_pbc: bool = True
     use_pbc_single: bool = False
     otf_graph: bool = False
@@ -359,8 +357,6 @@ class GemNetOC(nn.Module):
             self.out_forces = Dense(edge_size, 1)
             _initialize_output(self.out_forces.linear.weight, config.output_init)
         self.feature_irreps = o3.Irreps(f"{atom_size}x0e")
-        if config.scale_file is not None:
-            load_scale_factors(self, config.scale_file)
 
     @property
     def num_message_passing_layers(self) -> int:
@@ -382,6 +378,9 @@ class GemNetOC(nn.Module):
 
     def fit_scale_factors(self, graphs: list[AtomicGraph]) -> dict[str, float]:
         return fit_scale_factors(self, graphs)
+
+    def load_scale_factors(self, source: str | Path | dict[str, float]) -> None:
+        load_scale_factors(self, source)
 
     def interaction_graphs(
         self, edge_index: torch.Tensor, edge_vectors: torch.Tensor, lengths: torch.Tensor, reverse: torch.Tensor, num_nodes: int
@@ -500,15 +499,11 @@ class GemNetOC(nn.Module):
         h = self.atom_emb(self.embedding_rows.index_select(0, node_types)).to(edge_vectors.dtype)
         m = self.edge_emb(h, basis_rad, graphs.main_senders, graphs.main_receivers)
         basis_output = self.mlp_rbf_out(basis_rad)
-        energy_features, force_features = [], []
-        x_energy, x_forces = self.out_blocks[0](h, m, basis_output, graphs.main_receivers)
-        energy_features.append(x_energy)
-        force_features.append(x_forces)
+        block_outputs = [self.out_blocks[0](h, m, basis_output, graphs.main_receivers)]
         for block, out_block in zip(self.int_blocks, self.out_blocks[1:]):
             h, m = block(h, m, graphs)
-            x_energy, x_forces = out_block(h, m, basis_output, graphs.main_receivers)
-            energy_features.append(x_energy)
-            force_features.append(x_forces)
+            block_outputs.append(out_block(h, m, basis_output, graphs.main_receivers))
+        energy_features, force_features = zip(*block_outputs)
         node_features = self.out_mlp_E(torch.cat(energy_features, dim=-1))
         type_one_hot = nn.functional.one_hot(atom_types, self.num_types).to(edge_vectors.dtype)
         energies = subtract_reference(self.out_energy(node_features), type_one_hot)
@@ -572,7 +567,7 @@ def fit_scale_factors(core: GemNetOC, graphs: list[AtomicGraph]) -> dict[str, fl
     with torch.no_grad():
         for factor in factors.values():
             factor.scale_factor.fill_(1.0)
-        run_core() if graphs else None
+        run_core()
         for hook in hooks:
             hook.remove()
         for name in order:
