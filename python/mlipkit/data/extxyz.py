@@ -14,7 +14,9 @@ from ase.stress import voigt_6_to_full_3x3_stress
 #: ``config_type`` that marks a frame as an isolated-atom reference (MACE's convention).
 ISOLATED_ATOM_CONFIG_TYPE = "IsolatedAtom"
 
-LABELS = ("energy", "forces", "stress", "charges", "total_charge")
+LABELS = ("energy", "forces", "stress", "charges", "total_charge", "dipole")
+#: where a structure's total charge is looked for when its own key is absent (mlip and ASE calculators use "charge")
+TOTAL_CHARGE_FALLBACK_KEY = "charge"
 #: Labels of a model's extra output heads, read under these names from ``info``
 #: (graph_*) or ``arrays`` (node_*); trailing shape per task: () scalars, (3,) vectors.
 HEAD_LABELS = {"graph_scalars": (), "graph_vectors": (3,), "node_scalars": (), "node_vectors": (3,)}
@@ -33,6 +35,7 @@ class Configuration:
     stress: np.ndarray | None = None  # [3, 3], ASE sign convention (positive = tensile)
     charges: np.ndarray | None = None
     total_charge: float | None = None
+    dipole: np.ndarray | None = None  # [3], e Å
     #: extra output labels by HEAD_LABELS name: graph [T] / [T, 3], node [N, T] / [N, T, 3]
     head_labels: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +86,7 @@ def configuration_from_atoms(
     stress_key: str = "stress",
     charges_key: str = "charges",
     total_charge_key: str = "total_charge",
+    dipole_key: str = "dipole",
     source: str = "<memory>",
 ) -> Configuration:
     """Read labels from an Atoms' calculator results, ``info`` or ``arrays``."""
@@ -116,12 +120,25 @@ def configuration_from_atoms(
         leading = (n,) if per_atom else ()
         tasks = array.size // max(int(np.prod(leading + task_shape)), 1)
         configuration.head_labels[name] = _as_finite_array(array, leading + (tasks,) + task_shape, f"label '{name}'", source)
+    dipole = _label(atoms, dipole_key, per_atom=False)
+    if dipole is not None:
+        configuration.dipole = _as_finite_array(dipole, (3,), f"dipole '{dipole_key}'", source)
     total_charge = _label(atoms, total_charge_key, per_atom=False)
+    if total_charge is None:
+        total_charge = atoms.info.get(TOTAL_CHARGE_FALLBACK_KEY)
     if total_charge is not None:
         configuration.total_charge = float(
             _as_finite_array(total_charge, (), f"total charge '{total_charge_key}'", source)
         )
     return configuration
+
+
+def atoms_total_charge(atoms: ase.Atoms) -> float:
+    """An Atoms' total charge: ``info["total_charge"]`` or ``info["charge"]``, else its initial charges' sum (0 without)."""
+    for key in ("total_charge", TOTAL_CHARGE_FALLBACK_KEY):
+        if atoms.info.get(key) is not None:
+            return float(atoms.info[key])
+    return float(atoms.get_initial_charges().sum())
 
 
 def read_extxyz(
@@ -133,6 +150,7 @@ def read_extxyz(
     stress_key: str = "stress",
     charges_key: str = "charges",
     total_charge_key: str = "total_charge",
+    dipole_key: str = "dipole",
 ) -> list[Configuration]:
     """Read every frame of an extended-XYZ file.
 
@@ -157,6 +175,7 @@ def read_extxyz(
         "stress": stress_key,
         "charges": charges_key,
         "total_charge": total_charge_key,
+        "dipole": dipole_key,
     }
     configurations = []
     for index, atoms in enumerate(frames):

@@ -15,6 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mlipkit.data import keys
 from mlipkit.nn.activations import ActivationName
+from mlipkit.nn.electrostatics import (
+    DAMPED_SHIFTED_ALPHA,
+    MLIP_DAMPING_RADIUS,
+    ChargeCorrection,
+    CoulombMethod,
+    TotalChargeEmbeddingKind,
+    ewald_alpha,
+    ewald_k_max,
+)
 from mlipkit.nn.zbl import EnergyUnits, atomic_numbers_of
 
 PerTypeValue = float | list[float] | dict[str, float]
@@ -49,6 +58,54 @@ class PairPotentialConfig(BaseModel):
     kind: Literal["zbl"] = "zbl"
     units: EnergyUnits | None = None
     chemical_species: list[str] | None = None
+
+
+class CoulombConfig(BaseModel):
+    """How predicted charges interact (README, "Charges and electrostatics").
+
+    ``alpha``: damped_shifted's damping in 1/Å (default 0.2, as Fennell and
+    Gezelter advise for cutoffs of 10-12 Å); for ewald the
+    splitting parameter, default sqrt(-ln ewald_accuracy) / long_range_cutoff.
+    ``damping_radius``: PhysNet's short-range damping of 1/r below this
+    distance (mlip: 5 Å); null: none.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    method: CoulombMethod = "damped_shifted"
+    long_range_cutoff: float = Field(10.0, gt=0.0)
+    alpha: float | None = Field(None, ge=0.0)
+    ewald_accuracy: float = Field(1e-8, gt=0.0, lt=1.0)
+    damping_radius: float | None = Field(MLIP_DAMPING_RADIUS, gt=0.0)
+    charge_correction: ChargeCorrection = "uniform"
+
+    @model_validator(mode="after")
+    def _check_method(self) -> "CoulombConfig":
+        if self.method == "mlip_parity":
+            if self.damping_radius != MLIP_DAMPING_RADIUS or self.charge_correction != "uniform":
+                raise ValueError(
+                    f"coulomb.method mlip_parity reproduces mlip, whose damping radius is {MLIP_DAMPING_RADIUS} Å "
+                    "and whose charge correction is uniform; leave damping_radius and charge_correction at their defaults"
+                )
+        if self.method == "ewald" and self.alpha == 0.0:
+            raise ValueError("coulomb.alpha must be positive for ewald (or left out to follow ewald_accuracy)")
+        if self.damping_radius is not None and self.damping_radius >= self.long_range_cutoff:
+            raise ValueError(
+                f"coulomb.damping_radius={self.damping_radius} must be smaller than long_range_cutoff={self.long_range_cutoff}"
+            )
+        return self
+
+    @property
+    def resolved_alpha(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        if self.method == "ewald":
+            return ewald_alpha(self.long_range_cutoff, self.ewald_accuracy)
+        return DAMPED_SHIFTED_ALPHA if self.method == "damped_shifted" else 0.0
+
+    @property
+    def k_max(self) -> float:
+        """Ewald's reciprocal cutoff (1/Å); 0 for the real-space methods."""
+        return ewald_k_max(self.resolved_alpha, self.ewald_accuracy) if self.method == "ewald" else 0.0
 
 
 class PotentialConfig(BaseModel):
@@ -209,6 +266,14 @@ class MessagePassingConfig(PotentialConfig):
     num_edge_feats: int = Field(0, ge=0)
     deterministic_scatter_ops: bool = True
     tensor_product_kernel: Literal["fused", "e3nn"] = "fused"
+    #: mlip's charge options (README, "Charges and electrostatics"); use_coulomb_term turns the charges on
+    predict_partial_charges: bool = False
+    use_coulomb_term: bool = False
+    #: true (mlip's spelling) is "categorical"
+    use_total_charge_embedding: bool | TotalChargeEmbeddingKind = False
+    #: the total charges the categorical embedding knows (the training data's unless given)
+    available_total_charges: list[float] | None = None
+    coulomb: CoulombConfig = Field(default_factory=CoulombConfig)
 
     @field_validator("radial_mlp_hidden")
     @classmethod
@@ -224,6 +289,28 @@ class MessagePassingConfig(PotentialConfig):
         if any(ir != o3.Irrep("0e") for _, ir in irreps) or irreps.dim == 0:
             raise ValueError(f"mlp_irreps must be even scalars only (like '16x0e'), got {text!r}")
         return text
+
+    @model_validator(mode="after")
+    def _resolve_charge_options(self) -> "MessagePassingConfig":
+        """Stored resolved, as mlip resolves them: the Coulomb term needs charges; true is the categorical embedding."""
+        if self.use_coulomb_term and not self.predict_partial_charges:
+            self.predict_partial_charges = True
+        if self.use_total_charge_embedding is True:
+            self.use_total_charge_embedding = "categorical"
+        if self.use_total_charge_embedding == "categorical":
+            charges = self.available_total_charges
+            if not charges:
+                raise ValueError(
+                    "use_total_charge_embedding 'categorical' needs available_total_charges (mlip-train fills them "
+                    "from the training data; give them when building a model by hand)"
+                )
+            if len(set(charges)) != len(charges):
+                raise ValueError(f"available_total_charges {charges} lists a charge twice")
+        return self
+
+    @property
+    def charge_embedding(self) -> TotalChargeEmbeddingKind | None:
+        return self.use_total_charge_embedding or None
 
     @model_validator(mode="after")
     def _check_input_sizes(self) -> "MessagePassingConfig":

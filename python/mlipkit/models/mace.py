@@ -206,6 +206,7 @@ class MACE(MessagePassingNetwork):
             config.r_max, config.num_bessel, config.bessel_basis_trainable, "polynomial", config.num_polynomial_cutoff
         )
         self.embedding = TypeEmbedding(num_node_attrs, num_channels)
+        self.build_total_charge_embedding(config.charge_embedding, config.available_total_charges, num_channels)
         convolution_options = dict(
             num_radial=config.num_bessel + config.num_edge_feats,
             radial_hidden=config.radial_mlp_hidden,

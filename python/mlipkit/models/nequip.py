@@ -131,6 +131,7 @@ class NequIP(MessagePassingNetwork):
             config.avg_r_min,
         )
         self.embedding = TypeEmbedding(num_node_attrs, config.num_features, config.embed_activation)
+        self.build_total_charge_embedding(config.charge_embedding, config.available_total_charges, config.num_features)
         irreps = self.embedding.irreps_out
         self.layers = nn.ModuleList()
         for index in range(config.num_layers):

@@ -16,14 +16,15 @@ from e3nn import o3
 from torch import nn
 
 from mlipkit.data import keys
-from mlipkit.data.graph import AtomicGraph, batch_layout, compute_edge_vectors
+from mlipkit.data.graph import AtomicGraph, LongRangeInputs, batch_layout, compute_edge_vectors, graph_total_charges
 from mlipkit.models.config import PotentialConfig
 from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces
+from mlipkit.nn.electrostatics import Coulomb, PartialCharges, dipole_moments
 from mlipkit.nn.readout import ScalarHead, VectorHead
 from mlipkit.nn.scale_shift import PerTypeScaleShift
 from mlipkit.nn.scatter import sum_into_segments
 from mlipkit.nn.uncertainty import energy_uncertainty
-from mlipkit.nn.zbl import ZBL
+from mlipkit.nn.zbl import COULOMB_CONSTANT, ZBL
 
 _HEAD_OUTPUTS = {
     "y_node_scalars": keys.NODE_SCALARS,
@@ -64,6 +65,21 @@ class Potential(nn.Module):
         self.do_derivatives = config.do_derivatives and not self.direct_forces
         #: mean-variance variants: a readout of the core's form whose terms give the energy's std
         self.energy_uncertainty_readout: nn.Module | None = None
+        self.partial_charges: PartialCharges | None = None
+        self.coulomb: Coulomb | None = None
+        if getattr(config, "predict_partial_charges", False):
+            correction = config.coulomb.charge_correction
+            readout = core.build_energy_readout(PartialCharges.num_channels(correction))
+            self.partial_charges = PartialCharges(readout, correction)
+        if getattr(config, "use_coulomb_term", False):
+            coulomb = config.coulomb
+            self.coulomb = Coulomb(
+                coulomb.method,
+                coulomb.long_range_cutoff,
+                coulomb.resolved_alpha,
+                coulomb.damping_radius,
+                float(COULOMB_CONSTANT[config.units]),
+            )
 
     @property
     def type_names(self) -> list[str]:
@@ -82,6 +98,29 @@ class Potential(nn.Module):
     def extra_input_fields(self) -> list[str]:
         return self.core.extra_input_fields
 
+    @property
+    def graph_input_fields(self) -> tuple[str, ...]:
+        """Graph fields beyond the geometry that this model reads: total charges, the long-range edge list."""
+        fields = ()
+        if self.partial_charges is not None or self.core_reads_total_charge:
+            fields += (keys.TOTAL_CHARGE,)
+        if self.coulomb is not None:
+            fields += (keys.LR_EDGE_INDEX, keys.LR_EDGE_CELL_SHIFTS, keys.K_INDICES, keys.K_BATCH)
+        return fields
+
+    @property
+    def core_reads_total_charge(self) -> bool:
+        return getattr(self.core, "total_charge_embedding", None) is not None
+
+    @property
+    def long_range_inputs(self) -> LongRangeInputs | None:
+        """The second edge list (and Ewald's k vectors) the Coulomb term reads; None without one."""
+        if self.coulomb is None:
+            return None
+        coulomb = self.config.coulomb
+        ewald = coulomb.method == "ewald"
+        return LongRangeInputs(coulomb.long_range_cutoff, every_pair_without_pbc=ewald, k_max=coulomb.k_max)
+
     def forward(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
         atom_types = graph[keys.ATOM_TYPES]
         edge_index = graph[keys.EDGE_INDEX]
@@ -89,20 +128,31 @@ class Potential(nn.Module):
         edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
         # outputs stay differentiable when training or when the caller differentiates through the inputs
         keep_graph = self.training or edge_vectors.requires_grad
-        if self.do_derivatives and not edge_vectors.requires_grad:
-            edge_vectors = edge_vectors.detach().requires_grad_(True)
+        inputs = {keys.EDGE_VECTORS: edge_vectors}
+        if self.coulomb is not None:
+            inputs.update(self._long_range_inputs(graph))
+        if self.do_derivatives:
+            inputs = {name: value if value.requires_grad else value.detach().requires_grad_(True) for name, value in inputs.items()}
+        edge_vectors = inputs[keys.EDGE_VECTORS]
 
+        charges = None
         with torch.enable_grad() if self.do_derivatives else contextlib.nullcontext():
             edge_lengths = torch.linalg.norm(edge_vectors, dim=1)
             head_energies, node_features, *core_forces = self.core(graph, edge_vectors, edge_lengths)
             node_energies = self.scale_shift(self._select_head(head_energies, graph, batch), atom_types)
             if self.zbl is not None:
                 node_energies = node_energies + self.zbl(atom_types, edge_index, edge_lengths)
+            if self.partial_charges is not None:
+                charges, raw_charges, charge_weights = self._charges(graph, node_features, batch, num_graphs)
+                if self.coulomb is not None:
+                    node_energies = node_energies + self._coulomb_energies(graph, inputs, charges, batch, num_graphs)
             energy = graph_energies(node_energies, graph, batch, num_graphs)
 
         outputs = {keys.NODE_ENERGIES: node_energies, keys.ENERGY: energy}
         if core_forces:
             outputs[keys.FORCES] = core_forces[0] if keep_graph else core_forces[0].detach()
+        if charges is not None:
+            outputs.update(self._charge_outputs(graph, charges, raw_charges, batch, num_graphs, keep_graph))
         if self.energy_uncertainty_readout is not None:
             terms = self.core.read_out(self.energy_uncertainty_readout, node_features)[:, 0]
             terms = terms * self.scale_shift.scales.index_select(0, atom_types)
@@ -117,15 +167,104 @@ class Potential(nn.Module):
             outputs[output] = values
 
         if self.do_derivatives:
-            if energy.requires_grad:
-                (gradient,) = torch.autograd.grad(
-                    energy.sum(), edge_vectors, create_graph=keep_graph, materialize_grads=True
+            differentiated = energy.sum()
+            if keys.CHARGE_SHIFT_WEIGHT in graph and charges is not None:
+                differentiated = differentiated + self._charge_shift_term(graph, raw_charges, charge_weights, batch, num_graphs)
+            names = list(inputs)
+            if differentiated.requires_grad:
+                gradients = torch.autograd.grad(
+                    differentiated, [inputs[name] for name in names], create_graph=keep_graph, materialize_grads=True
                 )
             else:
-                gradient = torch.zeros_like(edge_vectors)
-            edge_forces = -gradient
-            geometry = edge_vectors if keep_graph else edge_vectors.detach()
-            outputs.update(outputs_from_edge_forces(graph, geometry, edge_forces, batch, num_graphs))
+                gradients = [torch.zeros_like(inputs[name]) for name in names]
+            gradient = dict(zip(names, gradients))
+            geometry = {name: value if keep_graph else value.detach() for name, value in inputs.items()}
+            lr_edges = None
+            if keys.LR_EDGE_VECTORS in gradient:
+                lr_edges = (geometry[keys.LR_EDGE_VECTORS], -gradient[keys.LR_EDGE_VECTORS])
+            outputs.update(
+                outputs_from_edge_forces(
+                    graph,
+                    geometry[keys.EDGE_VECTORS],
+                    -gradient[keys.EDGE_VECTORS],
+                    batch,
+                    num_graphs,
+                    lr_edges,
+                    gradient.get(keys.POSITIONS),
+                    gradient.get(keys.CELL),
+                )
+            )
+        return outputs
+
+    def _long_range_inputs(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
+        """The long-range edge vectors, and for Ewald sums over periodic cells the positions and cells."""
+        if keys.LR_EDGE_INDEX not in graph:
+            raise ValueError(
+                f"the Coulomb term needs the long-range edge list '{keys.LR_EDGE_INDEX}' (cutoff "
+                f"{self.config.coulomb.long_range_cutoff} Å): build graphs with long_range=model.long_range_inputs"
+            )
+        if keys.LR_EDGE_VECTORS in graph:
+            lr_edge_vectors = graph[keys.LR_EDGE_VECTORS]
+        else:
+            lr_edge_vectors = compute_edge_vectors(graph, keys.LR_EDGE_INDEX, keys.LR_EDGE_CELL_SHIFTS)
+        inputs = {keys.LR_EDGE_VECTORS: lr_edge_vectors}
+        if self.coulomb.method == "ewald" and keys.K_INDICES in graph and graph[keys.K_INDICES].shape[0] > 0:
+            inputs[keys.POSITIONS] = graph[keys.POSITIONS]
+            inputs[keys.CELL] = graph[keys.CELL]
+        return inputs
+
+    def _charges(
+        self, graph: AtomicGraph, node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        values = self.core.read_out(self.partial_charges.readout, node_features)
+        total_charge = graph_total_charges(graph, num_graphs, values.dtype)
+        return self.partial_charges(
+            values, total_charge, batch, num_graphs, graph.get(keys.NODE_ENERGY_MASK), graph.get(keys.CHARGE_SHIFT)
+        )
+
+    def _coulomb_energies(
+        self, graph: AtomicGraph, inputs: dict[str, torch.Tensor], charges: torch.Tensor, batch: torch.Tensor, num_graphs: int
+    ) -> torch.Tensor:
+        lr_edge_vectors = inputs[keys.LR_EDGE_VECTORS]
+        periodic = graph[keys.PBC].all(dim=1) if keys.PBC in graph else torch.zeros(num_graphs, dtype=torch.bool, device=charges.device)
+        return self.coulomb(
+            charges,
+            graph[keys.LR_EDGE_INDEX],
+            torch.linalg.norm(lr_edge_vectors, dim=1),
+            batch,
+            num_graphs,
+            periodic,
+            inputs.get(keys.POSITIONS),
+            inputs.get(keys.CELL),
+            graph.get(keys.K_INDICES),
+            graph.get(keys.K_BATCH),
+        )
+
+    def _charge_shift_term(
+        self, graph: AtomicGraph, raw_charges: torch.Tensor, weights: torch.Tensor, batch: torch.Tensor, num_graphs: int
+    ) -> torch.Tensor:
+        """sum over graphs of w (sum q~ - c sum f) over the counted atoms: with c and w = (dE/dc) / sum f given by a
+        caller that holds part of a system (a LAMMPS rank), its gradient adds this part's share of dE/dc dc/dx."""
+        counted = graph.get(keys.NODE_ENERGY_MASK, torch.ones_like(raw_charges, dtype=torch.bool))
+        zeros = torch.zeros_like(raw_charges)
+        raw_sums = sum_into_segments(torch.where(counted, raw_charges, zeros), batch, num_graphs)
+        weight_sums = sum_into_segments(torch.where(counted, weights, zeros), batch, num_graphs)
+        return (graph[keys.CHARGE_SHIFT_WEIGHT] * (raw_sums - graph[keys.CHARGE_SHIFT] * weight_sums)).sum()
+
+    def _charge_outputs(
+        self,
+        graph: AtomicGraph,
+        charges: torch.Tensor,
+        raw_charges: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+        keep_graph: bool,
+    ) -> dict[str, torch.Tensor]:
+        if not keep_graph:
+            charges, raw_charges = charges.detach(), raw_charges.detach()
+        outputs = {keys.CHARGES: charges, keys.RAW_TOTAL_CHARGE: sum_into_segments(raw_charges, batch, num_graphs)}
+        if keys.POSITIONS in graph:
+            outputs[keys.DIPOLE] = dipole_moments(charges, graph[keys.POSITIONS], batch, num_graphs, graph.get(keys.PBC))
         return outputs
 
     def _select_head(self, head_energies: torch.Tensor, graph: AtomicGraph, batch: torch.Tensor) -> torch.Tensor:

@@ -57,18 +57,36 @@ def outputs_from_edge_forces(
     edge_forces: torch.Tensor,
     batch: torch.Tensor,
     num_graphs: int,
+    lr_edges: tuple[torch.Tensor, torch.Tensor] | None = None,
+    position_gradient: torch.Tensor | None = None,
+    cell_gradient: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Edge forces, forces, per-atom virials, virials and (where the graph has a cell) stress."""
-    forces, node_virials = forces_and_node_virials(
-        graph[keys.EDGE_INDEX], edge_vectors, edge_forces, graph[keys.ATOM_TYPES].shape[0]
-    )
+    """Edge forces, forces, per-atom virials, virials and (where the graph has a cell) stress.
+
+    ``lr_edges``: (vectors, forces) of the long-range edge list, which adds the
+    same way. Ewald's reciprocal sum depends on positions x and cells h
+    directly: ``position_gradient`` dE/dx adds -dE/dx to the forces and
+    -x (x) dE/dx to the per-atom virials, ``cell_gradient`` dE/dh adds
+    -h^T dE/dh to each graph's virial, shared equally by its atoms (a strain
+    moves both, so the virial -dE/d(strain) gets both terms).
+    """
+    num_nodes = graph[keys.ATOM_TYPES].shape[0]
+    forces, node_virials = forces_and_node_virials(graph[keys.EDGE_INDEX], edge_vectors, edge_forces, num_nodes)
+    outputs = {keys.EDGE_FORCES: edge_forces}
+    if lr_edges is not None:
+        lr_vectors, lr_forces = lr_edges
+        lr_node_forces, lr_node_virials = forces_and_node_virials(graph[keys.LR_EDGE_INDEX], lr_vectors, lr_forces, num_nodes)
+        forces, node_virials = forces + lr_node_forces, node_virials + lr_node_virials
+        outputs[keys.LR_EDGE_FORCES] = lr_forces
+    if position_gradient is not None:
+        forces = forces - position_gradient
+        node_virials = node_virials - graph[keys.POSITIONS].unsqueeze(2) * position_gradient.unsqueeze(1)
+    if cell_gradient is not None:
+        cell_virials = -torch.bmm(graph[keys.CELL].transpose(1, 2), cell_gradient)
+        atoms_per_graph = sum_into_segments(torch.ones_like(forces[:, 0]), batch, num_graphs)
+        node_virials = node_virials + (cell_virials / atoms_per_graph.view(-1, 1, 1)).index_select(0, batch)
     virial = virial_per_graph(node_virials, batch, num_graphs)
-    outputs = {
-        keys.EDGE_FORCES: edge_forces,
-        keys.FORCES: forces,
-        keys.NODE_VIRIALS: node_virials,
-        keys.VIRIAL: virial,
-    }
+    outputs.update({keys.FORCES: forces, keys.NODE_VIRIALS: node_virials, keys.VIRIAL: virial})
     if keys.CELL in graph and keys.PBC in graph:
         outputs[keys.STRESS] = stress_from_virial(virial, graph[keys.CELL], graph[keys.PBC])
     return outputs

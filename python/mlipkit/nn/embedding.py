@@ -21,7 +21,8 @@ def node_attributes(atom_types: torch.Tensor, num_types: int, extra: torch.Tenso
 
 
 class TypeEmbedding(nn.Module):
-    """Linear map of the node attributes to scalar features, optionally followed by an activation."""
+    """Linear map of the node attributes to scalar features (plus any extra terms, such as the total charge's),
+    optionally followed by an activation."""
 
     def __init__(self, num_node_attrs: int, num_features: int, activation_name: str | None = None):
         super().__init__()
@@ -29,8 +30,10 @@ class TypeEmbedding(nn.Module):
         self.act = activation(activation_name) if activation_name else None
         self.irreps_out = self.linear.irreps_out
 
-    def forward(self, node_attrs: torch.Tensor) -> torch.Tensor:
+    def forward(self, node_attrs: torch.Tensor, extra_terms: torch.Tensor | None = None) -> torch.Tensor:
         features = self.linear(node_attrs)
+        if extra_terms is not None:
+            features = features + extra_terms
         return self.act(features) if self.act is not None else features
 
 

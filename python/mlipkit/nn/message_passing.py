@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from mlipkit.data import keys
-from mlipkit.data.graph import AtomicGraph
+from mlipkit.data.graph import AtomicGraph, batch_layout, graph_total_charges
+from mlipkit.nn.electrostatics import TotalChargeEmbedding
 
 
 class Embedded(NamedTuple):
@@ -41,6 +42,12 @@ class MessagePassingNetwork(nn.Module):
     def __init__(self):
         super().__init__()
         self.layer_adapters: nn.ModuleList | None = None
+        self.total_charge_embedding: TotalChargeEmbedding | None = None
+
+    def build_total_charge_embedding(self, kind: str | None, available_total_charges: list[float] | None, width: int) -> None:
+        """mlip's use_total_charge_embedding: the first features also depend on the graph's total charge."""
+        if kind:
+            self.total_charge_embedding = TotalChargeEmbedding(kind, available_total_charges, width)
 
     def adapt(self, index: int, layer_input: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
         if self.layer_adapters is None:
@@ -57,11 +64,16 @@ class MessagePassingNetwork(nn.Module):
 
     def embed(self, graph: AtomicGraph, edge_vectors: torch.Tensor, edge_lengths: torch.Tensor) -> Embedded:
         node_attrs = self.inputs.node_attributes(graph, edge_vectors.dtype)
+        charge_terms = None
+        if self.total_charge_embedding is not None:
+            batch, num_graphs = batch_layout(graph)
+            total_charge = graph_total_charges(graph, num_graphs, edge_vectors.dtype)
+            charge_terms = self.total_charge_embedding(total_charge, batch, self.inputs.num_types)
         return Embedded(
             num_atoms=graph[keys.ATOM_TYPES].shape[0],
             edge_index=graph[keys.EDGE_INDEX],
             node_attrs=node_attrs,
-            node_feats=self.embedding(node_attrs),
+            node_feats=self.embedding(node_attrs, charge_terms),
             edge_sh=self.spherical_harmonics(edge_vectors),
             edge_radial=self.inputs.edge_features(graph, self.radial_embedding(edge_lengths)),
         )

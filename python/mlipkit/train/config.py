@@ -22,7 +22,10 @@ from mlipkit.models.registry import model_entry
 #: ``${training_data_stats:NAME}``
 STATISTIC_REFERENCE = re.compile(r"^\$\{training_data_stats:([A-Za-z_]+)\}$")
 #: Outputs the trainer can fit: energy (per atom), forces, stress, and the extra heads a model may have.
-LOSS_OUTPUTS = ("energy", "forces", "stress", "graph_scalars", "graph_vectors", "node_scalars", "node_vectors")
+LOSS_OUTPUTS = (
+    "energy", "forces", "stress", "graph_scalars", "graph_vectors", "node_scalars", "node_vectors", "charges", "total_charge",
+    "dipole",
+)
 #: model option of each extra head (its ``loss`` is the default loss of that output)
 HEAD_OPTIONS = {"graph_scalars": "y_graph_scalars", "graph_vectors": "y_graph_vector", "node_scalars": "y_node_scalars", "node_vectors": "y_node_vector"}
 
@@ -47,6 +50,10 @@ class DataConfig(BaseModel):
     energy_key: str = "energy"
     forces_key: str = "forces"
     stress_key: str = "stress"
+    charges_key: str = "charges"
+    #: looked for in the info under this key, then under "charge" (mlip's and ASE calculators' name)
+    total_charge_key: str = "total_charge"
+    dipole_key: str = "dipole"
 
     @model_validator(mode="after")
     def _fractions(self) -> "DataConfig":
@@ -247,6 +254,10 @@ class TrainConfig(BaseModel):
             head = getattr(self.model, option, None)
             if output in self.loss and head is None:
                 raise ValueError(f"loss.{output}: the model has no {option} head to fit")
+        charges = getattr(self.model, "predict_partial_charges", False) or getattr(self.model, "use_coulomb_term", False)
+        for output in ("charges", "total_charge", "dipole"):
+            if output in self.loss and not charges:
+                raise ValueError(f"loss.{output}: the model predicts no charges; set model.predict_partial_charges (or use_coulomb_term)")
         try:
             with_variance = model_entry(self.model.name).energy_uncertainty
         except ValueError as error:

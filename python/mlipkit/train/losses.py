@@ -17,13 +17,21 @@ TARGET_FIELDS = {
     "graph_vectors": keys.GRAPH_VECTORS,
     "node_scalars": keys.NODE_SCALARS,
     "node_vectors": keys.NODE_VECTORS,
+    "charges": keys.CHARGES,
+    "total_charge": keys.TOTAL_CHARGE,
+    "dipole": keys.DIPOLE,
 }
+#: outputs whose prediction is another field than their label: the total charge is fitted by the raw charges'
+#: sum (after the correction it equals the label by construction, as in mlip)
+PREDICTION_FIELDS = {"total_charge": keys.RAW_TOTAL_CHARGE}
+#: outputs of models that predict partial charges
+CHARGE_OUTPUTS = ("charges", "total_charge", "dipole")
 
 
 def prediction_and_target(output: str, predictions: dict, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Flattened prediction and label of one output; energies per atom."""
     field = TARGET_FIELDS[output]
-    predicted, target = predictions[field], graph[field]
+    predicted, target = predictions[PREDICTION_FIELDS.get(output, field)], graph[field]
     if output == "energy":
         num_atoms = graph[keys.NUM_ATOMS].to(predicted.dtype)
         predicted, target = predicted / num_atoms, target / num_atoms

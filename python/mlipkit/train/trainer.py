@@ -30,7 +30,8 @@ from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_from_config, build_model, model_entry
 from mlipkit.train.config import HEAD_OPTIONS, ConfigError, FreezeSpec, TrainConfig, resolve_statistics, statistic_values
 from mlipkit.train.fine_tune import frozen_parameter_names, load_pretrained
-from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator, label_count, total_loss
+from mlipkit.models.config import LossConfig
+from mlipkit.train.losses import CHARGE_OUTPUTS, TARGET_FIELDS, ErrorAccumulator, label_count, total_loss
 from mlipkit.train.plots import learning_curve, parity_plots
 
 #: graph fields a training batch carries besides the labels
@@ -58,7 +59,8 @@ class TrainResult:
 def load_datasets(config: TrainConfig) -> Datasets:
     """Read the files; without validation/test files, hold out fractions of the training file (seeded)."""
     data = config.data
-    read = lambda path: read_extxyz(path, energy_key=data.energy_key, forces_key=data.forces_key, stress_key=data.stress_key)  # noqa: E731
+    label_keys = ("energy_key", "forces_key", "stress_key", "charges_key", "total_charge_key", "dipole_key")
+    read = lambda path: read_extxyz(path, **{key: getattr(data, key) for key in label_keys})  # noqa: E731
     frames = read(data.train)
     isolated = [c for c in frames if c.is_isolated_atom]
     frames = [c for c in frames if not c.is_isolated_atom]
@@ -82,11 +84,17 @@ def infer_type_names(configurations: list[Configuration]) -> list[str]:
 
 
 def training_graphs(configurations: list[Configuration], model: Potential, outputs: list[str], dtype: torch.dtype, name: str) -> list[AtomicGraph]:
-    """Graphs with the input fields and the labels the losses need; a structure without one is an error."""
-    fields = INPUT_FIELDS + tuple(TARGET_FIELDS[output] for output in outputs)
+    """Graphs with the input fields and the labels the losses need; a structure without one is an error.
+
+    Models with charges read each structure's total charge (neutral without a label) and, with a Coulomb term,
+    the long-range edge list.
+    """
+    fields = INPUT_FIELDS + model.graph_input_fields + tuple(TARGET_FIELDS[output] for output in outputs)
     graphs = []
     for index, configuration in enumerate(configurations):
-        graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype)
+        graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype, model.long_range_inputs)
+        if keys.TOTAL_CHARGE in model.graph_input_fields and "total_charge" not in outputs:
+            graph.setdefault(keys.TOTAL_CHARGE, torch.zeros(1, dtype=dtype))
         missing = [field for field in fields if field not in graph]
         if missing:
             raise ConfigError(
@@ -201,6 +209,8 @@ class Trainer:
         self.statistics: DatasetStatistics = compute_statistics(everything, float(options["r_max"]), type_names, progress=self.progress)
         options = resolve_statistics(options, statistic_values(self.statistics, type_names))
         options.setdefault("seed", config.seed)
+        if options.get("use_total_charge_embedding") in (True, "categorical") and not options.get("available_total_charges"):
+            options["available_total_charges"] = self._seen_total_charges()
         try:
             self.model = build_model(config.model.name, dtype=self.dtype, type_names=type_names, **options).to(self.device)
         except ValueError as error:
@@ -214,6 +224,12 @@ class Trainer:
             head = getattr(self.model.config, option)
             if head is not None and output not in self.losses:
                 self.losses[output] = head.loss
+        # charge outputs the data labels are reported (weight 0: not fitted) unless the loss section fits them
+        if self.model.partial_charges is not None:
+            labelled = self.datasets.train + self.datasets.validation
+            for output in CHARGE_OUTPUTS:
+                if output not in self.losses and all(getattr(c, output) is not None for c in labelled):
+                    self.losses[output] = LossConfig(weight=0.0)
         self.outputs = list(self.losses)
         self.graphs = {
             name: [
@@ -229,6 +245,20 @@ class Trainer:
         self.best_validation_loss = math.inf
         self.epochs_without_improvement = 0
         self.enter_stage(0)
+
+    def _seen_total_charges(self) -> list[float]:
+        """The categorical total-charge embedding's classes: the training data's total charges (unlabelled: 0)."""
+        charge_of = lambda configuration: configuration.total_charge or 0.0  # noqa: E731
+        seen = sorted({charge_of(c) for c in self.datasets.train})
+        for name in ("validation", "test"):
+            unseen = sorted({charge_of(c) for c in getattr(self.datasets, name)} - set(seen))
+            if unseen:
+                raise ConfigError(
+                    f"data: {name} structures have total charges {unseen} that no training structure has; the categorical "
+                    f"total-charge embedding learns only the training data's {seen}"
+                )
+        self.log(f"total charges in the training data (categorical embedding): {seen}")
+        return seen
 
     def _load_pretrained(self, pretrained: dict, given_options: set[str]) -> None:
         """The checkpoint's weights, except per-type energy shifts/scales that the model section gives anew."""

@@ -17,13 +17,6 @@ import torch
 REVERSE_TOLERANCE = 1e-4
 
 
-def is_eager() -> bool:
-    """Whether tensors hold values here (not traced or compiled), so that data-dependent checks can run."""
-    from torch.fx.experimental.proxy_tensor import get_proxy_mode
-
-    return get_proxy_mode() is None and not torch.compiler.is_compiling()
-
-
 def group_pointers(sorted_groups: torch.Tensor, num_groups: int) -> torch.Tensor:
     """[num_groups + 1] offsets: the elements of group g are at pointers[g] .. pointers[g + 1] - 1 (values sorted)."""
     counts = torch.bincount(sorted_groups, minlength=num_groups)

@@ -47,6 +47,7 @@ from mlipkit.models.gemnet_oc.layers import (
 from mlipkit.models.potential import Potential
 from mlipkit.nn.embedding import subtract_reference, with_reference_nodes
 from mlipkit.nn.scatter import sum_into_segments
+from mlipkit.nn.tracing import is_eager
 from mlipkit.nn.zbl import atomic_numbers_of
 
 
@@ -493,7 +494,7 @@ class GemNetOC(nn.Module):
         num_nodes = node_types.shape[0]
         edge_index = graph[keys.EDGE_INDEX]
         reverse = indices.reverse_edges(edge_index, edge_vectors, num_nodes)
-        if keys.NODE_ENERGY_MASK not in graph and indices.is_eager():
+        if keys.NODE_ENERGY_MASK not in graph and is_eager():
             check_complete(edge_index, reverse)
         graphs, main_units, basis_rad = self.interaction_graphs(edge_index, edge_vectors, edge_lengths, reverse, num_nodes)
         h = self.atom_emb(self.embedding_rows.index_select(0, node_types)).to(edge_vectors.dtype)
