@@ -8,6 +8,7 @@
 
 #include "atom.h"
 #include "comm.h"
+#include "domain.h"
 #include "error.h"
 #include "force.h"
 #include "fix.h"
@@ -74,8 +75,10 @@ void PairMLIP::settings(int narg, char** arg) {
         error->all(FLERR, "pair_style mlip: dtype must be float32 or float64, not '{}'", value);
       }
       required_dtype_ = value;
+    } else if (keyword == "charge") {
+      total_charge_ = utils::numeric(FLERR, value, false, lmp);
     } else {
-      error->all(FLERR, "pair_style mlip: unknown keyword '{}' (known: dtype float32|float64)", keyword);
+      error->all(FLERR, "pair_style mlip: unknown keyword '{}' (known: dtype float32|float64, charge Q)", keyword);
     }
   }
 }
@@ -125,6 +128,15 @@ void PairMLIP::coeff(int narg, char** arg) {
   num_layers_ = std::max(metadata.num_message_passing_layers, 1);
   energy_uncertainty_ = metadata.has_output("node_energy_uncertainty");
   direct_forces_ = metadata.direct_forces();
+  long_range_cutoff_ = metadata.long_range_cutoff;
+  ewald_ = metadata.coulomb_method == "ewald";
+  const auto& known_charges = metadata.available_total_charges;
+  if (!known_charges.empty() && std::find(known_charges.begin(), known_charges.end(), total_charge_) == known_charges.end()) {
+    std::string listed;
+    for (double charge : known_charges) listed += fmt::format(" {}", charge);
+    error->all(FLERR, "pair_style mlip charge {}: {} was trained on the total charges{} only; give one of them",
+               total_charge_, model_path_, listed);
+  }
   memory->destroy(pvector);
   nextra = energy_uncertainty_ ? 1 : 0;
   if (nextra) {
@@ -161,6 +173,22 @@ void PairMLIP::init_style() {
     }
   }
 
+  if (metadata.predicts_charges() && force->kspace != nullptr) {
+    error->all(FLERR, "pair_style mlip: {} predicts its charges and computes their electrostatics itself; a kspace_style "
+               "would add a Coulomb energy of those charges without the forces from their change with the positions, "
+               "which does not conserve energy: remove kspace_style", model_path_);
+  }
+  if (ewald_) {
+    if (comm->nprocs > 1) {
+      error->all(FLERR, "pair_style mlip: {} sums its electrostatics by Ewald, which runs on one MPI rank (the damped "
+                 "shifted force, coulomb.method damped_shifted, runs on any number)", model_path_);
+    }
+    if (!domain->xperiodic || !domain->yperiodic || !domain->zperiodic) {
+      error->all(FLERR, "pair_style mlip: {} sums its electrostatics by Ewald, which needs a box periodic in x, y and z "
+                 "(for molecules use a model with coulomb.method damped_shifted)", model_path_);
+    }
+  }
+
   ghost_nodes_ = comm->nprocs > 1;
   ghostneigh = ghost_nodes_ ? 1 : 0;
   int request = NeighConst::REQ_FULL;
@@ -170,12 +198,14 @@ void PairMLIP::init_style() {
   }
   if (ghost_nodes_) {
     // every owned atom must see its whole receptive field through ghost atoms
-    const double ghost_cutoff = num_layers_ * r_max_ + neighbor->skin;
+    // every owned atom must see its whole receptive field through ghost atoms, and so must every atom whose charge
+    // it sees
+    const double ghost_cutoff = num_layers_ * r_max_ + long_range_cutoff_ + neighbor->skin;
     if (comm->cutghostuser < ghost_cutoff) {
       comm->cutghostuser = ghost_cutoff;
       if (comm->me == 0) {
-        utils::logmesg(lmp, "pair mlip: ghost atoms within {} layers x {} + skin = {} of each subdomain\n",
-                       num_layers_, r_max_, ghost_cutoff);
+        utils::logmesg(lmp, "pair mlip: ghost atoms within {} layers x {} + long-range cutoff {} + skin = {} of each "
+                       "subdomain\n", num_layers_, r_max_, long_range_cutoff_, ghost_cutoff);
       }
     }
     request |= NeighConst::REQ_GHOST;
@@ -201,8 +231,9 @@ void PairMLIP::init_list(int id, NeighList* list) {
 }
 
 double PairMLIP::init_one(int i, int j) {
-  cutghost[i][j] = cutghost[j][i] = r_max_;
-  return r_max_;
+  const double cutoff = std::max(r_max_, long_range_cutoff_);
+  cutghost[i][j] = cutghost[j][i] = cutoff;
+  return cutoff;
 }
 
 void PairMLIP::build_graph() {
@@ -224,7 +255,9 @@ void PairMLIP::build_graph() {
     node_of_tag_[tag[i]] = i;
   }
 
-  // Breadth first from the owned atoms. Every atom (tag) is one node, however
+  if (long_range_cutoff_ > 0.0) add_long_range_edges();
+
+  // Breadth first from the owned atoms (and the atoms whose charges they see). Every atom (tag) is one node, however
   // many periodic images of it are ghosts: the image met first is the closest
   // in hops, so its neighbour list is complete and it speaks for the atom.
   // Receivers within num_layers - 1 hops get their edges; nodes appear in hop
@@ -267,6 +300,39 @@ void PairMLIP::build_graph() {
   }
 }
 
+// The long-range edges of every owned atom, and the atoms they reach as nodes (their charges need their whole
+// receptive fields, which the breadth-first search that follows adds).
+void PairMLIP::add_long_range_edges() {
+  double** x = atom->x;
+  const tagint* tag = atom->tag;
+  lr_senders_.clear();
+  lr_receivers_.clear();
+  lr_edge_vectors_.clear();
+  const double cutoff_sq = long_range_cutoff_ * long_range_cutoff_;
+  for (int i = 0; i < atom->nlocal; ++i) {
+    const int* neighbours = list->firstneigh[i];
+    const int num_neighbours = list->numneigh[i];
+    for (int k = 0; k < num_neighbours; ++k) {
+      const int j = neighbours[k] & NEIGHMASK;
+      const double dx = x[i][0] - x[j][0];
+      const double dy = x[i][1] - x[j][1];
+      const double dz = x[i][2] - x[j][2];
+      if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
+      if (atom_node_[j] < 0) {
+        auto [entry, added] = node_of_tag_.try_emplace(tag[j], static_cast<int>(node_atom_.size()));
+        if (added) {
+          if (!ghost_nodes_) error->one(FLERR, "pair mlip: ghost atom {} has no owner on this rank", tag[j]);
+          node_atom_.push_back(j);
+        }
+        atom_node_[j] = entry->second;
+      }
+      lr_senders_.push_back(atom_node_[j]);
+      lr_receivers_.push_back(i);
+      lr_edge_vectors_.insert(lr_edge_vectors_.end(), {dx, dy, dz});
+    }
+  }
+}
+
 void PairMLIP::compute(int eflag, int vflag) {
   const auto start = Clock::now();
   ev_init(eflag, vflag);
@@ -282,17 +348,20 @@ void PairMLIP::compute(int eflag, int vflag) {
                                   torch::from_blob(receivers_.data(), {num_edges}, torch::kInt64)});
   auto edge_vectors = torch::from_blob(edge_vectors_.data(), {num_edges, 3}, torch::kFloat64);
   auto node_energy_mask = torch::arange(num_nodes) < nlocal;
+  const auto dtype = model_->metadata().dtype;
+  mlipkit::ChargeInputs charge_inputs = long_range_inputs(num_nodes, dtype);
 
-  std::map<std::string, torch::Tensor> outputs;
+  mlipkit::Results results;
   const auto model_start = Clock::now();
   try {
-    outputs = model_->run(atom_types, edge_index, edge_vectors.to(model_->metadata().dtype), node_energy_mask);
+    if (ghost_nodes_ && model_->metadata().global_charge_correction()) correct_charges_across_ranks(atom_types, edge_index, edge_vectors.to(dtype), node_energy_mask, charge_inputs);
+    results = model_->evaluate(atom_types, edge_index, edge_vectors.to(dtype), node_energy_mask, charge_inputs);
   } catch (const std::exception& failure) {
     error->one(FLERR, "pair mlip: {}", failure.what());
   }
   model_time_ += Clock::now() - model_start;
 
-  auto node_energies = outputs.at("node_energies").to(torch::kCPU, torch::kFloat64).contiguous();
+  auto node_energies = results.atomic_energies.to(torch::kCPU, torch::kFloat64).contiguous();
   torch::Tensor node_forces, node_virials;
   if (direct_forces_) {
     // predicted per atom: a ghost node's force comes from a truncated environment and is not summed onto its owner
@@ -301,11 +370,16 @@ void PairMLIP::compute(int eflag, int vflag) {
                      "so it has no virial: pressures and per-atom stresses leave it out", model_path_);
     }
     virial_warned_ = virial_warned_ || vflag_either;
-    node_forces = outputs.at("forces").to(torch::kCPU, torch::kFloat64).slice(0, 0, nlocal).contiguous();
+    node_forces = results.forces.to(torch::kCPU, torch::kFloat64).slice(0, 0, nlocal).contiguous();
     node_virials = torch::zeros({0, 3, 3}, torch::kFloat64);
   } else {
-    auto edge_forces = outputs.at("edge_forces").to(torch::kCPU, torch::kFloat64).contiguous();
-    std::tie(node_forces, node_virials) = mlipkit::forces_and_atomic_virials(edge_index, edge_vectors, edge_forces, num_nodes);
+    node_forces = results.forces.to(torch::kCPU, torch::kFloat64).contiguous();
+    node_virials = results.atomic_virials.to(torch::kCPU, torch::kFloat64).contiguous();
+  }
+  if (results.charges.defined() && atom->q_flag) {
+    auto charges = results.charges.to(torch::kCPU, torch::kFloat64).contiguous();
+    auto charge = charges.accessor<double, 1>();
+    for (int i = 0; i < nlocal; ++i) atom->q[i] = charge[i];
   }
   auto energy = node_energies.accessor<double, 1>();
   auto force = node_forces.accessor<double, 2>();
@@ -336,11 +410,48 @@ void PairMLIP::compute(int eflag, int vflag) {
     }
   }
   if (energy_uncertainty_) {
-    auto terms = outputs.at("node_energy_uncertainty").slice(0, 0, nlocal);
+    auto terms = results.atomic_energy_uncertainty.slice(0, 0, nlocal);
     publish_energy_uncertainty(terms.to(torch::kCPU, torch::kFloat64).sum().item<double>());
   }
   ++evaluations_;
   total_time_ += Clock::now() - start;
+}
+
+mlipkit::ChargeInputs PairMLIP::long_range_inputs(int64_t num_nodes, torch::Dtype dtype) {
+  mlipkit::ChargeInputs inputs;
+  inputs.total_charge = total_charge_;
+  if (long_range_cutoff_ <= 0.0) return inputs;
+  const auto num_lr_edges = static_cast<int64_t>(lr_receivers_.size());
+  inputs.lr_edge_index = torch::stack({torch::from_blob(lr_senders_.data(), {num_lr_edges}, torch::kInt64),
+                                       torch::from_blob(lr_receivers_.data(), {num_lr_edges}, torch::kInt64)});
+  inputs.lr_edge_vectors = torch::from_blob(lr_edge_vectors_.data(), {num_lr_edges, 3}, torch::kFloat64).to(dtype);
+  if (ewald_) {
+    // one rank: the nodes are the owned atoms; the lattice vectors are the rows of LAMMPS's (lower triangular) h
+    auto positions = torch::from_blob(atom->x[0], {num_nodes, 3}, torch::kFloat64).to(dtype);
+    const double* h = domain->h;
+    auto cell = torch::tensor({h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]}, torch::kFloat64).reshape({3, 3});
+    inputs.positions = positions;
+    inputs.cell = cell.to(dtype);
+    inputs.pbc = torch::ones({3}, torch::kBool);
+    inputs.k_indices = mlipkit::ewald_k_indices(cell, model_->metadata().ewald_k_max, dtype);
+  }
+  return inputs;
+}
+
+// First of two evaluations: each rank's raw-charge sums and dE/dc terms at c = 0 (E is quadratic in c), summed
+// over ranks into the shift c = (sum q~ - Q) / sum f and the weight (dE/dc) / sum f that the second one takes.
+void PairMLIP::correct_charges_across_ranks(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
+                                            const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
+                                            mlipkit::ChargeInputs& charge_inputs) {
+  charge_inputs.charge_shift = 0.0;
+  charge_inputs.charge_shift_weight = 0.0;
+  auto outputs = model_->run(atom_types, edge_index, edge_vectors, node_energy_mask, charge_inputs);
+  auto terms = outputs.at("charge_correction_terms").to(torch::kCPU, torch::kFloat64).reshape({4}).contiguous();
+  double summed[4];
+  MPI_Allreduce(terms.data_ptr<double>(), summed, 4, MPI_DOUBLE, MPI_SUM, world);
+  const double shift = (summed[0] - total_charge_) / summed[1];
+  charge_inputs.charge_shift = shift;
+  charge_inputs.charge_shift_weight = (summed[2] + shift * summed[3]) / summed[1];
 }
 
 void PairMLIP::publish_energy_uncertainty(double owned_terms_sum) {

@@ -20,6 +20,16 @@
 // (in LAMMPS energy units) as the first extra value of the pair style, so
 // `compute ID all pair mlip` gives it as c_ID[1] for thermo output, variables
 // and fix halt.
+//
+// Models with partial charges and a Coulomb term also get a second edge list
+// at the long-range cutoff (the neighbour list reaches it) and the system's
+// total charge (`pair_style mlip charge Q`, default 0); the predicted charges
+// are written to atom->q when the atom style has charges. On several ranks the
+// ghost shell is layers x r_max + long-range cutoff + skin thick, and a charge
+// correction that couples all atoms takes two evaluations per step: the first
+// gives each rank's raw-charge sums and dE/dc terms, summed over ranks into the
+// shift c and its weight, which the second takes (exact, see README).
+// Ewald sums run on one rank of a periodic box.
 #pragma once
 
 #include <chrono>
@@ -30,9 +40,7 @@
 
 #include "pair.h"
 
-namespace mlipkit {
-class Model;
-}
+#include <mlipkit/runtime.hpp>
 
 namespace LAMMPS_NS {
 
@@ -51,6 +59,11 @@ class PairMLIP : public Pair {
  private:
   void allocate();
   void build_graph();
+  void add_long_range_edges();
+  mlipkit::ChargeInputs long_range_inputs(int64_t num_nodes, torch::Dtype dtype);
+  void correct_charges_across_ranks(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
+                                    const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
+                                    mlipkit::ChargeInputs& charge_inputs);
   void publish_energy_uncertainty(double owned_terms_sum);
 
   std::unique_ptr<mlipkit::Model> model_;
@@ -64,6 +77,9 @@ class PairMLIP : public Pair {
   bool energy_uncertainty_ = false;    // the artifact gives per-atom terms of the energy's std
   bool direct_forces_ = false;         // the artifact predicts per-atom forces (no edge forces, no virial)
   bool virial_warned_ = false;         // direct forces: the missing virial was reported
+  double total_charge_ = 0.0;          // `pair_style mlip charge Q`
+  double long_range_cutoff_ = 0.0;     // > 0: the artifact takes a second edge list at this cutoff
+  bool ewald_ = false;                 // Ewald sums: positions, cell and k vectors too
 
   // the graph of one step
   std::vector<int> node_atom_;         // graph node -> LAMMPS atom index (owned, or the image that speaks for it)
@@ -71,6 +87,8 @@ class PairMLIP : public Pair {
   std::unordered_map<tagint, int> node_of_tag_;
   std::vector<int64_t> senders_, receivers_;
   std::vector<double> edge_vectors_;
+  std::vector<int64_t> lr_senders_, lr_receivers_;
+  std::vector<double> lr_edge_vectors_;
 
   // where the time of compute() goes, since the last init
   int evaluations_ = 0;

@@ -170,10 +170,29 @@ ARTIFACT_SPECS = {
     "mean_var_torchscript_float64_ase": ("mean_var_nequip", "torchscript", torch.float64, "ase"),
     "gemnet_oc_aotinductor_float64": ("gemnet_oc", "aotinductor", torch.float64, "lammps"),
     "gemnet_oc_torchscript_float64": ("gemnet_oc", "torchscript", torch.float64, "lammps"),
+    "charges_torchscript_float64": ("nequip", "torchscript", torch.float64, "lammps"),
+    "charges_torchscript_float64_ase": ("nequip", "torchscript", torch.float64, "ase"),
+    "charges_aotinductor_float64": ("mace", "aotinductor", torch.float64, "lammps"),
+    "ewald_torchscript_float64": ("nequip", "torchscript", torch.float64, "lammps"),
 }
+#: Partial charges, the categorical total-charge embedding and a Coulomb term (README, "Charges and electrostatics")
+CHARGE_OPTIONS = dict(use_coulomb_term=True, use_total_charge_embedding=True, available_total_charges=[-1.0, 0.0, 1.0])
+
+
+def coulomb_options(method: str = "damped_shifted", **options) -> dict:
+    coulomb = dict(method=method, long_range_cutoff=6.0, damping_radius=2.0 if method != "mlip_parity" else 5.0)
+    return dict(CHARGE_OPTIONS, coulomb=dict(coulomb, **options))
+
+
 #: Options changed from the small model's for an artifact: GemNet-OC's AOTInductor compile time grows with its
 #: graph, so that artifact has one block (the TorchScript one, which LAMMPS runs on several ranks, has two).
-ARTIFACT_OPTIONS = {"gemnet_oc_aotinductor_float64": {"num_blocks": 1}}
+ARTIFACT_OPTIONS = {
+    "gemnet_oc_aotinductor_float64": {"num_blocks": 1},
+    "charges_torchscript_float64": coulomb_options(),
+    "charges_torchscript_float64_ase": coulomb_options(),
+    "charges_aotinductor_float64": coulomb_options(charge_correction="weighted"),
+    "ewald_torchscript_float64": coulomb_options("ewald"),
+}
 
 
 def artifact_model(name: str, dtype=torch.float64) -> mlipkit.models.Potential:

@@ -17,11 +17,42 @@ py::dict results_dict(const mlipkit::Results& results) {
       {"forces", &results.forces},          {"virial", &results.virial},
       {"atomic_virials", &results.atomic_virials}, {"edge_forces", &results.edge_forces},
       {"energy_uncertainty", &results.energy_uncertainty},
-      {"atomic_energy_uncertainty", &results.atomic_energy_uncertainty}};
+      {"atomic_energy_uncertainty", &results.atomic_energy_uncertainty}, {"charges", &results.charges},
+      {"charge_correction_terms", &results.charge_correction_terms}};
   for (const auto& [name, tensor] : fields) {
     if (tensor->defined()) values[name] = *tensor;
   }
   return values;
+}
+
+// The charge models' inputs from keyword arguments named as the artifact's inputs.
+mlipkit::ChargeInputs charge_inputs(const py::kwargs& extra) {
+  mlipkit::ChargeInputs inputs;
+  for (const auto& [key, value] : extra) {
+    const auto name = key.cast<std::string>();
+    if (name == "total_charge") {
+      inputs.total_charge = value.cast<double>();
+    } else if (name == "charge_shift") {
+      inputs.charge_shift = value.cast<double>();
+    } else if (name == "charge_shift_weight") {
+      inputs.charge_shift_weight = value.cast<double>();
+    } else if (name == "lr_edge_index") {
+      inputs.lr_edge_index = value.cast<torch::Tensor>();
+    } else if (name == "lr_edge_vectors") {
+      inputs.lr_edge_vectors = value.cast<torch::Tensor>();
+    } else if (name == "positions") {
+      inputs.positions = value.cast<torch::Tensor>();
+    } else if (name == "cell") {
+      inputs.cell = value.cast<torch::Tensor>();
+    } else if (name == "pbc") {
+      inputs.pbc = value.cast<torch::Tensor>();
+    } else if (name == "k_indices") {
+      inputs.k_indices = value.cast<torch::Tensor>();
+    } else {
+      throw py::type_error("unknown charge input '" + name + "'");
+    }
+  }
+  return inputs;
 }
 
 }  // namespace
@@ -39,16 +70,17 @@ PYBIND11_MODULE(_runtime, module) {
       .def(
           "run",
           [](mlipkit::Model& model, const torch::Tensor& atom_types, const torch::Tensor& edge_index,
-             const torch::Tensor& edge_vectors, std::optional<torch::Tensor> node_energy_mask) {
-            return model.run(atom_types, edge_index, edge_vectors, node_energy_mask.value_or(torch::Tensor()));
+             const torch::Tensor& edge_vectors, std::optional<torch::Tensor> node_energy_mask, const py::kwargs& extra) {
+            return model.run(atom_types, edge_index, edge_vectors, node_energy_mask.value_or(torch::Tensor()),
+                             charge_inputs(extra));
           },
           py::arg("atom_types"), py::arg("edge_index"), py::arg("edge_vectors"), py::arg("node_energy_mask") = py::none())
       .def(
           "evaluate",
           [](mlipkit::Model& model, const torch::Tensor& atom_types, const torch::Tensor& edge_index,
-             const torch::Tensor& edge_vectors, std::optional<torch::Tensor> node_energy_mask) {
-            return results_dict(
-                model.evaluate(atom_types, edge_index, edge_vectors, node_energy_mask.value_or(torch::Tensor())));
+             const torch::Tensor& edge_vectors, std::optional<torch::Tensor> node_energy_mask, const py::kwargs& extra) {
+            return results_dict(model.evaluate(atom_types, edge_index, edge_vectors,
+                                               node_energy_mask.value_or(torch::Tensor()), charge_inputs(extra)));
           },
           py::arg("atom_types"), py::arg("edge_index"), py::arg("edge_vectors"), py::arg("node_energy_mask") = py::none())
       .def(
@@ -59,4 +91,8 @@ PYBIND11_MODULE(_runtime, module) {
                 model.evaluate_positions(atom_types, positions, edge_index, edge_shifts.value_or(torch::Tensor())));
           },
           py::arg("atom_types"), py::arg("positions"), py::arg("edge_index"), py::arg("edge_shifts") = py::none());
+  module.def(
+      "ewald_k_indices",
+      [](const torch::Tensor& cell, double k_max) { return mlipkit::ewald_k_indices(cell, k_max, torch::kFloat64); },
+      py::arg("cell"), py::arg("k_max"));
 }

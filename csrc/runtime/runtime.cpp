@@ -6,6 +6,7 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -53,6 +54,28 @@ Number number(const std::map<std::string, std::string>& entries, const std::stri
   throw ArtifactError(path + ": artifact metadata '" + kPrefix + key + "' is not a number: '" + text + "'");
 }
 
+// The geometry, optionally the mask, then any of the charge models' inputs, in the order mlipkit writes them.
+void check_inputs(const std::vector<std::string>& inputs, const std::string& text, const std::string& path) {
+  const std::vector<std::string> geometry{"atom_types", "edge_index", "edge_vectors"};
+  const std::vector<std::string> charge_inputs{"total_charge",  "charge_shift", "charge_shift_weight",
+                                               "lr_edge_index", "lr_edge_vectors", "positions",
+                                               "cell",          "pbc",          "k_indices"};
+  bool known = inputs.size() >= geometry.size() && std::equal(geometry.begin(), geometry.end(), inputs.begin());
+  size_t next = geometry.size();
+  if (known && next < inputs.size() && inputs[next] == "node_energy_mask") ++next;
+  auto candidate = charge_inputs.begin();
+  for (; known && next < inputs.size(); ++next) {
+    candidate = std::find(candidate, charge_inputs.end(), inputs[next]);
+    known = candidate != charge_inputs.end();
+  }
+  if (!known) {
+    throw ArtifactError(path + ": artifact inputs '" + text +
+                        "' are not a calling convention this runtime knows (atom_types edge_index edge_vectors"
+                        " [node_energy_mask] [total_charge charge_shift charge_shift_weight lr_edge_index lr_edge_vectors"
+                        " positions cell pbc k_indices])");
+  }
+}
+
 Metadata parse_metadata(const std::map<std::string, std::string>& raw, const std::string& path) {
   Metadata metadata;
   for (const auto& [key, value] : raw) {
@@ -91,14 +114,21 @@ Metadata parse_metadata(const std::map<std::string, std::string>& raw, const std
   metadata.outputs = split(entry(entries, "outputs", path));
   metadata.op_libraries = split(entry(entries, "op_libraries", path));
   metadata.mlipkit_version = entry(entries, "mlipkit_version", path);
-  const std::vector<std::string> geometry_inputs{"atom_types", "edge_index", "edge_vectors"};
-  std::vector<std::string> masked_inputs = geometry_inputs;
-  masked_inputs.push_back("node_energy_mask");
-  if (metadata.inputs != geometry_inputs && metadata.inputs != masked_inputs) {
-    throw ArtifactError(path + ": artifact inputs '" + entry(entries, "inputs", path) +
-                        "' are not a calling convention this runtime knows (atom_types edge_index edge_vectors"
-                        " [node_energy_mask])");
+  if (entries.count("long_range_cutoff")) metadata.long_range_cutoff = number<double>(entries, "long_range_cutoff", path);
+  if (entries.count("ewald_k_max")) metadata.ewald_k_max = number<double>(entries, "ewald_k_max", path);
+  if (entries.count("coulomb_method")) metadata.coulomb_method = entries.at("coulomb_method");
+  if (entries.count("charge_correction")) metadata.charge_correction = entries.at("charge_correction");
+  if (entries.count("available_total_charges")) {
+    for (const auto& word : split(entries.at("available_total_charges"))) {
+      try {
+        metadata.available_total_charges.push_back(std::stod(word));
+      } catch (const std::exception&) {
+        throw ArtifactError(path + ": artifact metadata 'mlipkit.available_total_charges' holds '" + word +
+                            "', not a number");
+      }
+    }
   }
+  check_inputs(metadata.inputs, entry(entries, "inputs", path), path);
   if (!metadata.has_output("node_energies")) {
     throw ArtifactError(path + ": artifact outputs '" + entry(entries, "outputs", path) + "' lack node_energies");
   }
@@ -177,7 +207,47 @@ void check_input(const torch::Tensor& tensor, const char* name, std::vector<int6
   throw ArtifactError(message.str());
 }
 
+void check_receiver_sorted(const torch::Tensor& edge_index, const char* name, const std::string& path) {
+  const int64_t num_edges = edge_index.size(1);
+  if (num_edges < 2) return;
+  auto receivers = edge_index[1];
+  if (!(receivers.slice(0, 1) >= receivers.slice(0, 0, num_edges - 1)).all().item<bool>()) {
+    throw ArtifactError(path + ": " + name + " must be sorted by receiver (row 1 non-decreasing)");
+  }
+}
+
 }  // namespace
+
+bool Metadata::takes(const std::string& input) const {
+  return std::find(inputs.begin(), inputs.end(), input) != inputs.end();
+}
+
+torch::Tensor ewald_k_indices(const torch::Tensor& cell, double k_max, torch::Dtype dtype) {
+  const auto lattice = cell.to(torch::kCPU, torch::kFloat64).reshape({3, 3}).contiguous();
+  const auto reciprocal = (2.0 * M_PI * torch::linalg_inv(lattice).transpose(0, 1)).contiguous();
+  auto b = reciprocal.accessor<double, 2>();
+  int64_t bounds[3];
+  for (int axis = 0; axis < 3; ++axis) {
+    bounds[axis] = static_cast<int64_t>(std::floor(k_max * lattice[axis].norm().item<double>() / (2.0 * M_PI)));
+  }
+  std::vector<double> kept;
+  for (int64_t n0 = -bounds[0]; n0 <= bounds[0]; ++n0) {
+    for (int64_t n1 = -bounds[1]; n1 <= bounds[1]; ++n1) {
+      for (int64_t n2 = -bounds[2]; n2 <= bounds[2]; ++n2) {
+        const int64_t first_nonzero = n0 != 0 ? n0 : (n1 != 0 ? n1 : n2);
+        if (first_nonzero <= 0) continue;
+        double k_squared = 0.0;
+        for (int axis = 0; axis < 3; ++axis) {
+          const double k = n0 * b[0][axis] + n1 * b[1][axis] + n2 * b[2][axis];
+          k_squared += k * k;
+        }
+        if (k_squared <= k_max * k_max) kept.insert(kept.end(), {double(n0), double(n1), double(n2)});
+      }
+    }
+  }
+  const auto count = static_cast<int64_t>(kept.size() / 3);
+  return torch::from_blob(kept.data(), {count, 3}, torch::kFloat64).to(dtype).clone();
+}
 
 bool Metadata::has_output(const std::string& name) const {
   return std::find(outputs.begin(), outputs.end(), name) != outputs.end();
@@ -257,7 +327,7 @@ Model::~Model() = default;
 
 std::map<std::string, torch::Tensor> Model::run(
     const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
-    const torch::Tensor& node_energy_mask) {
+    const torch::Tensor& node_energy_mask, const ChargeInputs& charge_inputs) {
   check_input(atom_types, "atom_types", {-1}, torch::kInt64, path_);
   const int64_t num_atoms = atom_types.size(0);
   torch::Tensor mask = node_energy_mask;
@@ -283,15 +353,56 @@ std::map<std::string, torch::Tensor> Model::run(
                         std::to_string(atom_types.min().item<int64_t>()) + " to " +
                         std::to_string(atom_types.max().item<int64_t>()));
   }
-  if (num_edges > 1) {
-    auto receivers = edge_index[1];
-    if (!(receivers.slice(0, 1) >= receivers.slice(0, 0, num_edges - 1)).all().item<bool>()) {
-      throw ArtifactError(path_ + ": edge_index must be sorted by receiver (row 1 non-decreasing)");
-    }
+  check_receiver_sorted(edge_index, "edge_index", path_);
+  const auto& known_charges = metadata_.available_total_charges;
+  if (!known_charges.empty() &&
+      std::find(known_charges.begin(), known_charges.end(), charge_inputs.total_charge) == known_charges.end()) {
+    std::ostringstream known;
+    for (double charge : known_charges) known << " " << charge;
+    throw ArtifactError(path_ + ": total charge " + std::to_string(charge_inputs.total_charge) +
+                        " was not seen in training; the model knows" + known.str());
   }
-  std::vector<torch::Tensor> inputs{atom_types.to(device_).contiguous(), edge_index.to(device_).contiguous(),
-                                    edge_vectors.to(device_).contiguous()};
-  if (metadata_.takes_node_energy_mask()) inputs.push_back(mask.to(device_).contiguous());
+  const auto real = torch::TensorOptions().dtype(metadata_.dtype);
+  const int64_t num_lr_edges = charge_inputs.lr_edge_index.defined() ? charge_inputs.lr_edge_index.size(-1) : -1;
+  std::vector<torch::Tensor> inputs;
+  for (const auto& name : metadata_.inputs) {
+    torch::Tensor tensor;
+    if (name == "atom_types") {
+      tensor = atom_types;
+    } else if (name == "edge_index") {
+      tensor = edge_index;
+    } else if (name == "edge_vectors") {
+      tensor = edge_vectors;
+    } else if (name == "node_energy_mask") {
+      tensor = mask;
+    } else if (name == "total_charge") {
+      tensor = torch::full({1}, charge_inputs.total_charge, real);
+    } else if (name == "charge_shift") {
+      tensor = torch::full({1}, charge_inputs.charge_shift, real);
+    } else if (name == "charge_shift_weight") {
+      tensor = torch::full({1}, charge_inputs.charge_shift_weight, real);
+    } else if (name == "lr_edge_index") {
+      check_input(charge_inputs.lr_edge_index, "lr_edge_index", {2, -1}, torch::kInt64, path_);
+      check_receiver_sorted(charge_inputs.lr_edge_index, "lr_edge_index", path_);
+      tensor = charge_inputs.lr_edge_index;
+    } else if (name == "lr_edge_vectors") {
+      check_input(charge_inputs.lr_edge_vectors, "lr_edge_vectors", {num_lr_edges, 3}, metadata_.dtype, path_);
+      tensor = charge_inputs.lr_edge_vectors;
+    } else if (name == "positions") {
+      check_input(charge_inputs.positions, "positions", {num_atoms, 3}, metadata_.dtype, path_);
+      tensor = charge_inputs.positions;
+    } else if (name == "cell") {
+      check_input(charge_inputs.cell, "cell", {3, 3}, metadata_.dtype, path_);
+      tensor = charge_inputs.cell.reshape({1, 3, 3});
+    } else if (name == "pbc") {
+      check_input(charge_inputs.pbc, "pbc", {3}, torch::kBool, path_);
+      tensor = charge_inputs.pbc.reshape({1, 3});
+    } else {  // k_indices: check_inputs admits no other name
+      check_input(charge_inputs.k_indices, "k_indices", {-1, 3}, metadata_.dtype, path_);
+      tensor = charge_inputs.k_indices;
+    }
+    inputs.push_back(tensor.to(device_).contiguous());
+  }
   std::vector<torch::Tensor> values;
   try {
     c10::InferenceMode inference;
@@ -316,8 +427,9 @@ std::map<std::string, torch::Tensor> Model::run(
 }
 
 Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
-                        const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask) {
-  auto outputs = run(atom_types, edge_index, edge_vectors, node_energy_mask);
+                        const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
+                        const ChargeInputs& charge_inputs) {
+  auto outputs = run(atom_types, edge_index, edge_vectors, node_energy_mask, charge_inputs);
   Results results;
   results.atomic_energies = outputs.at("node_energies");
   const auto counted = node_energy_mask.defined() ? node_energy_mask.to(device_)
@@ -328,6 +440,8 @@ Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& ed
     results.energy_uncertainty =
         torch::where(counted, results.atomic_energy_uncertainty, 0.0).sum().abs() / counted.sum().clamp_min(1);
   }
+  if (outputs.count("charges")) results.charges = outputs.at("charges");
+  if (outputs.count("charge_correction_terms")) results.charge_correction_terms = outputs.at("charge_correction_terms");
   if (outputs.count("edge_forces")) results.edge_forces = outputs.at("edge_forces");
   if (outputs.count("forces")) {
     results.forces = outputs.at("forces");
@@ -336,9 +450,26 @@ Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& ed
       results.atomic_virials = outputs.at("node_virials");
     }
   } else if (results.edge_forces.defined()) {
-    auto device_index = edge_index.to(device_);
+    const int64_t num_atoms = atom_types.size(0);
     std::tie(results.forces, results.atomic_virials) = forces_and_atomic_virials(
-        device_index, edge_vectors.to(device_), results.edge_forces, atom_types.size(0));
+        edge_index.to(device_), edge_vectors.to(device_), results.edge_forces, num_atoms);
+    if (outputs.count("lr_edge_forces")) {
+      auto [forces, atomic_virials] = forces_and_atomic_virials(charge_inputs.lr_edge_index.to(device_),
+                                                                charge_inputs.lr_edge_vectors.to(device_),
+                                                                outputs.at("lr_edge_forces"), num_atoms);
+      results.forces = results.forces + forces;
+      results.atomic_virials = results.atomic_virials + atomic_virials;
+    }
+    if (outputs.count("position_forces")) {
+      // Ewald's reciprocal sum: -dE/dx adds to the forces, x (x) (-dE/dx) and -h^T dE/dh / N to the per-atom virials
+      const auto& position_forces = outputs.at("position_forces");
+      const auto positions = charge_inputs.positions.to(device_);
+      const auto cell = charge_inputs.cell.to(device_).reshape({3, 3});
+      const auto cell_virial = -cell.transpose(0, 1).matmul(outputs.at("cell_gradient").reshape({3, 3}));
+      results.forces = results.forces + position_forces;
+      results.atomic_virials = results.atomic_virials + positions.unsqueeze(2) * position_forces.unsqueeze(1) +
+                               cell_virial.unsqueeze(0) / std::max<int64_t>(num_atoms, 1);
+    }
     results.virial = results.atomic_virials.sum(0);
   }
   return results;

@@ -8,10 +8,16 @@
 // energies count (a LAMMPS rank's own atoms, not its ghosts). Forces,
 // virial and per-atom virials are derived here from the edge forces
 // f_e = -dE/d(edge_vectors) when the artifact does not return them itself.
+//
+// Models with partial charges take more inputs (ChargeInputs): the total
+// charge, a second edge list at the long-range cutoff, for Ewald the positions,
+// cell, pbc and k vectors, and for callers that hold part of a system (LAMMPS
+// ranks) the charge correction's shift and its weight.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,6 +54,12 @@ struct Metadata {
   std::vector<std::string> outputs;
   std::vector<std::string> op_libraries;
   std::string mlipkit_version;
+  // electrostatics: 0 / "none" / empty when the model has none
+  double long_range_cutoff = 0.0;
+  std::string coulomb_method = "none";     // "damped_shifted", "ewald", "mlip_parity"
+  std::string charge_correction = "none";  // "uniform", "weighted", "none"
+  std::vector<double> available_total_charges;  // the categorical total-charge embedding's
+  double ewald_k_max = 0.0;
 
   bool has_output(const std::string& name) const;
   // Whether the artifact takes node_energy_mask (otherwise every atom's energy counts).
@@ -57,7 +69,28 @@ struct Metadata {
   // Whether the forces are predicted directly (GemNet-OC's direct_forces), not the gradient of the energy:
   // then there is no virial, and a caller must keep only the forces of atoms whose environment is complete.
   bool direct_forces() const { return has_output("forces") && !has_output("edge_forces"); }
+  bool takes(const std::string& input) const;
+  bool predicts_charges() const { return has_output("charges"); }
+  // Whether the charge correction couples every atom (a caller holding part of a system needs two passes).
+  bool global_charge_correction() const { return takes("charge_shift"); }
 };
+
+struct ChargeInputs {
+  double total_charge = 0.0;
+  // The charge correction's shift c; NaN: the artifact corrects over the counted atoms itself (the whole system).
+  double charge_shift = std::numeric_limits<double>::quiet_NaN();
+  double charge_shift_weight = 0.0;  // (dE/dc) / sum f over the whole system, when the shift is given
+  torch::Tensor lr_edge_index;       // [2, E'] int64, sorted by receiver
+  torch::Tensor lr_edge_vectors;     // [E', 3]
+  torch::Tensor positions;           // Ewald: [N, 3]
+  torch::Tensor cell;                // Ewald: [3, 3], rows are the lattice vectors
+  torch::Tensor pbc;                 // Ewald: [3] bool
+  torch::Tensor k_indices;           // Ewald: [K, 3], from ewald_k_indices
+};
+
+// Ewald's k vectors as integer multiples n of the reciprocal basis (as floating point), one of each pair +-n,
+// |2 pi n cell^-T| <= k_max; the C++ twin of mlipkit.nn.electrostatics.ewald_k_indices.
+torch::Tensor ewald_k_indices(const torch::Tensor& cell, double k_max, torch::Dtype dtype);
 
 // Reads and validates the metadata without loading the compiled code.
 Metadata read_metadata(const std::string& path);
@@ -73,6 +106,10 @@ struct Results {
   // atoms' terms| / their number, and each atom's signed term (callers that split a system sum these first).
   torch::Tensor energy_uncertainty;         // []
   torch::Tensor atomic_energy_uncertainty;  // [N]
+  // Models with partial charges only: the charges [N] and, for a given charge shift, the counted atoms'
+  // [sum q~, sum f, dE/dc, d^2E/dc^2] (see pair_mlip's two passes).
+  torch::Tensor charges;
+  torch::Tensor charge_correction_terms;
 };
 
 // Forces and per-atom virials from edge forces (the C++ twin of
@@ -97,11 +134,12 @@ class Model {
   // undefined node_energy_mask counts every atom.
   std::map<std::string, torch::Tensor> run(
       const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
-      const torch::Tensor& node_energy_mask = {});
+      const torch::Tensor& node_energy_mask = {}, const ChargeInputs& charge_inputs = {});
 
-  // Energy, per-atom energies, and (unless energy-only) forces, virial, per-atom virials.
+  // Energy, per-atom energies, and (unless energy-only) forces, virial, per-atom virials (with the
+  // long-range edges' and Ewald's terms), and the charges of models that predict them.
   Results evaluate(const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
-                   const torch::Tensor& node_energy_mask = {});
+                   const torch::Tensor& node_energy_mask = {}, const ChargeInputs& charge_inputs = {});
 
   // As evaluate, with edge vectors positions[receiver] - positions[sender] + edge_shifts
   // (edge_shifts [E, 3]: the Cartesian periodic shift of each edge; undefined for none).

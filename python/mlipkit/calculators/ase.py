@@ -28,9 +28,14 @@ class MLIPCalculator(Calculator):
     ("stresses", Voigt order like "stress") are -per-atom virial / cell volume
     and sum to the stress. Mean-variance models add "energy_uncertainty": the
     predicted std of the energy per atom (the total energy's is N times it).
+    Models with partial charges add "charges" (e) and, for structures periodic
+    in no direction, "dipole" (e Å, about the origin); the total charge is
+    ``atoms.info["charge"]`` (or "total_charge", else the initial charges' sum).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses", "energy_uncertainty"]
+    implemented_properties = [
+        "energy", "free_energy", "energies", "forces", "stress", "stresses", "energy_uncertainty", "charges", "dipole",
+    ]
 
     def __init__(self, model: Potential | Artifact | str | Path, device: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -60,7 +65,11 @@ class MLIPCalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"stress needs a cell periodic in all three directions; these atoms have pbc={self.atoms.pbc.tolist()}"
             )
-        graph = graph_from_atoms(self.atoms, self.model.r_max, self.model.type_names, self.dtype)
+        if {"charges", "dipole"} & set(properties) and not self.model.predicts_charges:
+            raise PropertyNotImplementedError("this model predicts no partial charges (predict_partial_charges: false)")
+        if "dipole" in properties and np.any(self.atoms.pbc):
+            raise PropertyNotImplementedError(f"the dipole is defined for structures without periodic directions, not pbc={self.atoms.pbc.tolist()}")
+        graph = graph_from_atoms(self.atoms, self.model.r_max, self.model.type_names, self.dtype, self.model.long_range_inputs)
         graph = {name: tensor.to(self.device) for name, tensor in graph.items()}
         outputs = self.model(graph)
         energy = float(outputs[keys.ENERGY].detach()[0])
@@ -69,6 +78,10 @@ class MLIPCalculator(Calculator):
             "free_energy": energy,
             "energies": outputs[keys.NODE_ENERGIES].detach().cpu().double().numpy(),
         }
+        if keys.CHARGES in outputs:
+            self.results["charges"] = outputs[keys.CHARGES].detach().cpu().double().numpy()
+            if not np.any(self.atoms.pbc):
+                self.results["dipole"] = outputs[keys.DIPOLE].detach().cpu().double().numpy()[0]
         if keys.ENERGY_UNCERTAINTY in outputs:
             self.results["energy_uncertainty"] = float(outputs[keys.ENERGY_UNCERTAINTY].detach()[0])
         elif "energy_uncertainty" in properties:

@@ -7,7 +7,14 @@ import sys
 
 from mlipkit.train.evaluation import evaluate_checkpoint
 
-UNITS = {"energy": ("meV/atom", 1000.0), "forces": ("meV/Å", 1000.0), "stress": ("meV/Å³", 1000.0)}
+UNITS = {
+    "energy": ("meV/atom", 1000.0),
+    "forces": ("meV/Å", 1000.0),
+    "stress": ("meV/Å³", 1000.0),
+    "charges": ("me", 1000.0),
+    "total_charge": ("me", 1000.0),
+    "dipole": ("me·Å", 1000.0),
+}
 
 
 def positive_int(text: str) -> int:

@@ -19,8 +19,9 @@ import torch
 from mlipkit import ops
 from mlipkit.compile.metadata import EXTENSIONS, TORCHSCRIPT_METADATA_FILE, ArtifactMetadata
 from mlipkit.data import keys
-from mlipkit.data.graph import AtomicGraph, batch_layout, compute_edge_vectors
-from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces
+from mlipkit.data.graph import AtomicGraph, LongRangeInputs, batch_layout, compute_edge_vectors, graph_total_charges
+from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces, stress_from_virial
+from mlipkit.nn.electrostatics import dipole_moments
 from mlipkit.nn.uncertainty import energy_uncertainty
 
 
@@ -103,6 +104,18 @@ class Artifact:
         return keys.EDGE_FORCES in self.metadata.outputs
 
     @property
+    def predicts_charges(self) -> bool:
+        return keys.CHARGES in self.metadata.outputs
+
+    @property
+    def long_range_inputs(self) -> LongRangeInputs | None:
+        """The long-range edge list (and Ewald's k vectors) the artifact takes; None without one."""
+        if self.metadata.long_range_cutoff <= 0.0:
+            return None
+        ewald = self.metadata.coulomb_method == "ewald"
+        return LongRangeInputs(self.metadata.long_range_cutoff, every_pair_without_pbc=ewald, k_max=self.metadata.ewald_k_max)
+
+    @property
     def direct_forces(self) -> bool:
         """Per-atom forces predicted directly (not a gradient): no stress or virial."""
         return keys.FORCES in self.metadata.outputs and not self.do_derivatives
@@ -113,8 +126,10 @@ class Artifact:
         edge_index: torch.Tensor,
         edge_vectors: torch.Tensor,
         node_energy_mask: torch.Tensor | None = None,
+        **extra: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """The artifact's raw outputs, by name; ``node_energy_mask`` (default: every atom) picks the atoms whose energies count."""
+        """The artifact's raw outputs, by name; ``node_energy_mask`` (default: every atom) picks the atoms whose
+        energies count; ``extra`` holds the inputs of models with charges, by name (see metadata.inputs)."""
         num_atoms, num_edges = atom_types.shape[0], edge_index.shape[-1]
         takes_mask = keys.NODE_ENERGY_MASK in self.metadata.inputs
         if node_energy_mask is None:
@@ -124,41 +139,110 @@ class Artifact:
                 f"{self.path}: this '{self.metadata.target}' artifact counts every atom's energy; "
                 "compile with --target lammps to mask atoms out"
             )
-        expected = {
-            keys.ATOM_TYPES: ((num_atoms,), torch.int64),
-            keys.EDGE_INDEX: ((2, num_edges), torch.int64),
-            keys.EDGE_VECTORS: ((num_edges, 3), self.dtype),
-            keys.NODE_ENERGY_MASK: ((num_atoms,), torch.bool),
-        }
         inputs = {
             keys.ATOM_TYPES: atom_types,
             keys.EDGE_INDEX: edge_index,
             keys.EDGE_VECTORS: edge_vectors,
             keys.NODE_ENERGY_MASK: node_energy_mask,
+            **extra,
         }
-        for name, (shape, dtype) in expected.items():
+        num_lr_edges = inputs[keys.LR_EDGE_INDEX].shape[-1] if keys.LR_EDGE_INDEX in inputs else 0
+        num_k = inputs[keys.K_INDICES].shape[0] if keys.K_INDICES in inputs else 0
+        expected = {
+            keys.ATOM_TYPES: ((num_atoms,), torch.int64),
+            keys.EDGE_INDEX: ((2, num_edges), torch.int64),
+            keys.EDGE_VECTORS: ((num_edges, 3), self.dtype),
+            keys.NODE_ENERGY_MASK: ((num_atoms,), torch.bool),
+            keys.TOTAL_CHARGE: ((1,), self.dtype),
+            keys.CHARGE_SHIFT: ((1,), self.dtype),
+            keys.CHARGE_SHIFT_WEIGHT: ((1,), self.dtype),
+            keys.LR_EDGE_INDEX: ((2, num_lr_edges), torch.int64),
+            keys.LR_EDGE_VECTORS: ((num_lr_edges, 3), self.dtype),
+            keys.POSITIONS: ((num_atoms, 3), self.dtype),
+            keys.CELL: ((1, 3, 3), self.dtype),
+            keys.PBC: ((1, 3), torch.bool),
+            keys.K_INDICES: ((num_k, 3), self.dtype),
+        }
+        missing = [name for name in self.metadata.inputs if name not in inputs]
+        unknown = sorted(set(extra) - set(self.metadata.inputs))
+        if missing or unknown:
+            raise ValueError(f"{self.path}: the artifact takes {self.metadata.inputs}; missing {missing}, not taken {unknown}")
+        for name in self.metadata.inputs:
+            shape, dtype = expected[name]
             tensor = inputs[name]
             if tuple(tensor.shape) != shape or tensor.dtype != dtype:
                 raise ValueError(
                     f"{self.path}: input '{name}' must be {dtype} of shape {list(shape)}, "
                     f"got {tensor.dtype} of shape {list(tensor.shape)}"
                 )
-        receivers = edge_index[1]
-        if num_edges > 1 and not bool((receivers[1:] >= receivers[:-1]).all()):
-            raise ValueError(f"{self.path}: edge_index must be sorted by receiver (row 1 non-decreasing)")
+        for name in (keys.EDGE_INDEX, keys.LR_EDGE_INDEX):
+            receivers = inputs[name][1] if name in inputs else None
+            if receivers is not None and receivers.numel() > 1 and not bool((receivers[1:] >= receivers[:-1]).all()):
+                raise ValueError(f"{self.path}: {name} must be sorted by receiver (row 1 non-decreasing)")
         if num_atoms and (int(atom_types.min()) < 0 or int(atom_types.max()) >= len(self.type_names)):
             raise ValueError(f"{self.path}: atom_types must index the type names {self.type_names}")
+        self.check_total_charge(inputs.get(keys.TOTAL_CHARGE))
         values = self._runner(*(inputs[name].to(self.device).contiguous() for name in self.metadata.inputs))
         return dict(zip(self.metadata.outputs, values))
 
+    def check_total_charge(self, total_charge: torch.Tensor | None) -> None:
+        """The categorical total-charge embedding knows only the training data's total charges."""
+        known = [float(value) for value in self.metadata.available_total_charges]
+        if total_charge is None or not known:
+            return
+        value = float(total_charge.reshape(-1)[0])
+        if value not in known:
+            raise ValueError(f"{self.path}: total charge {value} was not seen in training; the model knows {known}")
+
     def __call__(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
-        """The fields a model's forward gives, for one or more graphs."""
-        edge_vectors = graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph)
+        """The fields a model's forward gives, for one graph (or several, for artifacts without charges)."""
         batch, num_graphs = batch_layout(graph)
-        outputs = self.run(graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], edge_vectors, graph.get(keys.NODE_ENERGY_MASK))
+        inputs = artifact_inputs(graph, self.metadata.inputs, self.dtype)
+        outputs = self.run(**inputs)
         outputs[keys.ENERGY] = graph_energies(outputs[keys.NODE_ENERGIES], graph, batch, num_graphs)
-        if self.do_derivatives:
-            outputs.update(outputs_from_edge_forces(graph, edge_vectors, outputs[keys.EDGE_FORCES], batch, num_graphs))
+        if self.do_derivatives and keys.VIRIAL in outputs:
+            # target 'ase': the forces and virials of the whole input come from the artifact itself
+            if keys.CELL in graph and keys.PBC in graph:
+                outputs[keys.STRESS] = stress_from_virial(outputs[keys.VIRIAL], graph[keys.CELL], graph[keys.PBC])
+        elif self.do_derivatives:
+            lr_edges = None
+            if keys.LR_EDGE_FORCES in outputs:
+                lr_edges = (inputs[keys.LR_EDGE_VECTORS], outputs[keys.LR_EDGE_FORCES])
+            position_gradient = -outputs[keys.POSITION_FORCES] if keys.POSITION_FORCES in outputs else None
+            outputs.update(
+                outputs_from_edge_forces(
+                    graph, inputs[keys.EDGE_VECTORS], outputs[keys.EDGE_FORCES], batch, num_graphs, lr_edges,
+                    position_gradient, outputs.get(keys.CELL_GRADIENT),
+                )
+            )
         if keys.NODE_ENERGY_UNCERTAINTY in outputs:
             outputs[keys.ENERGY_UNCERTAINTY] = energy_uncertainty(outputs[keys.NODE_ENERGY_UNCERTAINTY], graph, batch, num_graphs)
+        if keys.CHARGES in outputs and keys.POSITIONS in graph:
+            outputs[keys.DIPOLE] = dipole_moments(outputs[keys.CHARGES], graph[keys.POSITIONS], batch, num_graphs, graph.get(keys.PBC))
         return outputs
+
+
+def artifact_inputs(graph: AtomicGraph, names: list[str], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """An artifact's inputs (those it names) from a graph: edge vectors from positions and shifts, every atom counted,
+    a neutral total charge and the shift left to the model unless the graph has them."""
+    one = lambda value: torch.tensor([value], dtype=dtype)  # noqa: E731
+    sources = {
+        keys.ATOM_TYPES: lambda: graph[keys.ATOM_TYPES],
+        keys.EDGE_INDEX: lambda: graph[keys.EDGE_INDEX],
+        keys.EDGE_VECTORS: lambda: graph[keys.EDGE_VECTORS] if keys.EDGE_VECTORS in graph else compute_edge_vectors(graph),
+        keys.NODE_ENERGY_MASK: lambda: graph.get(keys.NODE_ENERGY_MASK, torch.ones_like(graph[keys.ATOM_TYPES], dtype=torch.bool)),
+        keys.TOTAL_CHARGE: lambda: graph_total_charges(graph, 1, dtype),
+        keys.CHARGE_SHIFT: lambda: graph.get(keys.CHARGE_SHIFT, one(float("nan"))),
+        keys.CHARGE_SHIFT_WEIGHT: lambda: graph.get(keys.CHARGE_SHIFT_WEIGHT, one(0.0)),
+        keys.LR_EDGE_INDEX: lambda: graph[keys.LR_EDGE_INDEX],
+        keys.LR_EDGE_VECTORS: lambda: compute_edge_vectors(graph, keys.LR_EDGE_INDEX, keys.LR_EDGE_CELL_SHIFTS),
+        keys.POSITIONS: lambda: graph[keys.POSITIONS],
+        keys.CELL: lambda: graph[keys.CELL],
+        keys.PBC: lambda: graph[keys.PBC],
+        keys.K_INDICES: lambda: graph[keys.K_INDICES],
+    }
+    values = {}
+    for name in names:
+        value = sources[name]()
+        values[name] = value.to(dtype) if value.is_floating_point() else value
+    return values

@@ -10,6 +10,7 @@ traced one, compared with the eager model, and only then moved into place.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 import warnings
@@ -25,7 +26,7 @@ from torch._inductor.package import package_aoti
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
-from mlipkit.compile.artifact import Artifact, mode_of_path
+from mlipkit.compile.artifact import Artifact, artifact_inputs, mode_of_path
 from mlipkit.compile.metadata import (
     EXTENSIONS,
     INPUTS,
@@ -38,11 +39,13 @@ from mlipkit.compile.metadata import (
     ExportTarget,
     artifact_outputs,
     config_hash,
+    electrostatics_inputs,
+    electrostatics_outputs,
 )
 from mlipkit.compile.modifiers import apply_modifiers
 from mlipkit.data import keys
 from mlipkit.data.extxyz import Configuration
-from mlipkit.data.graph import AtomicGraph, compute_edge_vectors, graph_from_configuration
+from mlipkit.data.graph import AtomicGraph, graph_from_configuration
 from mlipkit.models.checkpoint import load_checkpoint, model_dtype
 from mlipkit.models.potential import Potential
 from mlipkit.version import __version__
@@ -97,35 +100,57 @@ def probe_structure(type_names: Sequence[str], r_max: float, repeats: tuple[int,
     return Configuration(symbols=symbols, positions=positions, cell=cell if periodic else np.zeros((3, 3)), pbc=np.array([periodic] * 3))
 
 
-def contract_inputs(graph: AtomicGraph, device: torch.device, inputs: Sequence[str] = INPUTS) -> tuple[torch.Tensor, ...]:
-    """The artifact's inputs for a graph, in the order ``inputs`` names them (every atom counts unless masked)."""
-    values = {
-        keys.ATOM_TYPES: graph[keys.ATOM_TYPES],
-        keys.EDGE_INDEX: graph[keys.EDGE_INDEX],
-        keys.EDGE_VECTORS: compute_edge_vectors(graph),
-        keys.NODE_ENERGY_MASK: graph.get(keys.NODE_ENERGY_MASK, torch.ones_like(graph[keys.ATOM_TYPES], dtype=torch.bool)),
-    }
+def contract_inputs(
+    graph: AtomicGraph, device: torch.device, inputs: Sequence[str] = INPUTS, dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, ...]:
+    """The artifact's inputs for a graph, in the order ``inputs`` names them (every atom counts unless masked);
+    floating-point inputs in ``dtype`` (default: the positions')."""
+    values = artifact_inputs(graph, list(inputs), dtype or graph[keys.POSITIONS].dtype)
     return tuple(values[name].to(device) for name in inputs)
 
 
-def verification_graphs(model: Potential, dtype: torch.dtype) -> dict[str, AtomicGraph]:
+def example_graph(model: Potential, configuration: Configuration, dtype: torch.dtype) -> AtomicGraph:
+    """A structure's graph with the long-range inputs and a total charge the model knows."""
+    graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype, model.long_range_inputs)
+    if keys.TOTAL_CHARGE in model.graph_input_fields:
+        known = list(getattr(model.config, "available_total_charges", None) or [1.0])
+        graph[keys.TOTAL_CHARGE] = torch.tensor([known[-1]], dtype=dtype)
+    return graph
+
+
+def verification_graphs(model: Potential, dtype: torch.dtype, inputs: Sequence[str]) -> dict[str, AtomicGraph]:
     """Structures of other sizes than the traced one: periodic triclinic, and a non-periodic cluster.
 
-    Every third atom's energy is masked out, as LAMMPS masks ghost atoms.
+    Every third atom's energy is masked out, as LAMMPS masks ghost atoms. An
+    artifact that takes the charge correction's shift is also checked with a
+    given shift and weight, as several LAMMPS ranks give them.
     """
     shapes = {"periodic_32_atoms": ((2, 2, 2), True), "cluster_12_atoms": ((1, 1, 3), False)}
     graphs = {}
     for seed, (name, (repeats, periodic)) in enumerate(shapes.items()):
         configuration = probe_structure(model.type_names, model.r_max, repeats, periodic, seed)
-        graph = graph_from_configuration(configuration, model.r_max, model.type_names, dtype)
+        graph = example_graph(model, configuration, dtype)
         graph[keys.NODE_ENERGY_MASK] = torch.arange(len(configuration.symbols)) % 3 != 0
         graphs[name] = graph
+    if keys.CHARGE_SHIFT in inputs:
+        given = dict(graphs["periodic_32_atoms"])
+        given[keys.CHARGE_SHIFT] = torch.tensor([0.03], dtype=dtype)
+        given[keys.CHARGE_SHIFT_WEIGHT] = torch.tensor([-0.7], dtype=dtype)
+        graphs["periodic_32_atoms_given_charge_shift"] = given
     return graphs
 
 
 def trace(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
-    """make_fx with symbolic shapes: autograd.grad becomes explicit backward ops."""
-    return make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example_inputs)
+    """make_fx with symbolic shapes: autograd.grad becomes explicit backward ops.
+
+    What no output needs (a dipole, a stress of the graph's cell) is dropped:
+    the artifact would compute it for nothing, and TorchScript cannot script
+    the NaN constants some of it holds.
+    """
+    graph_module = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example_inputs)
+    graph_module.graph.eliminate_dead_code()
+    graph_module.recompile()
+    return graph_module
 
 
 def export_aotinductor(graph_module: torch.fx.GraphModule, path: Path, metadata: ArtifactMetadata) -> None:
@@ -178,7 +203,7 @@ def export_torchscript(graph_module: torch.fx.GraphModule, path: Path, metadata:
 
 
 def relative_difference(value: torch.Tensor, reference: torch.Tensor, scale: float = 0.0) -> float:
-    """||value - reference|| / max(||reference||, scale) over all entries (inf for a shape mismatch).
+    """||value - reference|| / max(||reference||, scale) over all entries (inf for a shape mismatch or NaN).
 
     Norms rather than the largest entry: in float32 a single small entry that is
     a sum of cancelling terms differs by many ulps without anything being wrong.
@@ -188,7 +213,9 @@ def relative_difference(value: torch.Tensor, reference: torch.Tensor, scale: flo
         return float("inf")
     if reference.numel() == 0:
         return 0.0
-    return float(torch.linalg.norm(value - reference) / max(float(torch.linalg.norm(reference)), scale, 1e-300))
+    difference = float(torch.linalg.norm(value - reference) / max(float(torch.linalg.norm(reference)), scale, 1e-300))
+    # NaN anywhere (in either) is a failure, and must not slip through comparisons as NaN does
+    return difference if math.isfinite(difference) else float("inf")
 
 
 def verify(artifact: Artifact, model: Potential, graphs: dict[str, AtomicGraph]) -> dict[str, float]:
@@ -197,9 +224,9 @@ def verify(artifact: Artifact, model: Potential, graphs: dict[str, AtomicGraph])
     exportable = ExportablePotential(model, artifact.metadata.inputs, artifact.metadata.outputs)
     differences = {}
     for name, graph in graphs.items():
-        inputs = contract_inputs(graph, artifact.device, artifact.metadata.inputs)
+        inputs = contract_inputs(graph, artifact.device, artifact.metadata.inputs, artifact.dtype)
         expected = dict(zip(artifact.metadata.outputs, exportable(*inputs)))
-        produced = artifact.run(*inputs)
+        produced = artifact.run(**dict(zip(artifact.metadata.inputs, inputs)))
         per_output = {output: relative_difference(produced[output], expected[output]) for output in expected}
         worst = max(per_output, key=per_output.get)
         if not per_output[worst] <= tolerance:
@@ -228,6 +255,21 @@ def _check_exportable(model: Potential, target: str) -> None:
         raise CompileError(f"type names {spaced} contain whitespace, which the artifact metadata cannot hold")
 
 
+def electrostatics_metadata(model: Potential) -> dict[str, object]:
+    """The metadata fields of models with charges (left at their defaults otherwise)."""
+    config = model.config
+    fields: dict[str, object] = {}
+    if getattr(model.core, "total_charge_embedding", None) is not None and config.use_total_charge_embedding == "categorical":
+        fields["available_total_charges"] = [repr(float(q)) for q in config.available_total_charges]
+    if model.predicts_charges:
+        fields["charge_correction"] = model.partial_charges.correction
+    if model.coulomb is not None:
+        fields.update(
+            long_range_cutoff=config.coulomb.long_range_cutoff, coulomb_method=model.coulomb.method, ewald_k_max=config.coulomb.k_max
+        )
+    return fields
+
+
 def compile_model(
     model: Potential,
     output: str | Path,
@@ -254,6 +296,9 @@ def compile_model(
     model.do_derivatives = target != "energy" and not model.direct_forces
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    total_charge = keys.TOTAL_CHARGE in model.graph_input_fields
+    global_correction = model.predicts_charges and model.partial_charges.correction != "none"
+    coulomb_method = model.coulomb.method if model.coulomb is not None else None
     metadata = ArtifactMetadata(
         model_name=model.model_name,
         type_names=model.type_names,
@@ -266,13 +311,15 @@ def compile_model(
         device=device,
         mode=mode,
         target=target,
-        inputs=list(TARGET_INPUTS[target]),
-        outputs=artifact_outputs(target, model.energy_uncertainty_readout is not None, model.direct_forces),
+        inputs=list(TARGET_INPUTS[target]) + electrostatics_inputs(total_charge, global_correction, coulomb_method, target),
+        outputs=artifact_outputs(target, model.energy_uncertainty_readout is not None, model.direct_forces)
+        + electrostatics_outputs(model.predicts_charges, global_correction, coulomb_method, target),
         op_libraries=OP_LIBRARIES,
         modifiers=list(modifiers),
         mlipkit_version=__version__,
         torch_version=torch.__version__,
         config_hash=config_hash(model.model_name, model.config),
+        **electrostatics_metadata(model),
     )
     report = CompileReport(output, metadata)
 
@@ -284,8 +331,8 @@ def compile_model(
         return result
 
     exportable = ExportablePotential(model, metadata.inputs, metadata.outputs)
-    example = graph_from_configuration(probe_structure(model.type_names, model.r_max, (2, 1, 1), True, 7), model.r_max, model.type_names, dtype)
-    example_inputs = contract_inputs(example, torch.device(device), metadata.inputs)
+    example = example_graph(model, probe_structure(model.type_names, model.r_max, (2, 1, 1), True, 7), dtype)
+    example_inputs = contract_inputs(example, torch.device(device), metadata.inputs, dtype)
     graph_module = stage("trace", lambda: trace(exportable, example_inputs))
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +342,7 @@ def compile_model(
         else:
             stage("script", lambda: export_torchscript(graph_module, partial, metadata))
         artifact = stage("load", lambda: Artifact(partial))
-        report.verification = stage("verify", lambda: verify(artifact, model, verification_graphs(model, dtype)))
+        report.verification = stage("verify", lambda: verify(artifact, model, verification_graphs(model, dtype, metadata.inputs)))
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)

@@ -71,6 +71,34 @@ TARGET_INPUTS: dict[str, tuple[str, ...]] = {
     "energy": INPUTS,
 }
 
+def electrostatics_inputs(total_charge: bool, global_correction: bool, coulomb_method: str | None, target: str) -> list[str]:
+    """Inputs a model with charges adds: its total charge; for several LAMMPS ranks the correction's shift and its
+    weight; the long-range edge list; for Ewald the positions, cell, pbc and the host's k vectors."""
+    inputs = [keys.TOTAL_CHARGE] if total_charge else []
+    if global_correction and target == "lammps":
+        inputs += [keys.CHARGE_SHIFT, keys.CHARGE_SHIFT_WEIGHT]
+    if coulomb_method is not None:
+        inputs += [keys.LR_EDGE_INDEX, keys.LR_EDGE_VECTORS]
+    if coulomb_method == "ewald":
+        inputs += [keys.POSITIONS, keys.CELL, keys.PBC, keys.K_INDICES]
+    return inputs
+
+
+def electrostatics_outputs(charges: bool, global_correction: bool, coulomb_method: str | None, target: str) -> list[str]:
+    """Outputs a model with charges adds: the charges; with derivatives the long-range edge forces, Ewald's direct
+    position and cell terms (lammps; ase folds them into its forces and virial) and the correction's terms."""
+    outputs = [keys.CHARGES] if charges else []
+    if target == "energy":
+        return outputs
+    if coulomb_method is not None:
+        outputs.append(keys.LR_EDGE_FORCES)
+    if coulomb_method == "ewald" and target == "lammps":
+        outputs += [keys.POSITION_FORCES, keys.CELL_GRADIENT]
+    if global_correction and target == "lammps":
+        outputs.append(keys.CHARGE_CORRECTION_TERMS)
+    return outputs
+
+
 EXTENSIONS: dict[str, str] = {"aotinductor": ".pt2", "torchscript": ".pt"}
 
 UNIT_NAMES = {"metal": ("eV", "Angstrom"), "real": ("kcal/mol", "Angstrom")}
@@ -101,6 +129,13 @@ class ArtifactMetadata(BaseModel):
     mlipkit_version: str
     torch_version: str
     config_hash: str
+    #: electrostatics (README, "Charges and electrostatics"): the second edge list's cutoff (0: none), the Coulomb
+    #: method and charge correction ("none": none), the categorical embedding's total charges, Ewald's k_max (1/Å)
+    long_range_cutoff: float = Field(0.0, ge=0.0)
+    coulomb_method: str = "none"
+    charge_correction: str = "none"
+    available_total_charges: list[str] = Field(default_factory=list)
+    ewald_k_max: float = Field(0.0, ge=0.0)
 
     def to_strings(self) -> dict[str, str]:
         strings = {}

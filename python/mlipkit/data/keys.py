@@ -36,6 +36,10 @@ CHARGES = "charges"  # [N] partial charges (corrected to the total charge)
 RAW_TOTAL_CHARGE = "raw_total_charge"  # [B] sum of the raw charges before the correction (the total-charge loss)
 DIPOLE = "dipole"  # [B, 3] sum of q_i x_i; NaN for periodic graphs
 LR_EDGE_FORCES = "lr_edge_forces"  # [E', 3] -dE/d(lr_edge_vectors)
+POSITION_FORCES = "position_forces"  # [N, 3] -dE/dx through Ewald's reciprocal sum (the rest comes through edges)
+CELL_GRADIENT = "cell_gradient"  # [B, 3, 3] dE/d(cell) through Ewald's reciprocal sum
+#: [B, 4] over the counted atoms: sum q~, sum f, dE/dc and d^2E/dc^2 at the given charge shift c (several LAMMPS ranks)
+CHARGE_CORRECTION_TERMS = "charge_correction_terms"
 ENERGY_UNCERTAINTY = "energy_uncertainty"  # [B] std of the per-atom energy (mean-variance models)
 NODE_ENERGY_UNCERTAINTY = "node_energy_uncertainty"  # [N] signed per-atom terms: energy_uncertainty = |sum| / N
 GRAPH_SCALARS = "graph_scalars"  # [B, T]

@@ -19,7 +19,7 @@ from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph, LongRangeInputs, batch_layout, compute_edge_vectors, graph_total_charges
 from mlipkit.models.config import PotentialConfig
 from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces
-from mlipkit.nn.electrostatics import Coulomb, PartialCharges, dipole_moments
+from mlipkit.nn.electrostatics import Coulomb, PartialCharges, dipole_moments, finite_or_zero
 from mlipkit.nn.readout import ScalarHead, VectorHead
 from mlipkit.nn.scale_shift import PerTypeScaleShift
 from mlipkit.nn.scatter import sum_into_segments
@@ -109,6 +109,10 @@ class Potential(nn.Module):
         return fields
 
     @property
+    def predicts_charges(self) -> bool:
+        return self.partial_charges is not None
+
+    @property
     def core_reads_total_charge(self) -> bool:
         return getattr(self.core, "total_charge_embedding", None) is not None
 
@@ -136,19 +140,28 @@ class Potential(nn.Module):
         edge_vectors = inputs[keys.EDGE_VECTORS]
 
         charges = None
-        with torch.enable_grad() if self.do_derivatives else contextlib.nullcontext():
+        # several LAMMPS ranks give the charge correction's shift; the derivatives of the energy by it go back to them
+        shift_input = None
+        if keys.CHARGE_SHIFT in graph and self.partial_charges is not None and self.partial_charges.correction != "none":
+            shift_input = graph[keys.CHARGE_SHIFT].detach().requires_grad_(True)
+        with torch.enable_grad() if self.do_derivatives or shift_input is not None else contextlib.nullcontext():
             edge_lengths = torch.linalg.norm(edge_vectors, dim=1)
             head_energies, node_features, *core_forces = self.core(graph, edge_vectors, edge_lengths)
             node_energies = self.scale_shift(self._select_head(head_energies, graph, batch), atom_types)
             if self.zbl is not None:
                 node_energies = node_energies + self.zbl(atom_types, edge_index, edge_lengths)
             if self.partial_charges is not None:
-                charges, raw_charges, charge_weights = self._charges(graph, node_features, batch, num_graphs)
+                charges, raw_charges, charge_weights = self._charges(graph, node_features, batch, num_graphs, shift_input)
                 if self.coulomb is not None:
                     node_energies = node_energies + self._coulomb_energies(graph, inputs, charges, batch, num_graphs)
             energy = graph_energies(node_energies, graph, batch, num_graphs)
+            correction_terms = None
+            if shift_input is not None:
+                correction_terms = self._charge_correction_terms(graph, energy, shift_input, raw_charges, charge_weights, batch, num_graphs)
 
         outputs = {keys.NODE_ENERGIES: node_energies, keys.ENERGY: energy}
+        if correction_terms is not None:
+            outputs[keys.CHARGE_CORRECTION_TERMS] = correction_terms if keep_graph else correction_terms.detach()
         if core_forces:
             outputs[keys.FORCES] = core_forces[0] if keep_graph else core_forces[0].detach()
         if charges is not None:
@@ -182,6 +195,9 @@ class Potential(nn.Module):
             lr_edges = None
             if keys.LR_EDGE_VECTORS in gradient:
                 lr_edges = (geometry[keys.LR_EDGE_VECTORS], -gradient[keys.LR_EDGE_VECTORS])
+            if keys.POSITIONS in gradient:
+                outputs[keys.POSITION_FORCES] = -gradient[keys.POSITIONS]
+                outputs[keys.CELL_GRADIENT] = gradient[keys.CELL]
             outputs.update(
                 outputs_from_edge_forces(
                     graph,
@@ -208,25 +224,60 @@ class Potential(nn.Module):
         else:
             lr_edge_vectors = compute_edge_vectors(graph, keys.LR_EDGE_INDEX, keys.LR_EDGE_CELL_SHIFTS)
         inputs = {keys.LR_EDGE_VECTORS: lr_edge_vectors}
-        if self.coulomb.method == "ewald" and keys.K_INDICES in graph and graph[keys.K_INDICES].shape[0] > 0:
+        if self.coulomb.method == "ewald" and keys.K_INDICES in graph:
             inputs[keys.POSITIONS] = graph[keys.POSITIONS]
             inputs[keys.CELL] = graph[keys.CELL]
         return inputs
 
     def _charges(
-        self, graph: AtomicGraph, node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int
+        self, graph: AtomicGraph, node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int, given_shift: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         values = self.core.read_out(self.partial_charges.readout, node_features)
         total_charge = graph_total_charges(graph, num_graphs, values.dtype)
-        return self.partial_charges(
-            values, total_charge, batch, num_graphs, graph.get(keys.NODE_ENERGY_MASK), graph.get(keys.CHARGE_SHIFT)
-        )
+        return self.partial_charges(values, total_charge, batch, num_graphs, graph.get(keys.NODE_ENERGY_MASK), given_shift)
+
+    @staticmethod
+    def _counted_charge_sums(
+        graph: AtomicGraph, raw_charges: torch.Tensor, weights: torch.Tensor, batch: torch.Tensor, num_graphs: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """sum q~ and sum f over each graph's counted atoms (a LAMMPS rank's own)."""
+        counted = graph.get(keys.NODE_ENERGY_MASK, torch.ones_like(raw_charges, dtype=torch.bool))
+        zeros = torch.zeros_like(raw_charges)
+        raw_sums = sum_into_segments(torch.where(counted, raw_charges, zeros), batch, num_graphs)
+        return raw_sums, sum_into_segments(torch.where(counted, weights, zeros), batch, num_graphs)
+
+    def _charge_correction_terms(
+        self,
+        graph: AtomicGraph,
+        energy: torch.Tensor,
+        shift: torch.Tensor,
+        raw_charges: torch.Tensor,
+        weights: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+    ) -> torch.Tensor:
+        """[B, 4]: sum q~, sum f, dE/dc, d^2E/dc^2 of the counted atoms at the given shift c.
+
+        The energy is quadratic in c (q = q~ - f c), so a caller holding part of
+        a system gets dE/dc at any c from these, sums all parts' and finds the
+        shift c = (sum q~ - Q) / sum f and the weight of the next evaluation.
+        """
+        raw_sums, weight_sums = self._counted_charge_sums(graph, raw_charges, weights, batch, num_graphs)
+        (first,) = torch.autograd.grad(energy.sum(), shift, create_graph=True, materialize_grads=True)
+        second = torch.zeros_like(first)
+        if first.requires_grad:
+            (second,) = torch.autograd.grad(first.sum(), shift, retain_graph=True, materialize_grads=True)
+        return torch.stack([raw_sums, weight_sums, first, second], dim=1)
 
     def _coulomb_energies(
         self, graph: AtomicGraph, inputs: dict[str, torch.Tensor], charges: torch.Tensor, batch: torch.Tensor, num_graphs: int
     ) -> torch.Tensor:
         lr_edge_vectors = inputs[keys.LR_EDGE_VECTORS]
         periodic = graph[keys.PBC].all(dim=1) if keys.PBC in graph else torch.zeros(num_graphs, dtype=torch.bool, device=charges.device)
+        k_indices = graph.get(keys.K_INDICES)
+        k_batch = graph.get(keys.K_BATCH)
+        if k_indices is not None and k_batch is None:
+            k_batch = torch.zeros_like(k_indices[:, 0], dtype=torch.int64)
         return self.coulomb(
             charges,
             graph[keys.LR_EDGE_INDEX],
@@ -236,8 +287,8 @@ class Potential(nn.Module):
             periodic,
             inputs.get(keys.POSITIONS),
             inputs.get(keys.CELL),
-            graph.get(keys.K_INDICES),
-            graph.get(keys.K_BATCH),
+            k_indices,
+            k_batch,
         )
 
     def _charge_shift_term(
@@ -245,11 +296,8 @@ class Potential(nn.Module):
     ) -> torch.Tensor:
         """sum over graphs of w (sum q~ - c sum f) over the counted atoms: with c and w = (dE/dc) / sum f given by a
         caller that holds part of a system (a LAMMPS rank), its gradient adds this part's share of dE/dc dc/dx."""
-        counted = graph.get(keys.NODE_ENERGY_MASK, torch.ones_like(raw_charges, dtype=torch.bool))
-        zeros = torch.zeros_like(raw_charges)
-        raw_sums = sum_into_segments(torch.where(counted, raw_charges, zeros), batch, num_graphs)
-        weight_sums = sum_into_segments(torch.where(counted, weights, zeros), batch, num_graphs)
-        return (graph[keys.CHARGE_SHIFT_WEIGHT] * (raw_sums - graph[keys.CHARGE_SHIFT] * weight_sums)).sum()
+        raw_sums, weight_sums = self._counted_charge_sums(graph, raw_charges, weights, batch, num_graphs)
+        return (graph[keys.CHARGE_SHIFT_WEIGHT] * (raw_sums - finite_or_zero(graph[keys.CHARGE_SHIFT]) * weight_sums)).sum()
 
     def _charge_outputs(
         self,

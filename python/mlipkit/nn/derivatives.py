@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from mlipkit.data import keys
-from mlipkit.nn.scatter import sum_into_nodes, sum_into_segments
+from mlipkit.nn.scatter import graph_rows, sum_into_nodes, sum_into_segments
 
 
 def forces_and_node_virials(
@@ -84,7 +84,7 @@ def outputs_from_edge_forces(
     if cell_gradient is not None:
         cell_virials = -torch.bmm(graph[keys.CELL].transpose(1, 2), cell_gradient)
         atoms_per_graph = sum_into_segments(torch.ones_like(forces[:, 0]), batch, num_graphs)
-        node_virials = node_virials + (cell_virials / atoms_per_graph.view(-1, 1, 1)).index_select(0, batch)
+        node_virials = node_virials + graph_rows(cell_virials / atoms_per_graph.view(-1, 1, 1), batch, num_graphs)
     virial = virial_per_graph(node_virials, batch, num_graphs)
     outputs.update({keys.FORCES: forces, keys.NODE_VIRIALS: node_virials, keys.VIRIAL: virial})
     if keys.CELL in graph and keys.PBC in graph:

@@ -35,7 +35,7 @@ from e3nn import o3
 from torch import nn
 
 from mlipkit.nn.linear import Linear
-from mlipkit.nn.scatter import sum_into_segments
+from mlipkit.nn.scatter import graph_rows, sum_into_segments
 from mlipkit.nn.tracing import is_eager
 
 CoulombMethod = Literal["damped_shifted", "ewald", "mlip_parity"]
@@ -105,6 +105,7 @@ def reciprocal_energies(
     k_indices: torch.Tensor,
     k_batch: torch.Tensor,
     alpha: float,
+    num_graphs: int,
 ) -> torch.Tensor:
     """Per-atom shares of the reciprocal Ewald sum (2 pi / V) sum_k exp(-k^2/4a^2)/k^2 |S(k)|^2, without k_e.
 
@@ -112,9 +113,9 @@ def reciprocal_energies(
     q_i Re(exp(i k.x_i) S(k)*), so the shares add up to the sum.
     """
     reciprocal = 2.0 * math.pi * torch.linalg.inv(cell).transpose(1, 2)
-    k = torch.bmm(k_indices.to(positions.dtype).unsqueeze(1), reciprocal.index_select(0, k_batch)).squeeze(1)
+    k = torch.bmm(k_indices.to(positions.dtype).unsqueeze(1), graph_rows(reciprocal, k_batch, num_graphs)).squeeze(1)
     k_squared = (k * k).sum(1)
-    volume = torch.linalg.det(cell).abs().index_select(0, k_batch)
+    volume = graph_rows(torch.linalg.det(cell).abs(), k_batch, num_graphs)
     prefactor = 4.0 * math.pi / volume * torch.exp(-k_squared / (4.0 * alpha * alpha)) / k_squared
     phase = k @ positions.transpose(0, 1)
     same_graph = k_batch.unsqueeze(1) == batch.unsqueeze(0)
@@ -174,25 +175,32 @@ class Coulomb(nn.Module):
         edge_alpha = None
         if self.method == "ewald":
             graph_alpha = torch.where(periodic, self.alpha, 0.0).to(charges.dtype)
-            edge_alpha = graph_alpha.index_select(0, batch.index_select(0, receiver))
+            edge_alpha = graph_rows(graph_alpha, batch.index_select(0, receiver), num_graphs)
         pair = charges.index_select(0, receiver) * charges.index_select(0, sender) * self.pair_kernel(lr_edge_lengths, edge_alpha)
         half = 1.0 if self.method == "mlip_parity" else 0.5
         energies = half * sum_into_segments(pair, receiver, charges.shape[0])
         if self.method == "damped_shifted":
             energies = energies + damped_shifted_self_coefficient(self.alpha, self.cutoff) * charges * charges
         elif self.method == "ewald":
-            node_alpha = graph_alpha.index_select(0, batch)
+            node_alpha = graph_rows(graph_alpha, batch, num_graphs)
             energies = energies - node_alpha / math.sqrt(math.pi) * charges * charges
-            if positions is not None and k_indices is not None and k_indices.shape[0] > 0:
+            if positions is not None and k_indices is not None:
                 eye = torch.eye(3, dtype=charges.dtype, device=charges.device).expand_as(cell)
                 safe_cell = torch.where(periodic.view(-1, 1, 1), cell, eye)
-                energies = energies + reciprocal_energies(charges, positions, batch, safe_cell, k_indices, k_batch, self.alpha)
+                energies = energies + reciprocal_energies(
+                    charges, positions, batch, safe_cell, k_indices, k_batch, self.alpha, num_graphs
+                )
                 # a charged cell sits in a uniform neutralising background: -pi Q^2 / (2 V a^2), shared by q_i Q
                 net_charge = sum_into_segments(charges, batch, num_graphs)
                 volume = torch.linalg.det(safe_cell).abs()
                 background = torch.where(periodic, -math.pi * net_charge / (2.0 * volume * self.alpha**2), 0.0)
-                energies = energies + charges * background.index_select(0, batch)
+                energies = energies + charges * graph_rows(background, batch, num_graphs)
         return self.coulomb_constant * energies
+
+
+def finite_or_zero(values: torch.Tensor) -> torch.Tensor:
+    """NaN entries (a charge shift left to the model) as 0, so that no arithmetic sees them, not even a derivative's."""
+    return torch.where(torch.isnan(values), torch.zeros_like(values), values)
 
 
 def corrected_charges(
@@ -216,8 +224,8 @@ def corrected_charges(
     excess = sum_into_segments(counted_raw, batch, num_graphs) - total_charge
     shift = excess / sum_into_segments(counted_weights, batch, num_graphs)
     if given_shift is not None:
-        shift = torch.where(torch.isnan(given_shift), shift, given_shift)
-    return raw_charges - weights * shift.index_select(0, batch), shift
+        shift = torch.where(torch.isnan(given_shift), shift, finite_or_zero(given_shift))
+    return raw_charges - weights * graph_rows(shift, batch, num_graphs), shift
 
 
 class PartialCharges(nn.Module):
@@ -280,7 +288,7 @@ class TotalChargeEmbedding(nn.Module):
             graph_inputs = matches
         else:
             graph_inputs = total_charge.unsqueeze(1)
-        node_terms = self.linear(graph_inputs).index_select(0, batch)
+        node_terms = graph_rows(self.linear(graph_inputs), batch, total_charge.shape[0])
         return nn.functional.pad(node_terms, (0, 0, 0, num_reference_nodes))
 
 

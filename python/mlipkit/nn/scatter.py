@@ -23,3 +23,15 @@ def sum_into_segments(
 def sum_into_nodes(src: torch.Tensor, index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """Sum rows into nodes by an index in any order (e.g. edge senders)."""
     return ops.segment_sum_reference(src, index, num_nodes)
+
+
+def graph_rows(values: torch.Tensor, graph_index: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """Each element's row of a per-graph tensor (graph_index: the graph of each node, edge or k vector).
+
+    A single graph (every artifact) broadcasts instead of gathering: the
+    gather's derivative is a scatter into one row, which Inductor's CPU code
+    generation fails to compile.
+    """
+    if num_graphs == 1:
+        return values.expand(graph_index.shape[0], *values.shape[1:])
+    return values.index_select(0, graph_index)

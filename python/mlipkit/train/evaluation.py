@@ -14,7 +14,7 @@ from mlipkit.data.extxyz import read_extxyz
 from mlipkit.data.graph import batch_graphs
 from mlipkit.models.checkpoint import load_checkpoint
 from mlipkit.train.config import HEAD_OPTIONS
-from mlipkit.train.losses import TARGET_FIELDS, ErrorAccumulator
+from mlipkit.train.losses import CHARGE_OUTPUTS, TARGET_FIELDS, ErrorAccumulator
 from mlipkit.train.trainer import training_graphs
 
 
@@ -47,6 +47,8 @@ def evaluate_checkpoint(
 
 
 def predicts(model, output: str) -> bool:
+    if output in CHARGE_OUTPUTS:
+        return model.predicts_charges
     return output not in HEAD_OPTIONS or getattr(model.config, HEAD_OPTIONS[output]) is not None
 
 
@@ -65,6 +67,10 @@ def _frames(configurations, predictions, batch) -> list[Atoms]:
             results["forces"] = predictions[keys.FORCES][offsets[index] : offsets[index + 1]].detach().double().cpu().numpy()
         if keys.STRESS in predictions and configuration.pbc.all():
             results["stress"] = predictions[keys.STRESS][index].detach().double().cpu().numpy()
+        if keys.CHARGES in predictions:
+            results["charges"] = predictions[keys.CHARGES][offsets[index] : offsets[index + 1]].detach().double().cpu().numpy()
+            if not configuration.pbc.any():
+                results["dipole"] = predictions[keys.DIPOLE][index].detach().double().cpu().numpy()
         if keys.ENERGY_UNCERTAINTY in predictions:
             atoms.info["energy_uncertainty"] = float(predictions[keys.ENERGY_UNCERTAINTY][index])
         atoms.calc = SinglePointCalculator(atoms, **results)

@@ -1,0 +1,164 @@
+"""Models with charges compiled: artifacts = eager model, the C++ runtime, the two-pass charge correction, LAMMPS."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import artifact_model, cu_au_triclinic, ethanol, relative_error
+from test_lammps import AGREEMENT, ase_reference, largest_relative_difference, read_single_point, run_lammps, single_point_deck
+from test_lammps import tilted_cu_au, write_data
+
+from mlipkit.compile import Artifact
+from mlipkit.compile.artifact import artifact_inputs
+from mlipkit.data import batch_graphs, graph_from_atoms, keys
+from mlipkit.nn.electrostatics import ewald_k_indices
+
+CHARGE_ARTIFACTS = ["charges_torchscript_float64", "charges_aotinductor_float64", "ewald_torchscript_float64"]
+
+
+def charged_graph(source, atoms, total_charge):
+    atoms = atoms.copy()
+    atoms.info["charge"] = total_charge
+    return graph_from_atoms(atoms, source.r_max, source.type_names, torch.float64, source.long_range_inputs)
+
+
+def structures():
+    return {"molecule": (ethanol(), 1.0), "crystal": (cu_au_triclinic().repeat((2, 1, 2)), -1.0)}
+
+
+@pytest.mark.parametrize("name", CHARGE_ARTIFACTS + ["charges_torchscript_float64_ase"])
+def test_charge_artifacts_equal_the_eager_model(artifacts, name):
+    path, _ = artifacts[name]
+    artifact = Artifact(path)
+    model = artifact_model(name)
+    assert artifact.metadata.long_range_cutoff == 6.0 and artifact.metadata.available_total_charges == ["-1.0", "0.0", "1.0"]
+    for structure, (atoms, total_charge) in structures().items():
+        expected = model(charged_graph(model, atoms, total_charge))
+        produced = artifact(charged_graph(artifact, atoms, total_charge))
+        for output in (keys.ENERGY, keys.FORCES, keys.CHARGES, keys.VIRIAL):
+            assert relative_error(produced[output], expected[output]) <= 1e-10, (structure, output)
+        assert float(produced[keys.CHARGES].sum()) == pytest.approx(total_charge, abs=1e-12)
+
+
+def test_artifact_refuses_an_unseen_total_charge(artifacts):
+    from mlipkit import _runtime
+
+    path, _ = artifacts["charges_torchscript_float64"]
+    artifact = Artifact(path)
+    graph = charged_graph(artifact, ethanol(), 2.0)
+    with pytest.raises(ValueError, match=r"total charge 2.0 was not seen in training; the model knows \[-1.0, 0.0, 1.0\]"):
+        artifact(graph)
+    inputs = artifact_inputs(graph, artifact.metadata.inputs, torch.float64)
+    with pytest.raises(ValueError, match="total charge 2.000000 was not seen in training"):
+        _runtime.Model(str(path)).evaluate(
+            inputs[keys.ATOM_TYPES], inputs[keys.EDGE_INDEX], inputs[keys.EDGE_VECTORS], total_charge=2.0,
+            lr_edge_index=inputs[keys.LR_EDGE_INDEX], lr_edge_vectors=inputs[keys.LR_EDGE_VECTORS],
+        )
+
+
+@pytest.mark.parametrize("name", ["charges_torchscript_float64", "ewald_torchscript_float64"])
+def test_cpp_runtime_equals_python(artifacts, name):
+    from mlipkit import _runtime
+
+    path, _ = artifacts[name]
+    artifact = Artifact(path)
+    runtime = _runtime.Model(str(path))
+    for structure, (atoms, total_charge) in structures().items():
+        graph = charged_graph(artifact, atoms, total_charge)
+        expected = artifact(graph)
+        inputs = artifact_inputs(graph, artifact.metadata.inputs, torch.float64)
+        extra = {name: inputs[name] for name in (keys.LR_EDGE_INDEX, keys.LR_EDGE_VECTORS, keys.POSITIONS, keys.K_INDICES) if name in inputs}
+        if keys.CELL in inputs:
+            extra.update(cell=inputs[keys.CELL][0], pbc=inputs[keys.PBC][0])
+        results = runtime.evaluate(
+            inputs[keys.ATOM_TYPES], inputs[keys.EDGE_INDEX], inputs[keys.EDGE_VECTORS], total_charge=total_charge, **extra
+        )
+        assert relative_error(results["energy"], expected[keys.ENERGY][0]) <= 1e-12
+        for mine, theirs in (("forces", keys.FORCES), ("virial", keys.VIRIAL), ("atomic_virials", keys.NODE_VIRIALS), ("charges", keys.CHARGES)):
+            assert relative_error(results[mine], expected[theirs].reshape(results[mine].shape)) <= 1e-12, (structure, mine)
+    cell = torch.tensor(cu_au_triclinic().cell.array)
+    assert torch.equal(_runtime.ewald_k_indices(cell, 3.1), torch.tensor(ewald_k_indices(cell.numpy(), 3.1), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("correction", ["uniform", "weighted"])
+def test_two_passes_over_parts_of_a_system_equal_the_whole(correction):
+    """What several LAMMPS ranks do: each counts its own atoms; pass 1 gives sums and dE/dc terms at c = 0, summed
+    into the shift c and its weight; pass 2 with them gives energies and forces that add up to the whole system's."""
+    from conftest import build_small, coulomb_options
+
+    model = build_small("mace", **coulomb_options(charge_correction=correction))
+    atoms = cu_au_triclinic().repeat((2, 2, 1))
+    whole = model(charged_graph(model, atoms, 1.0))
+    parts = [torch.arange(len(atoms)) % 3 == k for k in range(3)]
+    terms = torch.zeros(4, dtype=torch.float64)
+    for mask in parts:
+        graph = charged_graph(model, atoms, 1.0)
+        graph.update({keys.NODE_ENERGY_MASK: mask, keys.CHARGE_SHIFT: torch.zeros(1, dtype=torch.float64),
+                      keys.CHARGE_SHIFT_WEIGHT: torch.zeros(1, dtype=torch.float64)})
+        terms += model(graph)[keys.CHARGE_CORRECTION_TERMS][0]
+    shift = (terms[0] - 1.0) / terms[1]
+    weight = (terms[2] + shift * terms[3]) / terms[1]
+    energy, forces = 0.0, torch.zeros(len(atoms), 3, dtype=torch.float64)
+    for mask in parts:
+        graph = charged_graph(model, atoms, 1.0)
+        graph.update({keys.NODE_ENERGY_MASK: mask, keys.CHARGE_SHIFT: shift.reshape(1), keys.CHARGE_SHIFT_WEIGHT: weight.reshape(1)})
+        outputs = model(graph)
+        energy += float(outputs[keys.ENERGY][0])
+        forces += outputs[keys.FORCES]
+        assert relative_error(outputs[keys.CHARGES], whole[keys.CHARGES]) <= 1e-12
+    assert energy == pytest.approx(float(whole[keys.ENERGY][0]), rel=1e-12)
+    assert relative_error(forces, whole[keys.FORCES]) <= 1e-10
+    # without the weight's term the forces miss the correction's dependence on the positions
+    graph.update({keys.CHARGE_SHIFT_WEIGHT: torch.zeros(1, dtype=torch.float64)})
+    assert relative_error(sum(model(dict(graph, **{keys.NODE_ENERGY_MASK: m}))[keys.FORCES] for m in parts), whole[keys.FORCES]) > 1e-6
+
+
+def lammps_single_point(directory, atoms, artifact, total_charge, ranks=1, units="metal"):
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    write_data(atoms, directory / "data.lmp", elements)
+    deck = single_point_deck(artifact, elements, units, bool(atoms.pbc.all()), pair_style=f"mlip charge {total_charge}")
+    run_lammps(directory, deck, ranks)
+    return read_single_point(directory, units)
+
+
+def charged_reference(atoms, artifact, total_charge):
+    atoms = atoms.copy()
+    atoms.info["charge"] = total_charge
+    return ase_reference(atoms, artifact)
+
+
+LAMMPS_CASES = {"crystal": (lambda: tilted_cu_au(3, 1), -1.0), "molecule": (ethanol, 1.0)}
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("case", sorted(LAMMPS_CASES))
+def test_lammps_with_charges_equals_ase(artifacts, tmp_path, case, ranks):
+    path, _ = artifacts["charges_torchscript_float64"]
+    build, total_charge = LAMMPS_CASES[case]
+    atoms = build()
+    result = lammps_single_point(tmp_path, atoms, path, total_charge, ranks)
+    differences = largest_relative_difference(result, charged_reference(atoms, path, total_charge))
+    assert max(differences.values()) <= AGREEMENT, differences
+
+
+def test_lammps_ewald_on_one_rank_and_its_refusals(artifacts, tmp_path):
+    path, _ = artifacts["ewald_torchscript_float64"]
+    atoms = tilted_cu_au(2, 3)
+    (tmp_path / "one").mkdir()
+    result = lammps_single_point(tmp_path / "one", atoms, path, 0.0)
+    differences = largest_relative_difference(result, charged_reference(atoms, path, 0.0))
+    assert max(differences.values()) <= AGREEMENT, differences
+    (tmp_path / "two").mkdir()
+    write_data(atoms, tmp_path / "two" / "data.lmp", ["Au", "Cu"])
+    run = run_lammps(tmp_path / "two", single_point_deck(path, ["Au", "Cu"], "metal", True), ranks=2, check=False)
+    assert run.returncode != 0 and "sums its electrostatics by Ewald, which runs on one MPI rank" in run.stdout + run.stderr
+
+
+def test_lammps_refuses_kspace_and_unseen_charges(artifacts, tmp_path):
+    path, _ = artifacts["charges_torchscript_float64"]
+    write_data(tilted_cu_au(2, 3), tmp_path / "data.lmp", ["Au", "Cu"])
+    deck = single_point_deck(path, ["Au", "Cu"], "metal", True, pair_style="mlip charge 2")
+    run = run_lammps(tmp_path, deck, check=False)
+    assert run.returncode != 0 and "trained on the total charges -1 0 1 only" in run.stdout + run.stderr
+    deck = single_point_deck(path, ["Au", "Cu"], "metal", True).replace("run 0", "kspace_style ewald 1e-6\nrun 0")
+    run = run_lammps(tmp_path, deck, check=False)
+    assert run.returncode != 0 and "remove kspace_style" in run.stdout + run.stderr
