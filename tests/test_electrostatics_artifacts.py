@@ -159,6 +159,20 @@ def test_lammps_refuses_kspace_and_unseen_charges(artifacts, tmp_path):
     deck = single_point_deck(path, ["Au", "Cu"], "metal", True, pair_style="mlip charge 2")
     run = run_lammps(tmp_path, deck, check=False)
     assert run.returncode != 0 and "trained on the total charges -1 0 1 only" in run.stdout + run.stderr
-    deck = single_point_deck(path, ["Au", "Cu"], "metal", True).replace("run 0", "kspace_style ewald 1e-6\nrun 0")
+    # charges in the atom style, for a kspace style to use
+    data = (tmp_path / "data.lmp").read_text().split("Atoms # atomic\n\n")
+    atoms_lines = [" ".join(line.split()[:2] + ["0.0"] + line.split()[2:]) for line in data[1].splitlines()]
+    (tmp_path / "data.lmp").write_text(data[0] + "Atoms # charge\n\n" + "\n".join(atoms_lines) + "\n")
+    deck = f"""
+units metal
+atom_style charge
+read_data data.lmp
+pair_style hybrid/overlay mlip coul/long 8.0
+pair_coeff * * mlip {path} Au Cu
+pair_coeff * * coul/long
+kspace_style ewald 1e-6
+kspace_modify gewald 0.3
+run 0
+"""
     run = run_lammps(tmp_path, deck, check=False)
     assert run.returncode != 0 and "remove kspace_style" in run.stdout + run.stderr

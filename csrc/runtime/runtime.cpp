@@ -461,14 +461,15 @@ Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& ed
       results.atomic_virials = results.atomic_virials + atomic_virials;
     }
     if (outputs.count("position_forces")) {
-      // Ewald's reciprocal sum: -dE/dx adds to the forces, x (x) (-dE/dx) and -h^T dE/dh / N to the per-atom virials
+      // Ewald's reciprocal sum: -dE/dx adds to the forces; its virial -sum x (x) dE/dx - h^T dE/dh is shared equally
+      // (the first terms alone depend on the periodic image each x is given in, the sum does not)
       const auto& position_forces = outputs.at("position_forces");
       const auto positions = charge_inputs.positions.to(device_);
       const auto cell = charge_inputs.cell.to(device_).reshape({3, 3});
-      const auto cell_virial = -cell.transpose(0, 1).matmul(outputs.at("cell_gradient").reshape({3, 3}));
+      const auto direct_virial = (positions.unsqueeze(2) * position_forces.unsqueeze(1)).sum(0) -
+                                 cell.transpose(0, 1).matmul(outputs.at("cell_gradient").reshape({3, 3}));
       results.forces = results.forces + position_forces;
-      results.atomic_virials = results.atomic_virials + positions.unsqueeze(2) * position_forces.unsqueeze(1) +
-                               cell_virial.unsqueeze(0) / std::max<int64_t>(num_atoms, 1);
+      results.atomic_virials = results.atomic_virials + direct_virial.unsqueeze(0) / std::max<int64_t>(num_atoms, 1);
     }
     results.virial = results.atomic_virials.sum(0);
   }

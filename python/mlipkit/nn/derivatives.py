@@ -65,10 +65,11 @@ def outputs_from_edge_forces(
 
     ``lr_edges``: (vectors, forces) of the long-range edge list, which adds the
     same way. Ewald's reciprocal sum depends on positions x and cells h
-    directly: ``position_gradient`` dE/dx adds -dE/dx to the forces and
-    -x (x) dE/dx to the per-atom virials, ``cell_gradient`` dE/dh adds
-    -h^T dE/dh to each graph's virial, shared equally by its atoms (a strain
-    moves both, so the virial -dE/d(strain) gets both terms).
+    directly: ``position_gradient`` dE/dx adds -dE/dx to the forces, and with
+    ``cell_gradient`` dE/dh the virial -sum_i x_i (x) dE/dx_i - h^T dE/dh (a
+    strain moves both) to each graph's, shared equally by its atoms: the
+    terms x_i (x) dE/dx_i alone change with the periodic image x_i is given
+    in, their sum with the cell's does not.
     """
     num_nodes = graph[keys.ATOM_TYPES].shape[0]
     forces, node_virials = forces_and_node_virials(graph[keys.EDGE_INDEX], edge_vectors, edge_forces, num_nodes)
@@ -80,11 +81,10 @@ def outputs_from_edge_forces(
         outputs[keys.LR_EDGE_FORCES] = lr_forces
     if position_gradient is not None:
         forces = forces - position_gradient
-        node_virials = node_virials - graph[keys.POSITIONS].unsqueeze(2) * position_gradient.unsqueeze(1)
-    if cell_gradient is not None:
-        cell_virials = -torch.bmm(graph[keys.CELL].transpose(1, 2), cell_gradient)
+        position_terms = graph[keys.POSITIONS].unsqueeze(2) * position_gradient.unsqueeze(1)
+        direct_virials = -sum_into_segments(position_terms, batch, num_graphs) - torch.bmm(graph[keys.CELL].transpose(1, 2), cell_gradient)
         atoms_per_graph = sum_into_segments(torch.ones_like(forces[:, 0]), batch, num_graphs)
-        node_virials = node_virials + graph_rows(cell_virials / atoms_per_graph.view(-1, 1, 1), batch, num_graphs)
+        node_virials = node_virials + graph_rows(direct_virials / atoms_per_graph.view(-1, 1, 1), batch, num_graphs)
     virial = virial_per_graph(node_virials, batch, num_graphs)
     outputs.update({keys.FORCES: forces, keys.NODE_VIRIALS: node_virials, keys.VIRIAL: virial})
     if keys.CELL in graph and keys.PBC in graph:
