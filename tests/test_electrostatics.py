@@ -92,6 +92,34 @@ def test_ewald_supercell_and_damped_shifted_force_and_the_truncated_sum():
     assert all(abs(-e * 2.82 / KE - madelung) > 1.0 for e in truncated)
 
 
+@pytest.mark.parametrize("total_charge", [0.0, 0.5])
+def test_ewald_agrees_with_torch_pme(total_charge):
+    """torch-pme's EwaldCalculator (Gaussian smearing s = 1 / (sqrt(2) a)) on a triclinic cell of random charges;
+    its reciprocal cutoff is pi / lr_wavelength, so a wavelength of pi / k_max keeps every k vector ours has."""
+    import torchpme
+
+    atoms = cu_au_triclinic().repeat((2, 2, 2))
+    charges = np.random.default_rng(0).normal(size=len(atoms))
+    charges += (total_charge - charges.sum()) / len(atoms)
+    cutoff, accuracy = 8.0, 1e-12
+    ours = coulomb_energy("ewald", atoms, charges, cutoff, accuracy=accuracy)
+    alpha = ewald_alpha(cutoff, accuracy)
+    configuration = Configuration(symbols=atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc)
+    fields = long_range_fields(configuration, LongRangeInputs(cutoff), torch.float64)
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    sender, receiver = fields[keys.LR_EDGE_INDEX]
+    distances = torch.linalg.norm(positions[receiver] - positions[sender] + fields[keys.LR_EDGE_CELL_SHIFTS] @ cell, dim=1)
+    calculator = torchpme.EwaldCalculator(
+        torchpme.CoulombPotential(smearing=1.0 / (math.sqrt(2.0) * alpha)),
+        lr_wavelength=math.pi / ewald_k_max(alpha, accuracy),
+        full_neighbor_list=True,
+    ).to(torch.float64)
+    q = torch.tensor(charges).unsqueeze(1)
+    potentials = calculator(q, cell, positions, torch.stack([sender, receiver], 1), distances)
+    theirs = KE * float((q * potentials).sum())
+    assert ours == pytest.approx(theirs, rel=1e-10)
+
+
 def test_damped_shifted_force_is_continuous_at_the_cutoff():
     cutoff = 6.0
     energies = {d: coulomb_energy("damped_shifted", dimer(d), [1, -1], cutoff, alpha=0.2, damping_radius=3.0) for d in

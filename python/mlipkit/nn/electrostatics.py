@@ -174,7 +174,8 @@ class Coulomb(nn.Module):
         graph_alpha = None
         edge_alpha = None
         if self.method == "ewald":
-            graph_alpha = torch.where(periodic, self.alpha, 0.0).to(charges.dtype)
+            alpha = torch.full(periodic.shape, self.alpha, dtype=charges.dtype, device=charges.device)
+            graph_alpha = torch.where(periodic, alpha, torch.zeros_like(alpha))
             edge_alpha = graph_rows(graph_alpha, batch.index_select(0, receiver), num_graphs)
         pair = charges.index_select(0, receiver) * charges.index_select(0, sender) * self.pair_kernel(lr_edge_lengths, edge_alpha)
         half = 1.0 if self.method == "mlip_parity" else 0.5
