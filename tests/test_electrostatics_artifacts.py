@@ -176,3 +176,42 @@ run 0
 """
     run = run_lammps(tmp_path, deck, check=False)
     assert run.returncode != 0 and "remove kspace_style" in run.stdout + run.stderr
+
+
+@pytest.fixture(scope="module")
+def smooth_charge_artifact(tmp_path_factory):
+    """A float64 Cu/Au model with charges and a damped shifted Coulomb term, its network scaled to 0.1 eV and its
+    raw charges to a tenth (the random network's charges of about 0.3 e pull the atoms together)."""
+    from conftest import build_small, coulomb_options, shared_directory
+    from filelock import FileLock
+
+    from mlipkit.compile import compile_model
+
+    path = shared_directory(tmp_path_factory) / "smooth_charges.pt"
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            model = build_small(
+                "nequip", type_names=["Cu", "Au"], per_type_energy_shifts=[-3.5, -3.8], per_type_energy_scales=0.1,
+                **coulomb_options(),
+            )
+            with torch.no_grad():
+                model.partial_charges.readout.out.weight.mul_(0.1)
+            compile_model(model, path, mode="torchscript")
+    return path
+
+
+def test_nve_with_charges_on_two_ranks_conserves_energy(smooth_charge_artifact, tmp_path):
+    """1000 steps of 1 fs at 300 K on two ranks, total charge -1: the two-pass charge correction and the
+    damped shifted force's smooth cutoff leave no drift (bound as in test_lammps.test_nve_conserves_energy)."""
+    from test_lammps import md_deck, read_thermo
+
+    atoms = tilted_cu_au(2, 3)
+    write_data(atoms, tmp_path / "data.lmp", ["Au", "Cu"])
+    deck = md_deck(smooth_charge_artifact, ["Au", "Cu"], 1000, 0.001, 300.0).replace("pair_style mlip", "pair_style mlip charge -1")
+    run_lammps(tmp_path, deck, ranks=2)
+    thermo = read_thermo(tmp_path)
+    time, total, kinetic = thermo[:, 1], thermo[:, 2], thermo[:, 4]
+    drift_per_atom_per_ps = np.polyfit(time, total, 1)[0] / len(atoms)
+    print(f"NVE with charges, 2 ranks: drift {drift_per_atom_per_ps:.2e} eV/atom/ps, fluctuation {total.std() / len(atoms):.2e} eV/atom")
+    assert len(thermo) == 101 and abs(drift_per_atom_per_ps) <= 1e-5
+    assert total.std() / len(atoms) <= 1e-4 * kinetic.mean() / len(atoms)

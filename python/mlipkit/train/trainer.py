@@ -539,6 +539,8 @@ class Trainer:
                 parts.append(f"{key.removesuffix('_mae')} MAE {1000 * value:.1f} meV/Å")
             elif key.endswith("stress_mae"):
                 parts.append(f"{key.removesuffix('_mae')} MAE {1000 * value:.2f} meV/Å³")
+            elif key.endswith("charges_mae"):
+                parts.append(f"{key.removesuffix('_mae')} MAE {1000 * value:.1f} me")
             elif key.endswith("energy_nll"):
                 parts.append(f"{key.removesuffix('_nll')} NLL {value:.3f}")
             elif key.endswith("energy_within_1sigma"):
