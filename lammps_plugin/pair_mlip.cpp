@@ -77,6 +77,7 @@ void PairMLIP::settings(int narg, char** arg) {
       required_dtype_ = value;
     } else if (keyword == "charge") {
       total_charge_ = utils::numeric(FLERR, value, false, lmp);
+      charge_given_ = true;
     } else {
       error->all(FLERR, "pair_style mlip: unknown keyword '{}' (known: dtype float32|float64, charge Q)", keyword);
     }
@@ -130,6 +131,10 @@ void PairMLIP::coeff(int narg, char** arg) {
   direct_forces_ = metadata.direct_forces();
   long_range_cutoff_ = metadata.long_range_cutoff;
   ewald_ = metadata.coulomb_method == "ewald";
+  if (charge_given_ && !metadata.takes("total_charge")) {
+    error->all(FLERR, "pair_style mlip charge: {} takes no total charge (it predicts no charges and has no total-charge "
+               "embedding); leave the keyword out", model_path_);
+  }
   const auto& known_charges = metadata.available_total_charges;
   if (!known_charges.empty() && std::find(known_charges.begin(), known_charges.end(), total_charge_) == known_charges.end()) {
     std::string listed;
@@ -282,15 +287,7 @@ void PairMLIP::build_graph() {
           error->one(FLERR, "pair mlip: atoms {} and {} are {:.3g} Angstrom apart (on top of each other)", tag[i],
                      tag[j], std::sqrt(distance_sq));
         }
-        if (atom_node_[j] < 0) {
-          auto [entry, added] = node_of_tag_.try_emplace(tag[j], static_cast<int>(node_atom_.size()));
-          if (added) {
-            if (!ghost_nodes_) error->one(FLERR, "pair mlip: ghost atom {} has no owner on this rank", tag[j]);
-            node_atom_.push_back(j);
-          }
-          atom_node_[j] = entry->second;
-        }
-        senders_.push_back(atom_node_[j]);
+        senders_.push_back(node_of(j));
         receivers_.push_back(static_cast<int64_t>(node));
         edge_vectors_.insert(edge_vectors_.end(), {dx, dy, dz});
       }
@@ -300,11 +297,25 @@ void PairMLIP::build_graph() {
   }
 }
 
+// The graph node of atom j: one per atom (tag), however many periodic images of it are ghosts; an image met
+// first, in hop order, is added for an atom owned elsewhere (only on several ranks: on one, every ghost is an
+// image of an owned atom).
+int PairMLIP::node_of(int j) {
+  if (atom_node_[j] < 0) {
+    auto [entry, added] = node_of_tag_.try_emplace(atom->tag[j], static_cast<int>(node_atom_.size()));
+    if (added) {
+      if (!ghost_nodes_) error->one(FLERR, "pair mlip: ghost atom {} has no owner on this rank", atom->tag[j]);
+      node_atom_.push_back(j);
+    }
+    atom_node_[j] = entry->second;
+  }
+  return atom_node_[j];
+}
+
 // The long-range edges of every owned atom, and the atoms they reach as nodes (their charges need their whole
 // receptive fields, which the breadth-first search that follows adds).
 void PairMLIP::add_long_range_edges() {
   double** x = atom->x;
-  const tagint* tag = atom->tag;
   lr_senders_.clear();
   lr_receivers_.clear();
   lr_edge_vectors_.clear();
@@ -318,15 +329,7 @@ void PairMLIP::add_long_range_edges() {
       const double dy = x[i][1] - x[j][1];
       const double dz = x[i][2] - x[j][2];
       if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
-      if (atom_node_[j] < 0) {
-        auto [entry, added] = node_of_tag_.try_emplace(tag[j], static_cast<int>(node_atom_.size()));
-        if (added) {
-          if (!ghost_nodes_) error->one(FLERR, "pair mlip: ghost atom {} has no owner on this rank", tag[j]);
-          node_atom_.push_back(j);
-        }
-        atom_node_[j] = entry->second;
-      }
-      lr_senders_.push_back(atom_node_[j]);
+      lr_senders_.push_back(node_of(j));
       lr_receivers_.push_back(i);
       lr_edge_vectors_.insert(lr_edge_vectors_.end(), {dx, dy, dz});
     }

@@ -60,6 +60,7 @@ class PairMLIP : public Pair {
   void allocate();
   void build_graph();
   void add_long_range_edges();
+  int node_of(int atom_index);
   mlipkit::ChargeInputs long_range_inputs(int64_t num_nodes, torch::Dtype dtype);
   void correct_charges_across_ranks(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
                                     const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
@@ -78,6 +79,7 @@ class PairMLIP : public Pair {
   bool direct_forces_ = false;         // the artifact predicts per-atom forces (no edge forces, no virial)
   bool virial_warned_ = false;         // direct forces: the missing virial was reported
   double total_charge_ = 0.0;          // `pair_style mlip charge Q`
+  bool charge_given_ = false;
   double long_range_cutoff_ = 0.0;     // > 0: the artifact takes a second edge list at this cutoff
   bool ewald_ = false;                 // Ewald sums: positions, cell and k vectors too
 

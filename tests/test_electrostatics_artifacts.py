@@ -156,6 +156,9 @@ def test_lammps_ewald_on_one_rank_and_its_refusals(artifacts, tmp_path):
 def test_lammps_refuses_kspace_and_unseen_charges(artifacts, tmp_path):
     path, _ = artifacts["charges_torchscript_float64"]
     write_data(tilted_cu_au(2, 3), tmp_path / "data.lmp", ["Au", "Cu"])
+    plain = single_point_deck(artifacts["torchscript_float64"][0], ["Au", "Cu"], "metal", True, pair_style="mlip charge 1")
+    run = run_lammps(tmp_path, plain, check=False)
+    assert run.returncode != 0 and "takes no total charge" in run.stdout + run.stderr
     deck = single_point_deck(path, ["Au", "Cu"], "metal", True, pair_style="mlip charge 2")
     run = run_lammps(tmp_path, deck, check=False)
     assert run.returncode != 0 and "trained on the total charges -1 0 1 only" in run.stdout + run.stderr
@@ -215,3 +218,23 @@ def test_nve_with_charges_on_two_ranks_conserves_energy(smooth_charge_artifact, 
     print(f"NVE with charges, 2 ranks: drift {drift_per_atom_per_ps:.2e} eV/atom/ps, fluctuation {total.std() / len(atoms):.2e} eV/atom")
     assert len(thermo) == 101 and abs(drift_per_atom_per_ps) <= 1e-5
     assert total.std() / len(atoms) <= 1e-4 * kinetic.mean() / len(atoms)
+
+
+def test_total_charge_embedding_alone_compiles(tmp_path):
+    """A model with only the (continuous) total-charge embedding takes just the total charge."""
+    from conftest import build_small
+
+    from mlipkit.compile import compile_model
+
+    model = build_small("nequip", use_total_charge_embedding="continuous")
+    path = tmp_path / "embedding.pt"
+    compile_model(model, path, mode="torchscript", target="ase")
+    artifact = Artifact(path)
+    assert artifact.metadata.inputs[-1] == keys.TOTAL_CHARGE and not artifact.predicts_charges
+    energies = []
+    for total_charge in (0.0, 2.5):
+        expected = model(charged_graph(model, ethanol(), total_charge))
+        produced = artifact(charged_graph(artifact, ethanol(), total_charge))
+        assert relative_error(produced[keys.FORCES], expected[keys.FORCES]) <= 1e-10
+        energies.append(float(produced[keys.ENERGY][0]))
+    assert abs(energies[0] - energies[1]) > 1e-6

@@ -72,7 +72,8 @@ def frame_atoms(configuration):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"loss": {"charges": {"weight": 1.0}}}, "unknown output(s) ['charges']"),
+        ({"loss": {"hessian": {"weight": 1.0}}}, "unknown output(s) ['hessian']"),
+        ({"loss": {"charges": {"weight": 1.0}}}, "loss.charges: the model predicts no charges; set model.predict_partial_charges"),
         ({"loss": {"energy": {"name": "gaussian_nll"}}}, "gaussian_nll needs a predicted variance of that output; only the energy of mean-variance models"),
         ({"optimiser": {"lr": 0.1}}, "optimiser: Extra inputs are not permitted"),
         ({"optimizer": {"lr": -1.0}}, "optimizer.lr: Input should be greater than 0"),

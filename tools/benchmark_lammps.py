@@ -2,12 +2,16 @@
 
     python tools/benchmark_lammps.py                      # default NequIP, float32, 256 and 2048 atoms
     python tools/benchmark_lammps.py --artifact cu.pt2 --sizes 4 --ranks 1 2 4
+    python tools/benchmark_lammps.py --coulomb 10 --sizes 4 6 --ranks 1 2   # the cost of the Coulomb term
 
 Compiles the default NequIP (4 layers, l_max 2, 32 features, r_max 5) for Cu
 with AOTInductor unless --artifact is given, then runs NVE in LAMMPS and
 reports timesteps/s, the Pair share of LAMMPS's timing breakdown, and the
 share of Pair time spent outside the model (graph building and copies), as
-pair_style mlip itself measures it.
+pair_style mlip itself measures it. ``--coulomb R`` also compiles the same
+model with predicted charges and a damped shifted Coulomb term at a
+long-range cutoff of R Å (uniform charge correction: two evaluations per step
+on several ranks) and reports its time per step against the plain model's.
 """
 
 from __future__ import annotations
@@ -44,12 +48,17 @@ run {steps}
 """
 
 
-def default_artifact(directory: Path, dtype: torch.dtype) -> Path:
-    model = mlipkit.build_model("nequip", type_names=["Cu"], r_max=5.0, seed=0, dtype=dtype, per_type_energy_shifts=-3.5)
-    path = directory / "default_nequip_cu.pt2"
+def default_artifact(directory: Path, dtype: torch.dtype, mode: str, coulomb_cutoff: float | None = None) -> Path:
+    options = {}
+    if coulomb_cutoff is not None:
+        options = dict(use_coulomb_term=True, coulomb={"long_range_cutoff": coulomb_cutoff})
+    model = mlipkit.build_model("nequip", type_names=["Cu"], r_max=5.0, seed=0, dtype=dtype, per_type_energy_shifts=-3.5, **options)
+    extension = ".pt2" if mode == "aotinductor" else ".pt"
+    path = directory / f"default_nequip_cu{'_coulomb' if options else ''}{extension}"
     started = time.perf_counter()
-    compile_model(model, path)
-    print(f"compiled the default NequIP ({str(dtype).removeprefix('torch.')}) in {time.perf_counter() - started:.0f} s")
+    compile_model(model, path, mode=mode)
+    what = f"with a Coulomb term at {coulomb_cutoff} Å " if options else ""
+    print(f"compiled the default NequIP {what}({str(dtype).removeprefix('torch.')}, {mode}) in {time.perf_counter() - started:.0f} s")
     return path
 
 
@@ -82,21 +91,30 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="OpenMP threads per rank (each value in turn)")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--mode", choices=["aotinductor", "torchscript"], default="aotinductor")
+    parser.add_argument("--coulomb", type=float, metavar="CUTOFF", help="also time the model with a Coulomb term at this cutoff")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
-        artifact = arguments.artifact or default_artifact(directory, getattr(torch, arguments.dtype))
-        print("| atoms | ranks x threads | timesteps/s | Pair % of loop | Pair time outside the model |")
-        print("|---|---|---|---|---|")
+        dtype = getattr(torch, arguments.dtype)
+        artifacts = {"plain": arguments.artifact or default_artifact(directory, dtype, arguments.mode)}
+        if arguments.coulomb is not None:
+            artifacts["coulomb"] = default_artifact(directory, dtype, arguments.mode, arguments.coulomb)
+        print("| model | atoms | ranks x threads | timesteps/s | Pair % of loop | Pair time outside the model | time / plain |")
+        print("|---|---|---|---|---|---|---|")
         for cells in arguments.sizes:
             for ranks in arguments.ranks:
                 for threads in arguments.threads:
-                    result = run(artifact.resolve(), cells, ranks, arguments.steps, threads, directory)
-                    print(
-                        f"| {result['atoms']} | {ranks} x {threads} | {result['steps_per_second']:.3g} | "
-                        f"{result['pair_share']:.1f} | {result['outside_model_share']:.1f}% |",
-                        flush=True,
-                    )
+                    plain_rate = None
+                    for name, artifact in artifacts.items():
+                        result = run(artifact.resolve(), cells, ranks, arguments.steps, threads, directory)
+                        plain_rate = plain_rate or result["steps_per_second"]
+                        print(
+                            f"| {name} | {result['atoms']} | {ranks} x {threads} | {result['steps_per_second']:.3g} | "
+                            f"{result['pair_share']:.1f} | {result['outside_model_share']:.1f}% | "
+                            f"{plain_rate / result['steps_per_second']:.2f} |",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph, LongRangeInputs, batch_layout, compute_edge_vectors, graph_total_charges
 from mlipkit.models.config import PotentialConfig
 from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces
-from mlipkit.nn.electrostatics import Coulomb, PartialCharges, dipole_moments, finite_or_zero
+from mlipkit.nn.electrostatics import Coulomb, PartialCharges, counted_charge_sums, dipole_moments, finite_or_zero
 from mlipkit.nn.readout import ScalarHead, VectorHead
 from mlipkit.nn.scale_shift import PerTypeScaleShift
 from mlipkit.nn.scatter import sum_into_segments
@@ -236,16 +236,6 @@ class Potential(nn.Module):
         total_charge = graph_total_charges(graph, num_graphs, values.dtype)
         return self.partial_charges(values, total_charge, batch, num_graphs, graph.get(keys.NODE_ENERGY_MASK), given_shift)
 
-    @staticmethod
-    def _counted_charge_sums(
-        graph: AtomicGraph, raw_charges: torch.Tensor, weights: torch.Tensor, batch: torch.Tensor, num_graphs: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """sum q~ and sum f over each graph's counted atoms (a LAMMPS rank's own)."""
-        counted = graph.get(keys.NODE_ENERGY_MASK, torch.ones_like(raw_charges, dtype=torch.bool))
-        zeros = torch.zeros_like(raw_charges)
-        raw_sums = sum_into_segments(torch.where(counted, raw_charges, zeros), batch, num_graphs)
-        return raw_sums, sum_into_segments(torch.where(counted, weights, zeros), batch, num_graphs)
-
     def _charge_correction_terms(
         self,
         graph: AtomicGraph,
@@ -262,7 +252,7 @@ class Potential(nn.Module):
         a system gets dE/dc at any c from these, sums all parts' and finds the
         shift c = (sum q~ - Q) / sum f and the weight of the next evaluation.
         """
-        raw_sums, weight_sums = self._counted_charge_sums(graph, raw_charges, weights, batch, num_graphs)
+        raw_sums, weight_sums = counted_charge_sums(raw_charges, weights, batch, num_graphs, graph.get(keys.NODE_ENERGY_MASK))
         (first,) = torch.autograd.grad(energy.sum(), shift, create_graph=True, materialize_grads=True)
         second = torch.zeros_like(first)
         if first.requires_grad:
@@ -296,7 +286,7 @@ class Potential(nn.Module):
     ) -> torch.Tensor:
         """sum over graphs of w (sum q~ - c sum f) over the counted atoms: with c and w = (dE/dc) / sum f given by a
         caller that holds part of a system (a LAMMPS rank), its gradient adds this part's share of dE/dc dc/dx."""
-        raw_sums, weight_sums = self._counted_charge_sums(graph, raw_charges, weights, batch, num_graphs)
+        raw_sums, weight_sums = counted_charge_sums(raw_charges, weights, batch, num_graphs, graph.get(keys.NODE_ENERGY_MASK))
         return (graph[keys.CHARGE_SHIFT_WEIGHT] * (raw_sums - finite_or_zero(graph[keys.CHARGE_SHIFT]) * weight_sums)).sum()
 
     def _charge_outputs(

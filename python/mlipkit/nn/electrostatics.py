@@ -204,6 +204,16 @@ def finite_or_zero(values: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isnan(values), torch.zeros_like(values), values)
 
 
+def counted_charge_sums(
+    raw_charges: torch.Tensor, weights: torch.Tensor, batch: torch.Tensor, num_graphs: int, counted: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum q~ and sum f over each graph's counted atoms (all, or a LAMMPS rank's own)."""
+    if counted is not None:
+        raw_charges = torch.where(counted, raw_charges, torch.zeros_like(raw_charges))
+        weights = torch.where(counted, weights, torch.zeros_like(weights))
+    return sum_into_segments(raw_charges, batch, num_graphs), sum_into_segments(weights, batch, num_graphs)
+
+
 def corrected_charges(
     raw_charges: torch.Tensor,
     weights: torch.Tensor,
@@ -217,13 +227,8 @@ def corrected_charges(
 
     Returns the charges and each graph's shift c.
     """
-    if counted is None:
-        counted_raw, counted_weights = raw_charges, weights
-    else:
-        counted_raw = torch.where(counted, raw_charges, torch.zeros_like(raw_charges))
-        counted_weights = torch.where(counted, weights, torch.zeros_like(weights))
-    excess = sum_into_segments(counted_raw, batch, num_graphs) - total_charge
-    shift = excess / sum_into_segments(counted_weights, batch, num_graphs)
+    raw_sums, weight_sums = counted_charge_sums(raw_charges, weights, batch, num_graphs, counted)
+    shift = (raw_sums - total_charge) / weight_sums
     if given_shift is not None:
         shift = torch.where(torch.isnan(given_shift), shift, finite_or_zero(given_shift))
     return raw_charges - weights * graph_rows(shift, batch, num_graphs), shift
