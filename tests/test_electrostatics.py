@@ -345,3 +345,11 @@ def test_training_with_charges_coulomb_and_the_total_charge_embedding(tmp_path, 
     write(values["data"]["validation"], frames, format="extxyz")
     with pytest.raises(ConfigError, match=r"total charges \[2.0\] that no training structure has"):
         Trainer(parse_config(values), progress=False).build()
+
+    frames = charged_molecule_frames(2, 2)
+    frames[0].set_cell(np.eye(3) * 12.0)
+    frames[0].pbc = True
+    write(values["data"]["validation"], frames, format="extxyz")
+    values["loss"]["dipole"] = {"weight": 1.0}
+    with pytest.raises(ConfigError, match="loss.dipole: the data holds periodic structures"):
+        Trainer(parse_config(values), progress=False).build()

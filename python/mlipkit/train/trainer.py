@@ -225,11 +225,18 @@ class Trainer:
             if head is not None and output not in self.losses:
                 self.losses[output] = head.loss
         # charge outputs the data labels are reported (weight 0: not fitted) unless the loss section fits them
+        everything_labelled = self.datasets.train + self.datasets.validation + self.datasets.test
+        periodic = any(c.pbc.any() for c in everything_labelled)
         if self.model.partial_charges is not None:
-            labelled = self.datasets.train + self.datasets.validation
             for output in CHARGE_OUTPUTS:
-                if output not in self.losses and all(getattr(c, output) is not None for c in labelled):
+                labelled = all(getattr(c, output) is not None for c in everything_labelled)
+                if output not in self.losses and labelled and not (output == "dipole" and periodic):
                     self.losses[output] = LossConfig(weight=0.0)
+        if "dipole" in self.losses and periodic:
+            raise ConfigError(
+                "loss.dipole: the data holds periodic structures, whose dipole is not defined (the model gives NaN); "
+                "fit the dipole on structures periodic in no direction only"
+            )
         self.outputs = list(self.losses)
         self.graphs = {
             name: [
