@@ -29,6 +29,21 @@ constexpr double kEvInKcalPerMol = 1.602176634e-19 * 6.02214076e23 / 4184.0;
 // Closer than this, edge directions are numerically meaningless: atoms on top of each other.
 constexpr double kMinDistance = 1e-4;
 
+// Calls visit(j, dx, dy, dz, distance_sq) for every neighbour j of atom i closer than sqrt(cutoff_sq), with
+// (dx, dy, dz) = x_i - x_j (the edge vector from j to i).
+template <typename Visit>
+void for_each_neighbour(const NeighList* list, double** x, int i, double cutoff_sq, Visit&& visit) {
+  const int* neighbours = list->firstneigh[i];
+  for (int k = 0; k < list->numneigh[i]; ++k) {
+    const int j = neighbours[k] & NEIGHMASK;
+    const double dx = x[i][0] - x[j][0];
+    const double dy = x[i][1] - x[j][1];
+    const double dz = x[i][2] - x[j][2];
+    const double distance_sq = dx * dx + dy * dy + dz * dz;
+    if (distance_sq < cutoff_sq) visit(j, dx, dy, dz, distance_sq);
+  }
+}
+
 // Energy unit conversion from the model's training units to the LAMMPS unit style.
 double energy_factor(const std::string& model_units, const std::string& lammps_units) {
   if (model_units == lammps_units) return 1.0;
@@ -262,9 +277,10 @@ void PairMLIP::build_graph() {
 
   if (long_range_cutoff_ > 0.0) add_long_range_edges();
 
-  // Breadth first from the owned atoms (and the atoms whose charges they see). Every atom (tag) is one node, however
-  // many periodic images of it are ghosts: the image met first is the closest
-  // in hops, so its neighbour list is complete and it speaks for the atom.
+  // Breadth first from the owned atoms (and the atoms whose charges they see).
+  // Every atom (tag) is one node, however many periodic images of it are
+  // ghosts: the image met first is the closest in hops, so its neighbour list
+  // is complete and it speaks for the atom.
   // Receivers within num_layers - 1 hops get their edges; nodes appear in hop
   // order and receivers are visited in node order, so edges come sorted by
   // receiver.
@@ -274,15 +290,7 @@ void PairMLIP::build_graph() {
   for (int hop = 0; hop < num_layers_ && begin < end; ++hop) {
     for (size_t node = begin; node < end; ++node) {
       const int i = node_atom_[node];
-      const int* neighbours = list->firstneigh[i];
-      const int num_neighbours = list->numneigh[i];
-      for (int k = 0; k < num_neighbours; ++k) {
-        const int j = neighbours[k] & NEIGHMASK;
-        const double dx = x[i][0] - x[j][0];
-        const double dy = x[i][1] - x[j][1];
-        const double dz = x[i][2] - x[j][2];
-        const double distance_sq = dx * dx + dy * dy + dz * dz;
-        if (distance_sq >= cutoff_sq) continue;
+      for_each_neighbour(list, x, i, cutoff_sq, [&](int j, double dx, double dy, double dz, double distance_sq) {
         if (distance_sq < kMinDistance * kMinDistance) {
           error->one(FLERR, "pair mlip: atoms {} and {} are {:.3g} Angstrom apart (on top of each other)", tag[i],
                      tag[j], std::sqrt(distance_sq));
@@ -290,7 +298,7 @@ void PairMLIP::build_graph() {
         senders_.push_back(node_of(j));
         receivers_.push_back(static_cast<int64_t>(node));
         edge_vectors_.insert(edge_vectors_.end(), {dx, dy, dz});
-      }
+      });
     }
     begin = end;
     end = node_atom_.size();
@@ -321,18 +329,11 @@ void PairMLIP::add_long_range_edges() {
   lr_edge_vectors_.clear();
   const double cutoff_sq = long_range_cutoff_ * long_range_cutoff_;
   for (int i = 0; i < atom->nlocal; ++i) {
-    const int* neighbours = list->firstneigh[i];
-    const int num_neighbours = list->numneigh[i];
-    for (int k = 0; k < num_neighbours; ++k) {
-      const int j = neighbours[k] & NEIGHMASK;
-      const double dx = x[i][0] - x[j][0];
-      const double dy = x[i][1] - x[j][1];
-      const double dz = x[i][2] - x[j][2];
-      if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
+    for_each_neighbour(list, x, i, cutoff_sq, [&](int j, double dx, double dy, double dz, double) {
       lr_senders_.push_back(node_of(j));
       lr_receivers_.push_back(i);
       lr_edge_vectors_.insert(lr_edge_vectors_.end(), {dx, dy, dz});
-    }
+    });
   }
 }
 
