@@ -10,7 +10,7 @@ from test_lammps import tilted_cu_au, write_data
 from mlipkit.compile import Artifact
 from mlipkit.compile.artifact import artifact_inputs
 from mlipkit.data import batch_graphs, graph_from_atoms, keys
-from mlipkit.nn.electrostatics import ewald_k_indices
+from mlipkit.data.neighbours import ewald_k_indices
 
 CHARGE_ARTIFACTS = ["charges_torchscript_float64", "charges_aotinductor_float64", "ewald_torchscript_float64"]
 

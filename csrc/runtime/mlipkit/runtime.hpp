@@ -89,7 +89,7 @@ struct ChargeInputs {
 };
 
 // Ewald's k vectors as integer multiples n of the reciprocal basis (as floating point), one of each pair +-n,
-// |2 pi n cell^-T| <= k_max; the C++ twin of mlipkit.nn.electrostatics.ewald_k_indices.
+// |2 pi n cell^-T| <= k_max; the C++ twin of mlipkit.data.neighbours.ewald_k_indices.
 torch::Tensor ewald_k_indices(const torch::Tensor& cell, double k_max, torch::Dtype dtype);
 
 // Reads and validates the metadata without loading the compiled code.

@@ -11,7 +11,7 @@ import torch
 
 from mlipkit.data import keys
 from mlipkit.data.extxyz import Configuration, atoms_total_charge
-from mlipkit.data.neighbours import neighbour_list
+from mlipkit.data.neighbours import ewald_k_indices, neighbour_list
 
 AtomicGraph = dict[str, torch.Tensor]
 
@@ -42,8 +42,6 @@ class LongRangeInputs:
 
 
 def long_range_fields(configuration: Configuration, inputs: LongRangeInputs, dtype: torch.dtype) -> AtomicGraph:
-    from mlipkit.nn.electrostatics import ewald_k_indices
-
     periodic = bool(np.all(configuration.pbc))
     if inputs.k_max > 0 and np.any(configuration.pbc) and not periodic:
         raise ValueError(

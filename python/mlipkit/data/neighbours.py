@@ -1,4 +1,4 @@
-"""Neighbour lists from vesin, as receiver-sorted edges."""
+"""Neighbour lists from vesin, as receiver-sorted edges, and the k vectors of Ewald sums."""
 
 from __future__ import annotations
 
@@ -50,3 +50,20 @@ def neighbour_list(
     order = np.lexsort((senders, receivers))
     edge_index = np.stack([senders[order], receivers[order]])
     return edge_index, shifts[order].astype(np.int64)
+
+
+def ewald_k_indices(cell: np.ndarray, k_max: float) -> np.ndarray:
+    """Integer vectors n != 0, one of each pair +-n, whose k = 2 pi n (cell^-1)^T has |k| <= k_max.
+
+    Row vectors of ``cell`` are the lattice vectors; k . a_j = 2 pi n_j bounds
+    |n_j| by k_max |a_j| / 2 pi.
+    """
+    cell = np.asarray(cell, dtype=np.float64)
+    reciprocal = 2.0 * np.pi * np.linalg.inv(cell).T
+    bounds = np.floor(k_max * np.linalg.norm(cell, axis=1) / (2.0 * np.pi)).astype(np.int64)
+    axes = [np.arange(-b, b + 1) for b in bounds]
+    n = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    first_nonzero = np.where(n[:, 0] != 0, n[:, 0], np.where(n[:, 1] != 0, n[:, 1], n[:, 2]))
+    k = n @ reciprocal
+    keep = (first_nonzero > 0) & (np.einsum("ij,ij->i", k, k) <= k_max * k_max)
+    return n[keep]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from typing import Literal, Sequence
 
-import numpy as np
 import torch
 from e3nn import o3
 from torch import nn
@@ -78,23 +77,6 @@ def ewald_alpha(cutoff: float, accuracy: float) -> float:
 def ewald_k_max(alpha: float, accuracy: float) -> float:
     """The reciprocal cutoff whose left-out terms fall below ``accuracy`` (exp(-k^2 / 4a^2) ~ accuracy)."""
     return 2.0 * alpha * math.sqrt(-math.log(accuracy))
-
-
-def ewald_k_indices(cell: np.ndarray, k_max: float) -> np.ndarray:
-    """Integer vectors n != 0, one of each pair +-n, whose k = 2 pi n (cell^-1)^T has |k| <= k_max.
-
-    Row vectors of ``cell`` are the lattice vectors; k . a_j = 2 pi n_j bounds
-    |n_j| by k_max |a_j| / 2 pi.
-    """
-    cell = np.asarray(cell, dtype=np.float64)
-    reciprocal = 2.0 * np.pi * np.linalg.inv(cell).T
-    bounds = np.floor(k_max * np.linalg.norm(cell, axis=1) / (2.0 * np.pi)).astype(np.int64)
-    axes = [np.arange(-b, b + 1) for b in bounds]
-    n = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    first_nonzero = np.where(n[:, 0] != 0, n[:, 0], np.where(n[:, 1] != 0, n[:, 1], n[:, 2]))
-    k = n @ reciprocal
-    keep = (first_nonzero > 0) & (np.einsum("ij,ij->i", k, k) <= k_max * k_max)
-    return n[keep]
 
 
 def reciprocal_energies(
