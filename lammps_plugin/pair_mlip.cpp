@@ -442,15 +442,17 @@ mlipkit::ChargeInputs PairMLIP::long_range_inputs(int64_t num_nodes, torch::Dtyp
   return inputs;
 }
 
-// First of two evaluations: each rank's raw-charge sums and dE/dc terms at c = 0 (E is quadratic in c), summed
+// First of two evaluations (the artifact's forward-only charge_correction_terms entry): each rank's raw-charge
+// sums and dE/dc terms at c = 0 (E is quadratic in c), summed
 // over ranks into the shift c = (sum q~ - Q) / sum f and the weight (dE/dc) / sum f that the second one takes.
 void PairMLIP::correct_charges_across_ranks(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
                                             const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
                                             mlipkit::ChargeInputs& charge_inputs) {
   charge_inputs.charge_shift = 0.0;
   charge_inputs.charge_shift_weight = 0.0;
-  auto outputs = model_->run(atom_types, edge_index, edge_vectors, node_energy_mask, charge_inputs);
-  auto terms = outputs.at("charge_correction_terms").to(torch::kCPU, torch::kFloat64).reshape({4}).contiguous();
+  auto terms = model_->charge_correction_terms(atom_types, edge_index, edge_vectors, node_energy_mask, charge_inputs)
+                   .to(torch::kCPU, torch::kFloat64)
+                   .contiguous();
   double summed[4];
   MPI_Allreduce(terms.data_ptr<double>(), summed, 4, MPI_DOUBLE, MPI_SUM, world);
   const double shift = (summed[0] - total_charge_) / summed[1];

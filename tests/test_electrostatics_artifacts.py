@@ -79,6 +79,30 @@ def test_cpp_runtime_equals_python(artifacts, name):
     assert torch.equal(_runtime.ewald_k_indices(cell, 3.1), torch.tensor(ewald_k_indices(cell.numpy(), 3.1), dtype=torch.float64))
 
 
+@pytest.mark.parametrize("name", ["charges_torchscript_float64", "charges_aotinductor_float64"])
+def test_charge_correction_entry_point(artifacts, name):
+    """The forward-only entry gives the eager model's correction terms, in Python and in C++, at a given shift."""
+    from mlipkit import _runtime
+
+    path, _ = artifacts[name]
+    artifact = Artifact(path)
+    model = artifact_model(name)
+    assert artifact.metadata.entry_points == [keys.CHARGE_CORRECTION_TERMS]
+    assert keys.CHARGE_CORRECTION_TERMS not in artifact.metadata.outputs
+    graph = charged_graph(artifact, cu_au_triclinic().repeat((2, 1, 2)), -1.0)
+    graph.update({keys.NODE_ENERGY_MASK: torch.arange(8) % 2 == 0, keys.CHARGE_SHIFT: torch.tensor([0.05], dtype=torch.float64),
+                  keys.CHARGE_SHIFT_WEIGHT: torch.zeros(1, dtype=torch.float64)})
+    expected = model(graph)[keys.CHARGE_CORRECTION_TERMS][0]
+    inputs = artifact_inputs(graph, artifact.metadata.inputs, torch.float64)
+    assert relative_error(artifact.run_entry(keys.CHARGE_CORRECTION_TERMS, **inputs)[0], expected) <= 1e-12
+    produced = _runtime.Model(str(path)).charge_correction_terms(
+        inputs[keys.ATOM_TYPES], inputs[keys.EDGE_INDEX], inputs[keys.EDGE_VECTORS], inputs[keys.NODE_ENERGY_MASK],
+        total_charge=-1.0, charge_shift=0.05, charge_shift_weight=0.0, lr_edge_index=inputs[keys.LR_EDGE_INDEX],
+        lr_edge_vectors=inputs[keys.LR_EDGE_VECTORS],
+    )
+    assert relative_error(produced, expected) <= 1e-12
+
+
 @pytest.mark.parametrize("correction", ["uniform", "weighted"])
 def test_two_passes_over_parts_of_a_system_equal_the_whole(correction):
     """What several LAMMPS ranks do: each counts its own atoms; pass 1 gives sums and dE/dc terms at c = 0, summed

@@ -17,8 +17,7 @@ py::dict results_dict(const mlipkit::Results& results) {
       {"forces", &results.forces},          {"virial", &results.virial},
       {"atomic_virials", &results.atomic_virials}, {"edge_forces", &results.edge_forces},
       {"energy_uncertainty", &results.energy_uncertainty},
-      {"atomic_energy_uncertainty", &results.atomic_energy_uncertainty}, {"charges", &results.charges},
-      {"charge_correction_terms", &results.charge_correction_terms}};
+      {"atomic_energy_uncertainty", &results.atomic_energy_uncertainty}, {"charges", &results.charges}};
   for (const auto& [name, tensor] : fields) {
     if (tensor->defined()) values[name] = *tensor;
   }
@@ -90,7 +89,15 @@ PYBIND11_MODULE(_runtime, module) {
             return results_dict(
                 model.evaluate_positions(atom_types, positions, edge_index, edge_shifts.value_or(torch::Tensor())));
           },
-          py::arg("atom_types"), py::arg("positions"), py::arg("edge_index"), py::arg("edge_shifts") = py::none());
+          py::arg("atom_types"), py::arg("positions"), py::arg("edge_index"), py::arg("edge_shifts") = py::none())
+      .def(
+          "charge_correction_terms",
+          [](mlipkit::Model& model, const torch::Tensor& atom_types, const torch::Tensor& edge_index,
+             const torch::Tensor& edge_vectors, std::optional<torch::Tensor> node_energy_mask, const py::kwargs& extra) {
+            return model.charge_correction_terms(atom_types, edge_index, edge_vectors,
+                                                 node_energy_mask.value_or(torch::Tensor()), charge_inputs(extra));
+          },
+          py::arg("atom_types"), py::arg("edge_index"), py::arg("edge_vectors"), py::arg("node_energy_mask") = py::none());
   module.def(
       "ewald_k_indices",
       [](const torch::Tensor& cell, double k_max) { return mlipkit::ewald_k_indices(cell, k_max, torch::kFloat64); },

@@ -116,6 +116,7 @@ Metadata parse_metadata(const std::map<std::string, std::string>& raw, const std
   metadata.mlipkit_version = entry(entries, "mlipkit_version", path);
   if (entries.count("long_range_cutoff")) metadata.long_range_cutoff = number<double>(entries, "long_range_cutoff", path);
   if (entries.count("ewald_k_max")) metadata.ewald_k_max = number<double>(entries, "ewald_k_max", path);
+  if (entries.count("entry_points")) metadata.entry_points = split(entries.at("entry_points"));
   if (entries.count("coulomb_method")) metadata.coulomb_method = entries.at("coulomb_method");
   if (entries.count("charge_correction")) metadata.charge_correction = entries.at("charge_correction");
   if (entries.count("available_total_charges")) {
@@ -216,6 +217,47 @@ void check_receiver_sorted(const torch::Tensor& edge_index, const char* name, co
   }
 }
 
+// One function of the artifact: a model of the AOTInductor package, or a TorchScript module.
+struct Entry {
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;
+  torch::jit::Module script;
+};
+
+Entry load_entry(const std::string& path, const std::string& mode, const std::string& name, torch::Device device) {
+  Entry entry;
+  if (mode == "aotinductor") {
+    entry.package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, name);
+  } else if (name == "model") {
+    entry.script = torch::jit::load(path, device);
+  } else {
+    // another entry point is a TorchScript archive in an extra file of the main one
+    std::unordered_map<std::string, std::string> extra_files{{"mlipkit_entry_" + name + ".pt", ""}};
+    torch::jit::load(path, device, extra_files);
+    std::istringstream archive(extra_files.begin()->second);
+    entry.script = torch::jit::load(archive, device);
+  }
+  if (!entry.package) entry.script.eval();
+  return entry;
+}
+
+std::vector<torch::Tensor> call(Entry& entry, const std::vector<torch::Tensor>& inputs, const std::string& path) {
+  std::vector<torch::Tensor> values;
+  try {
+    c10::InferenceMode inference;
+    if (entry.package) {
+      values = entry.package->run(inputs);
+    } else {
+      auto output = entry.script.forward(std::vector<torch::IValue>(inputs.begin(), inputs.end()));
+      for (const auto& element : output.toTupleRef().elements()) values.push_back(element.toTensor());
+    }
+  } catch (const c10::Error& error) {
+    throw ArtifactError(path + ": evaluation failed: " + error.what_without_backtrace());
+  } catch (const std::exception& error) {
+    throw ArtifactError(path + ": evaluation failed: " + error.what());
+  }
+  return values;
+}
+
 }  // namespace
 
 bool Metadata::takes(const std::string& input) const {
@@ -294,8 +336,8 @@ std::pair<torch::Tensor, torch::Tensor> forces_and_atomic_virials(
 }
 
 struct Model::Backend {
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;
-  torch::jit::Module script;
+  Entry main;
+  std::map<std::string, Entry> entries;  // metadata.entry_points
 };
 
 Model::Model(const std::string& path)
@@ -310,12 +352,8 @@ Model::Model(const std::string& path)
   }
   for (const auto& library : metadata_.op_libraries) load_op_library(library, path);
   try {
-    if (metadata_.mode == "aotinductor") {
-      backend_->package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
-    } else {
-      backend_->script = torch::jit::load(path, device_);
-      backend_->script.eval();
-    }
+    backend_->main = load_entry(path, metadata_.mode, "model", device_);
+    for (const auto& entry : metadata_.entry_points) backend_->entries[entry] = load_entry(path, metadata_.mode, entry, device_);
   } catch (const c10::Error& error) {
     throw ArtifactError(path + ": cannot load the compiled model: " + error.what_without_backtrace());
   } catch (const std::exception& error) {
@@ -325,9 +363,9 @@ Model::Model(const std::string& path)
 
 Model::~Model() = default;
 
-std::map<std::string, torch::Tensor> Model::run(
+std::vector<torch::Tensor> Model::checked_inputs(
     const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
-    const torch::Tensor& node_energy_mask, const ChargeInputs& charge_inputs) {
+    const torch::Tensor& node_energy_mask, const ChargeInputs& charge_inputs) const {
   check_input(atom_types, "atom_types", {-1}, torch::kInt64, path_);
   const int64_t num_atoms = atom_types.size(0);
   torch::Tensor mask = node_energy_mask;
@@ -403,20 +441,14 @@ std::map<std::string, torch::Tensor> Model::run(
     }
     inputs.push_back(tensor.to(device_).contiguous());
   }
-  std::vector<torch::Tensor> values;
-  try {
-    c10::InferenceMode inference;
-    if (backend_->package) {
-      values = backend_->package->run(inputs);
-    } else {
-      auto output = backend_->script.forward(std::vector<torch::IValue>(inputs.begin(), inputs.end()));
-      for (const auto& element : output.toTupleRef().elements()) values.push_back(element.toTensor());
-    }
-  } catch (const c10::Error& error) {
-    throw ArtifactError(path_ + ": evaluation failed: " + error.what_without_backtrace());
-  } catch (const std::exception& error) {
-    throw ArtifactError(path_ + ": evaluation failed: " + error.what());
-  }
+  return inputs;
+}
+
+std::map<std::string, torch::Tensor> Model::run(
+    const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
+    const torch::Tensor& node_energy_mask, const ChargeInputs& charge_inputs) {
+  auto values = call(backend_->main, checked_inputs(atom_types, edge_index, edge_vectors, node_energy_mask, charge_inputs),
+                     path_);
   if (values.size() != metadata_.outputs.size()) {
     throw ArtifactError(path_ + ": the artifact returned " + std::to_string(values.size()) + " tensors, its metadata lists " +
                         std::to_string(metadata_.outputs.size()) + " outputs");
@@ -424,6 +456,22 @@ std::map<std::string, torch::Tensor> Model::run(
   std::map<std::string, torch::Tensor> outputs;
   for (size_t i = 0; i < values.size(); ++i) outputs[metadata_.outputs[i]] = values[i];
   return outputs;
+}
+
+torch::Tensor Model::charge_correction_terms(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
+                                             const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
+                                             const ChargeInputs& charge_inputs) {
+  auto found = backend_->entries.find("charge_correction_terms");
+  if (found == backend_->entries.end()) {
+    throw ArtifactError(path_ + " has no charge_correction_terms entry point (its model has no global charge "
+                        "correction, or it was compiled for another target than lammps)");
+  }
+  auto values = call(found->second, checked_inputs(atom_types, edge_index, edge_vectors, node_energy_mask, charge_inputs),
+                     path_);
+  if (values.size() != 1) {
+    throw ArtifactError(path_ + ": charge_correction_terms returned " + std::to_string(values.size()) + " tensors, not 1");
+  }
+  return values[0].reshape({4});
 }
 
 Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
@@ -441,7 +489,6 @@ Results Model::evaluate(const torch::Tensor& atom_types, const torch::Tensor& ed
         torch::where(counted, results.atomic_energy_uncertainty, 0.0).sum().abs() / counted.sum().clamp_min(1);
   }
   if (outputs.count("charges")) results.charges = outputs.at("charges");
-  if (outputs.count("charge_correction_terms")) results.charge_correction_terms = outputs.at("charge_correction_terms");
   if (outputs.count("edge_forces")) results.edge_forces = outputs.at("edge_forces");
   if (outputs.count("forces")) {
     results.forces = outputs.at("forces");

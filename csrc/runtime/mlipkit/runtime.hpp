@@ -60,6 +60,7 @@ struct Metadata {
   std::string charge_correction = "none";  // "uniform", "weighted", "none"
   std::vector<double> available_total_charges;  // the categorical total-charge embedding's
   double ewald_k_max = 0.0;
+  std::vector<std::string> entry_points;  // functions beside the main one, with its inputs
 
   bool has_output(const std::string& name) const;
   // Whether the artifact takes node_energy_mask (otherwise every atom's energy counts).
@@ -106,10 +107,7 @@ struct Results {
   // atoms' terms| / their number, and each atom's signed term (callers that split a system sum these first).
   torch::Tensor energy_uncertainty;         // []
   torch::Tensor atomic_energy_uncertainty;  // [N]
-  // Models with partial charges only: the charges [N] and, for a given charge shift, the counted atoms'
-  // [sum q~, sum f, dE/dc, d^2E/dc^2] (see pair_mlip's two passes).
-  torch::Tensor charges;
-  torch::Tensor charge_correction_terms;
+  torch::Tensor charges;  // models with partial charges only: [N]
 };
 
 // Forces and per-atom virials from edge forces (the C++ twin of
@@ -136,6 +134,12 @@ class Model {
       const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
       const torch::Tensor& node_energy_mask = {}, const ChargeInputs& charge_inputs = {});
 
+  // The charge_correction_terms entry point (a forward pass): the counted atoms' [sum q~, sum f, dE/dc,
+  // d^2E/dc^2] at charge_inputs.charge_shift, for callers that hold part of a system (see pair_mlip).
+  torch::Tensor charge_correction_terms(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
+                                        const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
+                                        const ChargeInputs& charge_inputs);
+
   // Energy, per-atom energies, and (unless energy-only) forces, virial, per-atom virials (with the
   // long-range edges' and Ewald's terms), and the charges of models that predict them.
   Results evaluate(const torch::Tensor& atom_types, const torch::Tensor& edge_index, const torch::Tensor& edge_vectors,
@@ -148,6 +152,9 @@ class Model {
       const torch::Tensor& edge_shifts = {});
 
  private:
+  std::vector<torch::Tensor> checked_inputs(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
+                                            const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
+                                            const ChargeInputs& charge_inputs) const;
   struct Backend;
   std::string path_;
   Metadata metadata_;

@@ -9,20 +9,26 @@ models use.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
+from torch._inductor.package import load_package
 
 from mlipkit import ops
-from mlipkit.compile.metadata import EXTENSIONS, TORCHSCRIPT_METADATA_FILE, ArtifactMetadata
+from mlipkit.compile.metadata import EXTENSIONS, TORCHSCRIPT_METADATA_FILE, ArtifactMetadata, torchscript_entry_file
 from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph, LongRangeInputs, batch_layout, compute_edge_vectors, graph_total_charges
 from mlipkit.nn.derivatives import graph_energies, outputs_from_edge_forces, stress_from_virial
 from mlipkit.nn.electrostatics import dipole_moments
 from mlipkit.nn.uncertainty import energy_uncertainty
+
+
+#: the artifact's main function (the AOTInductor package's default model name)
+MAIN_ENTRY = "model"
 
 
 def mode_of_path(path: Path) -> str:
@@ -82,14 +88,22 @@ class Artifact:
         self.dtype = getattr(torch, self.metadata.dtype)
         ops.load_library()
         try:
-            if self.metadata.mode == "aotinductor":
-                self._runner = torch._inductor.aoti_load_package(str(self.path))
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    self._runner = torch.jit.load(str(self.path), map_location=self.device)
+            self._runner = self._load(MAIN_ENTRY)
+            self._entries = {entry: self._load(entry) for entry in self.metadata.entry_points}
         except Exception as error:  # the loaders raise RuntimeError, OSError, ... for broken files
             raise ValueError(f"{self.path}: cannot load the compiled model ({error})") from error
+
+    def _load(self, entry: str):
+        """One function of the artifact: a model of the AOTInductor package, or a TorchScript archive."""
+        if self.metadata.mode == "aotinductor":
+            return load_package(str(self.path), model_name=entry)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if entry == MAIN_ENTRY:
+                return torch.jit.load(str(self.path), map_location=self.device)
+            extra_files = {torchscript_entry_file(entry): b""}
+            torch.jit.load(str(self.path), map_location=self.device, _extra_files=extra_files)
+            return torch.jit.load(io.BytesIO(extra_files[torchscript_entry_file(entry)]), map_location=self.device)
 
     @property
     def type_names(self) -> list[str]:
@@ -120,16 +134,15 @@ class Artifact:
         """Per-atom forces predicted directly (not a gradient): no stress or virial."""
         return keys.FORCES in self.metadata.outputs and not self.do_derivatives
 
-    def run(
+    def checked_inputs(
         self,
         atom_types: torch.Tensor,
         edge_index: torch.Tensor,
         edge_vectors: torch.Tensor,
         node_energy_mask: torch.Tensor | None = None,
         **extra: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """The artifact's raw outputs, by name; ``node_energy_mask`` (default: every atom) picks the atoms whose
-        energies count; ``extra`` holds the inputs of models with charges, by name (see metadata.inputs)."""
+    ) -> list[torch.Tensor]:
+        """The inputs in the artifact's order, on its device, after checking names, dtypes, shapes and values."""
         num_atoms, num_edges = atom_types.shape[0], edge_index.shape[-1]
         takes_mask = keys.NODE_ENERGY_MASK in self.metadata.inputs
         if node_energy_mask is None:
@@ -182,8 +195,27 @@ class Artifact:
         if num_atoms and (int(atom_types.min()) < 0 or int(atom_types.max()) >= len(self.type_names)):
             raise ValueError(f"{self.path}: atom_types must index the type names {self.type_names}")
         self.check_total_charge(inputs.get(keys.TOTAL_CHARGE))
-        values = self._runner(*(inputs[name].to(self.device).contiguous() for name in self.metadata.inputs))
+        return [inputs[name].to(self.device).contiguous() for name in self.metadata.inputs]
+
+    def run(
+        self,
+        atom_types: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        node_energy_mask: torch.Tensor | None = None,
+        **extra: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The artifact's raw outputs, by name; ``node_energy_mask`` (default: every atom) picks the atoms whose
+        energies count; ``extra`` holds the inputs of models with charges, by name (see metadata.inputs)."""
+        values = self._runner(*self.checked_inputs(atom_types, edge_index, edge_vectors, node_energy_mask, **extra))
         return dict(zip(self.metadata.outputs, values))
+
+    def run_entry(self, entry: str, **inputs: torch.Tensor) -> torch.Tensor:
+        """Another function of the artifact (metadata.entry_points), with the main one's inputs by name."""
+        if entry not in self._entries:
+            raise ValueError(f"{self.path} has no entry point '{entry}' (it has {self.metadata.entry_points})")
+        (value,) = self._entries[entry](*self.checked_inputs(**inputs))
+        return value
 
     def check_total_charge(self, total_charge: torch.Tensor | None) -> None:
         """The categorical total-charge embedding knows only the training data's total charges."""

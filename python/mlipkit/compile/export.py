@@ -10,6 +10,7 @@ traced one, compared with the eager model, and only then moved into place.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import os
 import time
@@ -26,7 +27,7 @@ from torch._inductor.package import package_aoti
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
-from mlipkit.compile.artifact import Artifact, artifact_inputs, mode_of_path
+from mlipkit.compile.artifact import MAIN_ENTRY, Artifact, artifact_inputs, mode_of_path
 from mlipkit.compile.metadata import (
     EXTENSIONS,
     INPUTS,
@@ -41,6 +42,8 @@ from mlipkit.compile.metadata import (
     config_hash,
     electrostatics_inputs,
     electrostatics_outputs,
+    entry_points,
+    torchscript_entry_file,
 )
 from mlipkit.compile.modifiers import apply_modifiers
 from mlipkit.data import keys
@@ -153,31 +156,38 @@ def trace(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.
     return graph_module
 
 
-def export_aotinductor(graph_module: torch.fx.GraphModule, path: Path, metadata: ArtifactMetadata) -> None:
-    """Compile the traced graph straight into a package, without a torch.export re-trace.
+#: The traced functions of an artifact: entry name -> (graph, its output names); "model" is the main one
+TracedEntries = dict[str, tuple[torch.fx.GraphModule, list[str]]]
+
+
+def export_aotinductor(entries: TracedEntries, path: Path, metadata: ArtifactMetadata) -> None:
+    """Compile each traced graph straight into one package, without a torch.export re-trace.
 
     The graph's placeholders carry make_fx's fake tensors with symbolic sizes;
     compiling with those as example inputs keeps the numbers of atoms and edges
     dynamic. A pytree signature (three tensors in, a tuple out) lets PyTorch's
     own package loader call the result. Skipping torch.export's re-trace took
-    the default NequIP's float32 compile from 278 s to 187 s on 2 cores.
+    the default NequIP's float32 compile from 278 s to 187 s on 2 cores. Other
+    entry points are further models of the package, under their names.
     """
-    placeholders = [node for node in graph_module.graph.nodes if node.op == "placeholder"]
-    fake_inputs = tuple(node.meta["val"] for node in placeholders)
-    in_spec = pytree.tree_flatten((fake_inputs, {}))[1]
-    out_spec = pytree.tree_flatten(tuple(metadata.outputs))[1]
-    graph_module.graph._codegen = _PyTreeCodeGen(_PyTreeInfo(list(metadata.inputs), in_spec, out_spec))
-    graph_module.recompile()
     options = dict(AOTI_OPTIONS, **{"aot_inductor.package": True, "aot_inductor.metadata": metadata.to_strings()})
+    files = {}
     with warnings.catch_warnings():
         # PyTorch's own packaging code trips its pytree deprecation warning
         warnings.filterwarnings("ignore", "`isinstance\\(treespec, LeafSpec\\)` is deprecated", FutureWarning)
-        files = torch._inductor.aot_compile(graph_module, fake_inputs, options=options)
-        package_aoti(str(path), files)
+        for name, (graph_module, outputs) in entries.items():
+            placeholders = [node for node in graph_module.graph.nodes if node.op == "placeholder"]
+            fake_inputs = tuple(node.meta["val"] for node in placeholders)
+            in_spec = pytree.tree_flatten((fake_inputs, {}))[1]
+            out_spec = pytree.tree_flatten(tuple(outputs))[1]
+            graph_module.graph._codegen = _PyTreeCodeGen(_PyTreeInfo(list(metadata.inputs), in_spec, out_spec))
+            graph_module.recompile()
+            files[name] = torch._inductor.aot_compile(graph_module, fake_inputs, options=options)
+        package_aoti(str(path), files if len(files) > 1 else files[MAIN_ENTRY])
 
 
-def export_torchscript(graph_module: torch.fx.GraphModule, path: Path, metadata: ArtifactMetadata) -> None:
-    """Script the traced graph; TorchScript resolves overloads itself, so calls name op packets.
+def script(graph_module: torch.fx.GraphModule) -> torch.jit.ScriptModule:
+    """Script a traced graph; TorchScript resolves overloads itself, so calls name op packets.
 
     A tensor's value read as a size (GemNet-OC's largest number of triplets per edge) is a Scalar to
     TorchScript, which sizes must not be: an ``int()`` is put after each integer one.
@@ -198,8 +208,20 @@ def export_torchscript(graph_module: torch.fx.GraphModule, path: Path, metadata:
         # TorchScript is deprecated upstream but still the most portable route; say so once in the README
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", "The TorchScript type system", UserWarning)
-        scripted = torch.jit.script(graph_module)
-    scripted.save(str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: metadata.to_text()})
+        return torch.jit.script(graph_module)
+
+
+def export_torchscript(entries: TracedEntries, path: Path, metadata: ArtifactMetadata) -> None:
+    """The main entry as the archive; other entry points as TorchScript archives in its extra files."""
+    extra_files = {TORCHSCRIPT_METADATA_FILE: metadata.to_text()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name, (graph_module, _) in entries.items():
+            if name != MAIN_ENTRY:
+                buffer = io.BytesIO()
+                torch.jit.save(script(graph_module), buffer)
+                extra_files[torchscript_entry_file(name)] = buffer.getvalue()
+        script(entries[MAIN_ENTRY][0]).save(str(path), _extra_files=extra_files)
 
 
 def relative_difference(value: torch.Tensor, reference: torch.Tensor, scale: float = 0.0) -> float:
@@ -228,6 +250,9 @@ def verify(artifact: Artifact, model: Potential, graphs: dict[str, AtomicGraph])
         expected = dict(zip(artifact.metadata.outputs, exportable(*inputs)))
         produced = artifact.run(**dict(zip(artifact.metadata.inputs, inputs)))
         per_output = {output: relative_difference(produced[output], expected[output]) for output in expected}
+        for entry in artifact.metadata.entry_points:
+            expected_entry = ExportablePotential(model, artifact.metadata.inputs, [entry])(*inputs)[0]
+            per_output[entry] = relative_difference(artifact.run_entry(entry, **dict(zip(artifact.metadata.inputs, inputs))), expected_entry)
         worst = max(per_output, key=per_output.get)
         if not per_output[worst] <= tolerance:
             raise CompileError(
@@ -253,6 +278,18 @@ def _check_exportable(model: Potential, target: str) -> None:
     spaced = [name for name in model.type_names if not name or any(c.isspace() for c in name)]
     if spaced:
         raise CompileError(f"type names {spaced} contain whitespace, which the artifact metadata cannot hold")
+
+
+def trace_entries(model: Potential, metadata: ArtifactMetadata, example_inputs: tuple[torch.Tensor, ...]) -> TracedEntries:
+    """The main function, and each other entry point, traced; the charge correction's terms need no forces."""
+    entries = {MAIN_ENTRY: (trace(ExportablePotential(model, metadata.inputs, metadata.outputs), example_inputs), list(metadata.outputs))}
+    for entry in metadata.entry_points:
+        derivatives, model.do_derivatives = model.do_derivatives, False
+        try:
+            entries[entry] = (trace(ExportablePotential(model, metadata.inputs, [entry]), example_inputs), [entry])
+        finally:
+            model.do_derivatives = derivatives
+    return entries
 
 
 def electrostatics_metadata(model: Potential) -> dict[str, object]:
@@ -314,6 +351,7 @@ def compile_model(
         inputs=list(TARGET_INPUTS[target]) + electrostatics_inputs(total_charge, global_correction, coulomb_method, target),
         outputs=artifact_outputs(target, model.energy_uncertainty_readout is not None, model.direct_forces)
         + electrostatics_outputs(model.predicts_charges, global_correction, coulomb_method, target),
+        entry_points=entry_points(global_correction, target),
         op_libraries=OP_LIBRARIES,
         modifiers=list(modifiers),
         mlipkit_version=__version__,
@@ -330,17 +368,16 @@ def compile_model(
         log(f"  {name:<10} {report.timings[name]:7.1f} s")
         return result
 
-    exportable = ExportablePotential(model, metadata.inputs, metadata.outputs)
     example = example_graph(model, probe_structure(model.type_names, model.r_max, (2, 1, 1), True, 7), dtype)
     example_inputs = contract_inputs(example, torch.device(device), metadata.inputs, dtype)
-    graph_module = stage("trace", lambda: trace(exportable, example_inputs))
+    entries = stage("trace", lambda: trace_entries(model, metadata, example_inputs))
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         if mode == "aotinductor":
-            stage("compile", lambda: export_aotinductor(graph_module, partial, metadata))
+            stage("compile", lambda: export_aotinductor(entries, partial, metadata))
         else:
-            stage("script", lambda: export_torchscript(graph_module, partial, metadata))
+            stage("script", lambda: export_torchscript(entries, partial, metadata))
         artifact = stage("load", lambda: Artifact(partial))
         report.verification = stage("verify", lambda: verify(artifact, model, verification_graphs(model, dtype, metadata.inputs)))
         os.replace(partial, output)

@@ -23,6 +23,11 @@ KEY_PREFIX = "mlipkit."
 #: Name of the metadata file inside a TorchScript archive (``key=value`` lines).
 TORCHSCRIPT_METADATA_FILE = "mlipkit_metadata.txt"
 
+
+def torchscript_entry_file(entry: str) -> str:
+    """The extra file of a TorchScript archive that holds another entry point, itself a TorchScript archive."""
+    return f"mlipkit_entry_{entry}.pt"
+
 INPUTS = (keys.ATOM_TYPES, keys.EDGE_INDEX, keys.EDGE_VECTORS)
 
 ExportMode = Literal["aotinductor", "torchscript"]
@@ -94,9 +99,18 @@ def electrostatics_outputs(charges: bool, global_correction: bool, coulomb_metho
         outputs.append(keys.LR_EDGE_FORCES)
     if coulomb_method == "ewald" and target == "lammps":
         outputs += [keys.POSITION_FORCES, keys.CELL_GRADIENT]
-    if global_correction and target == "lammps":
-        outputs.append(keys.CHARGE_CORRECTION_TERMS)
     return outputs
+
+
+#: A second function in the artifact, for callers that hold part of a system (several LAMMPS ranks): the same
+#: inputs, one output [1, 4], the counted atoms' sum q~, sum f, dE/dc and d^2E/dc^2 at the given shift c; a
+#: forward pass only (with the Coulomb sum's own derivatives by c), so the first of the two evaluations per step
+#: costs less than a full one.
+CHARGE_CORRECTION_ENTRY = keys.CHARGE_CORRECTION_TERMS
+
+
+def entry_points(global_correction: bool, target: str) -> list[str]:
+    return [CHARGE_CORRECTION_ENTRY] if global_correction and target == "lammps" else []
 
 
 EXTENSIONS: dict[str, str] = {"aotinductor": ".pt2", "torchscript": ".pt"}
@@ -136,6 +150,8 @@ class ArtifactMetadata(BaseModel):
     charge_correction: str = "none"
     available_total_charges: list[str] = Field(default_factory=list)
     ewald_k_max: float = Field(0.0, ge=0.0)
+    #: functions beside the main one (see CHARGE_CORRECTION_ENTRY), each with the main one's inputs
+    entry_points: list[str] = Field(default_factory=list)
 
     def to_strings(self) -> dict[str, str]:
         strings = {}
