@@ -126,8 +126,7 @@ class Artifact:
         """The long-range edge list (and Ewald's k vectors) the artifact takes; None without one."""
         if self.metadata.long_range_cutoff <= 0.0:
             return None
-        ewald = self.metadata.coulomb_method == "ewald"
-        return LongRangeInputs(self.metadata.long_range_cutoff, every_pair_without_pbc=ewald, k_max=self.metadata.ewald_k_max)
+        return LongRangeInputs.for_coulomb(self.metadata.long_range_cutoff, self.metadata.coulomb_method, self.metadata.ewald_k_max)
 
     @property
     def direct_forces(self) -> bool:

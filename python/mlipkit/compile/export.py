@@ -244,15 +244,16 @@ def verify(artifact: Artifact, model: Potential, graphs: dict[str, AtomicGraph])
     """Largest relative difference between artifact and eager model per structure; raises past tolerance."""
     tolerance = VERIFY_TOLERANCE[artifact.dtype]
     exportable = ExportablePotential(model, artifact.metadata.inputs, artifact.metadata.outputs)
+    entries = {entry: ExportablePotential(model, artifact.metadata.inputs, [entry]) for entry in artifact.metadata.entry_points}
     differences = {}
     for name, graph in graphs.items():
         inputs = contract_inputs(graph, artifact.device, artifact.metadata.inputs, artifact.dtype)
+        named_inputs = dict(zip(artifact.metadata.inputs, inputs))
         expected = dict(zip(artifact.metadata.outputs, exportable(*inputs)))
-        produced = artifact.run(**dict(zip(artifact.metadata.inputs, inputs)))
+        produced = artifact.run(**named_inputs)
         per_output = {output: relative_difference(produced[output], expected[output]) for output in expected}
-        for entry in artifact.metadata.entry_points:
-            expected_entry = ExportablePotential(model, artifact.metadata.inputs, [entry])(*inputs)[0]
-            per_output[entry] = relative_difference(artifact.run_entry(entry, **dict(zip(artifact.metadata.inputs, inputs))), expected_entry)
+        for entry, entry_exportable in entries.items():
+            per_output[entry] = relative_difference(artifact.run_entry(entry, **named_inputs), entry_exportable(*inputs)[0])
         worst = max(per_output, key=per_output.get)
         if not per_output[worst] <= tolerance:
             raise CompileError(

@@ -28,6 +28,7 @@ def torchscript_entry_file(entry: str) -> str:
     """The extra file of a TorchScript archive that holds another entry point, itself a TorchScript archive."""
     return f"mlipkit_entry_{entry}.pt"
 
+
 INPUTS = (keys.ATOM_TYPES, keys.EDGE_INDEX, keys.EDGE_VECTORS)
 
 ExportMode = Literal["aotinductor", "torchscript"]
@@ -76,6 +77,7 @@ TARGET_INPUTS: dict[str, tuple[str, ...]] = {
     "energy": INPUTS,
 }
 
+
 def electrostatics_inputs(total_charge: bool, global_correction: bool, coulomb_method: str | None, target: str) -> list[str]:
     """Inputs a model with charges adds: its total charge; for several LAMMPS ranks the correction's shift and its
     weight; the long-range edge list; for Ewald the positions, cell, pbc and the host's k vectors."""
@@ -90,8 +92,8 @@ def electrostatics_inputs(total_charge: bool, global_correction: bool, coulomb_m
 
 
 def electrostatics_outputs(charges: bool, global_correction: bool, coulomb_method: str | None, target: str) -> list[str]:
-    """Outputs a model with charges adds: the charges; with derivatives the long-range edge forces, Ewald's direct
-    position and cell terms (lammps; ase folds them into its forces and virial) and the correction's terms."""
+    """Outputs a model with charges adds: the charges; with derivatives the long-range edge forces and Ewald's direct
+    position and cell terms (lammps; ase folds them into its forces and virial)."""
     outputs = [keys.CHARGES] if charges else []
     if target == "energy":
         return outputs

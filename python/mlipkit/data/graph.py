@@ -40,6 +40,11 @@ class LongRangeInputs:
     every_pair_without_pbc: bool = False
     k_max: float = 0.0
 
+    @classmethod
+    def for_coulomb(cls, cutoff: float, method: str, k_max: float) -> "LongRangeInputs":
+        """What a Coulomb method needs: Ewald lists every pair of a molecule and takes the k vectors up to k_max."""
+        return cls(cutoff, every_pair_without_pbc=method == "ewald", k_max=k_max)
+
 
 def long_range_fields(configuration: Configuration, inputs: LongRangeInputs, dtype: torch.dtype) -> AtomicGraph:
     periodic = bool(np.all(configuration.pbc))

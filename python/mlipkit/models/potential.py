@@ -122,8 +122,7 @@ class Potential(nn.Module):
         if self.coulomb is None:
             return None
         coulomb = self.config.coulomb
-        ewald = coulomb.method == "ewald"
-        return LongRangeInputs(coulomb.long_range_cutoff, every_pair_without_pbc=ewald, k_max=coulomb.k_max)
+        return LongRangeInputs.for_coulomb(coulomb.long_range_cutoff, coulomb.method, coulomb.k_max)
 
     def forward(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
         atom_types = graph[keys.ATOM_TYPES]

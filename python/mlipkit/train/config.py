@@ -18,6 +18,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from mlipkit.data.statistics import DatasetStatistics
 from mlipkit.models.config import LossConfig
 from mlipkit.models.registry import model_entry
+from mlipkit.train.losses import CHARGE_OUTPUTS
 
 #: ``${training_data_stats:NAME}``
 STATISTIC_REFERENCE = re.compile(r"^\$\{training_data_stats:([A-Za-z_]+)\}$")
@@ -255,7 +256,7 @@ class TrainConfig(BaseModel):
             if output in self.loss and head is None:
                 raise ValueError(f"loss.{output}: the model has no {option} head to fit")
         charges = getattr(self.model, "predict_partial_charges", False) or getattr(self.model, "use_coulomb_term", False)
-        for output in ("charges", "total_charge", "dipole"):
+        for output in CHARGE_OUTPUTS:
             if output in self.loss and not charges:
                 raise ValueError(f"loss.{output}: the model predicts no charges; set model.predict_partial_charges (or use_coulomb_term)")
         try:
