@@ -8,7 +8,7 @@ from e3nn import o3
 from pydantic import ValidationError
 
 import mlipkit
-from conftest import assert_invariant_and_conservative, build_small, relative_error
+from conftest import assert_invariant_and_conservative, build_small, mace_torch_weights_in_mlipkit_layout, relative_error
 from mlipkit.data import graph_from_atoms, keys
 from mlipkit.models import MACEConfig
 from mlipkit.nn.symmetric_contraction import SymmetricContraction, coupling_basis
@@ -207,59 +207,6 @@ def test_coupling_basis_is_the_same_on_every_build():
     couplings = {name: value for name, value in first.named_buffers() if "coupling" in name}
     assert couplings and all(torch.equal(value, dict(second.named_buffers())[name]) for name, value in couplings.items())
     assert not any("coupling" in name for name in first.state_dict())
-
-
-def mace_torch_weights_in_mlipkit_layout(model, reference) -> dict[str, torch.Tensor]:
-    """mace-torch's parameters renamed, with radial-MLP columns in mlipkit's instruction order and
-    product-basis weights moved to mlipkit's coupling paths by their fingerprints: a path's values on
-    symmetric powers of probe vectors, all that matters when it multiplies A^nu (equal up to sign:
-    e3nn 0.4.4 and 0.6 differ in the sign of some Wigner 3j symbols)."""
-    weights = reference["weights"]
-    renamed = {
-        "node_embedding.linear.weight": "core.embedding.linear.weight",
-        "readouts.0.linear.weight": "core.readouts.0.weight",
-        "readouts.1.linear_1.weight": "core.readouts.1.hidden.weight",
-        "readouts.1.linear_2.weight": "core.readouts.1.out.weight",
-    }
-    for i, layer in enumerate(model.core.layers):
-        renamed.update({
-            f"interactions.{i}.linear_up.weight": f"core.layers.{i}.convolution.linear_in.weight",
-            f"interactions.{i}.conv_tp_weights.layer0.weight": f"core.layers.{i}.convolution.radial.layer0.weight",
-            f"interactions.{i}.linear.weight": f"core.layers.{i}.convolution.linear_out.weight",
-            f"interactions.{i}.skip_tp.weight": f"core.layers.{i}.self_connection.weight",
-            f"products.{i}.linear.weight": f"core.layers.{i}.linear.weight",
-        })
-    state = {ours: weights[theirs] for theirs, ours in renamed.items()}
-    powers = torch.ones(len(reference["probes"]), 1, dtype=torch.float64)
-    probe_powers = []
-    for _ in range(3):
-        powers = (powers.unsqueeze(-1) * reference["probes"].unsqueeze(1)).flatten(1)
-        probe_powers.append(powers)
-    for i, layer in enumerate(model.core.layers):
-        instructions = layer.convolution.tensor_product.instructions
-        widths = [int(torch.tensor(ins.path_shape).prod()) for ins in instructions]
-        mace_order = sorted(range(len(widths)), key=lambda n: instructions[n].i_out)  # mace-torch sorts by output
-        columns = weights[f"interactions.{i}.conv_tp_weights.layer1.weight"].split([widths[n] for n in mace_order], dim=1)
-        by_instruction = dict(zip(mace_order, columns))
-        state[f"core.layers.{i}.convolution.radial.layer1.weight"] = torch.cat([by_instruction[n] for n in range(len(widths))], dim=1)
-        product = layer.product
-        for index, (_, ir_out) in enumerate(product.irreps_out):
-            for order in range(1, product.correlation + 1):
-                ours = coupling_basis(V, ir_out, order, reduced=False)
-                ours_fingerprints = torch.einsum("kmI,pI->kmp", ours, probe_powers[order - 1]).flatten(1)
-                theirs = reference["fingerprints"][f"products.{i}.symmetric_contractions.contractions.{index}.U_matrix_{order}"].flatten(1)
-                name = "weights_max" if order == product.correlation else f"weights.{product.correlation - order - 1}"
-                mapped = torch.zeros_like(weights[f"products.{i}.symmetric_contractions.contractions.{index}.{name}"])
-                for k, fingerprint in enumerate(theirs):
-                    if fingerprint.abs().max() <= 1e-12:
-                        continue  # antisymmetric in two slots: adds nothing to a symmetric power A^nu
-                    same = (ours_fingerprints - fingerprint).abs().amax(1)
-                    flipped = (ours_fingerprints + fingerprint).abs().amax(1)
-                    j, sign = (int(same.argmin()), 1.0) if same.min() < flipped.min() else (int(flipped.argmin()), -1.0)
-                    assert min(same.min(), flipped.min()) <= 1e-12 * fingerprint.abs().max(), "a coupling path of mace-torch has no twin"
-                    mapped[:, j] += sign * weights[f"products.{i}.symmetric_contractions.contractions.{index}.{name}"][:, k]
-                state[f"core.layers.{i}.product.weight_{index}_{order}"] = mapped
-    return state
 
 
 def test_equals_mace_torch_with_its_weights():

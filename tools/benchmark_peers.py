@@ -24,9 +24,7 @@ mace-torch eager and through ``torch.compile`` as its ASE calculator's
 r_max, conservative forces, against mlipkit eager and its artifact; fairchem's graph code runs only in
 float32, and its forward builds its graphs (radius_graph_pbc, caps, triplets, quadruplets) in every call,
 which mlipkit's artifact also does for the index sets (only the neighbour list is outside).
-``--training`` also times 20 epochs of ``mlip-train
-examples/train_cu.yaml`` against ``nequip-train`` with the same model, split,
-loss weights, optimiser, scheduler and EMA (tools/nequip_train_cu.yaml).
+Training against mace_run_train and nequip-train: tools/benchmark_training.py.
 
 The FLOP floor of a model on a structure is what an implementation that
 skips every structural zero must do: the tensor products' Clebsch-Gordan
@@ -47,7 +45,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -329,43 +326,6 @@ class Worker:
         self.process.wait()
 
 
-def training_seconds(output: Path) -> dict:
-    """Wall time of mlip-train and nequip-train on the shipped Cu data, the same model and schedule."""
-    import yaml
-
-    from ase.io import read, write
-
-    data = ROOT / "examples" / "data" / "cu_emt.xyz"
-    with tempfile.TemporaryDirectory() as directory:
-        # nequip batches only frames with the same fields: the isolated atom gets its (zero) stress written out
-        frames = read(data, ":")
-        for atoms in frames:
-            if "stress" not in atoms.calc.results:
-                atoms.calc.results["stress"] = np.zeros(6)
-        nequip_data = Path(directory) / "cu_emt_with_stress.xyz"
-        write(nequip_data, frames)
-        config = yaml.safe_load((ROOT / "examples" / "train_cu.yaml").read_text())
-        config["data"]["train"], config["output_dir"] = str(data), str(Path(directory) / "mlipkit")
-        (Path(directory) / "train_cu.yaml").write_text(yaml.safe_dump(config))
-        commands = {
-            "mlip-train": [str(ENVIRONMENTS["mlipkit"] / "bin" / "mlip-train"), str(Path(directory) / "train_cu.yaml"),
-                           "--no-progress"],
-            "nequip-train": [str(ENVIRONMENTS["nequip"] / "bin" / "nequip-train"), "-cp", str(ROOT / "tools"),
-                             "-cn", "nequip_train_cu", f"++data.split_dataset.file_path={nequip_data}",
-                             f"hydra.run.dir={Path(directory) / 'nequip'}"],
-        }
-        result = {"epochs": config["max_epochs"]}
-        for name, command in commands.items():
-            print(f"[training] {name}", flush=True)
-            started = time.perf_counter()
-            log = output / f"{name}.log"
-            with open(log, "w") as handle:
-                if subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=directory).returncode:
-                    raise SystemExit(f"benchmark_peers: {name} failed, see {log}")
-            result[name] = time.perf_counter() - started
-    return result
-
-
 def matmul_ceiling(dtype_name: str, threads: int) -> float:
     """GFLOP/s of a 2048 x 2048 GEMM, best of 5."""
     import torch
@@ -383,7 +343,6 @@ def matmul_ceiling(dtype_name: str, threads: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["nequip", "mace"], choices=sorted(IMPLEMENTATIONS))
-    parser.add_argument("--training", action="store_true", help="also time mlip-train against nequip-train")
     parser.add_argument("--structures", nargs="+", default=list(STRUCTURES[:3]), choices=STRUCTURES)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
@@ -435,18 +394,22 @@ def main() -> None:
                     "compile_s": worker.info["compile_s"], "flop_floor_gflop": floors[name] / 1e9 if floors else None,
                     "floor_ms": floor_ms, "time_over_floor": median_ms / floor_ms if floors else None,
                 })
-            write_report(arguments.output, rows, ceilings, None)  # partial results survive an interrupted run
-    training = training_seconds(arguments.output) if arguments.training else None
-    write_report(arguments.output, rows, ceilings, training)
+            write_report(arguments.output, rows, ceilings)  # partial results survive an interrupted run
+    write_report(arguments.output, rows, ceilings)
 
 
-def write_report(output: Path, rows: list[dict], ceilings: dict, training: dict | None) -> None:
+def machine_name() -> str:
+    """The processor's model name and the core count, for a benchmark's report."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
-    machine = f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def write_report(output: Path, rows: list[dict], ceilings: dict) -> None:
+    machine = machine_name()
     date = time.strftime("%Y-%m-%d")
     (output / "peers.json").write_text(json.dumps({
-        "date": date, "machine": machine, "rows": rows, "training_s": training,
+        "date": date, "machine": machine, "rows": rows,
         "matmul_ceiling_gflops": {f"{d} {t} threads": v for (d, t), v in ceilings.items()}}, indent=1))
     lines = [f"Energy+forces per call, median ms ({date}, {machine}); floor = FLOP floor / measured matmul ceiling.", ""]
     ceiling_text = ", ".join(f"{d} {t} thread{'s' * (t > 1)}: {v:.0f}" for (d, t), v in ceilings.items())
@@ -477,10 +440,6 @@ def write_report(output: Path, rows: list[dict], ceilings: dict, training: dict 
                 f"{cell[i]['median_ms']:.0f}" + (f" ({cell[i]['time_over_floor']:.1f}x)" if first["floor_ms"] else "")
                 if i in cell else "—" for i in implementations) + f" | {ratio} |")
         lines.append("")
-    if training:
-        lines += [f"Training, {training['epochs']} epochs of examples/train_cu.yaml (wall time incl. start-up, per epoch): "
-                  + ", ".join(f"{name} {training[name]:.1f} s ({training[name] / training['epochs']:.2f} s)"
-                              for name in ("mlip-train", "nequip-train")), ""]
     (output / "peers.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {output / 'peers.md'} and {output / 'peers.json'}")

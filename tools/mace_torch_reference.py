@@ -96,6 +96,20 @@ FIXTURE_OPTIONS = {"hidden_irreps": "8x0e + 8x1o", "radial_mlp_hidden": [16], "u
 FIXTURE_ELEMENTS = [1, 6]
 
 
+def coupling_fingerprints(model: torch.nn.Module, probes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each coupling path of the product basis contracted with symmetric powers of the probe vectors."""
+    fingerprints = {}
+    for name, buffer in model.named_buffers():
+        if ".U_matrix_" in name:
+            order = int(name.rsplit("_", 1)[1])
+            coupling = buffer.unsqueeze(0) if buffer.dim() == order + 1 else buffer  # [m, D, ..., D, K]
+            powers = torch.ones(len(probes), 1)
+            for _ in range(order):
+                powers = (powers.unsqueeze(-1) * probes.unsqueeze(1)).flatten(1)  # probe (x) ... (x) probe
+            fingerprints[name] = torch.einsum("mIk,pI->kmp", coupling.reshape(coupling.shape[0], -1, coupling.shape[-1]), powers)
+    return fingerprints
+
+
 def write_fixture(path: str) -> None:
     """Weights, coupling fingerprints and results of a small mace-torch model, float64."""
     from ase import Atoms
@@ -112,15 +126,7 @@ def write_fixture(path: str) -> None:
     isolated = [float(model(mace_batch(Atoms(numbers=[z], cell=[20, 20, 20], pbc=True), table))["energy"].detach()[0])
                 for z in FIXTURE_ELEMENTS]
     probes = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))
-    fingerprints = {}
-    for name, buffer in model.named_buffers():
-        if ".U_matrix_" in name:
-            order = int(name.rsplit("_", 1)[1])
-            coupling = buffer.unsqueeze(0) if buffer.dim() == order + 1 else buffer  # [m, D, ..., D, K]
-            powers = torch.ones(len(probes), 1)
-            for _ in range(order):
-                powers = (powers.unsqueeze(-1) * probes.unsqueeze(1)).flatten(1)  # probe (x) ... (x) probe
-            fingerprints[name] = torch.einsum("mIk,pI->kmp", coupling.reshape(coupling.shape[0], -1, coupling.shape[-1]), powers)
+    fingerprints = coupling_fingerprints(model, probes)
     torch.save({
         "options": FIXTURE_OPTIONS, "elements": FIXTURE_ELEMENTS, "avg_num_neighbours": 10.0, "r_max": 5.0,
         "weights": {name: p.detach() for name, p in model.named_parameters()},
@@ -132,13 +138,104 @@ def write_fixture(path: str) -> None:
     print(f"wrote {path}")
 
 
+#: the training-step fixture: Cu frames of the shipped EMT data, mace_run_train's recipe in float64. Its model is
+#: one whose weights map one to one onto mlipkit's, so that the same step is expected of both: the first
+#: interaction block is the non-residual one (then an atom without neighbours gets zero from the network in both
+#: codes; with the residual block mace-torch gives it a weight-dependent energy, which mlipkit measures from), and
+#: the product basis stops where mace-torch's original couplings have no duplicates (scalar features, correlation
+#: 2; at correlation 3, and for 1o at 2, several of its weights multiply one function, see tests/test_train_parity.py).
+STEP_OPTIONS = {"hidden_irreps": "8x0e", "max_ell": 2, "correlation": 2, "radial_mlp_hidden": [16], "use_reduced_cg": False,
+                "interaction_first": "RealAgnosticInteractionBlock"}
+STEP_TRAINING = {"batch_size": 4, "steps": 2, "lr": 0.01, "energy_weight": 1.0, "forces_weight": 10.0, "ema_decay": 0.99,
+                 "clip_grad": 10.0, "r_max": 4.5, "avg_num_neighbours": 35.0}
+
+
+def write_training_step_fixture(path: str, data_file: str) -> None:
+    """Two optimiser steps of mace_run_train's own code (its loss, parameter groups without weight decay, Adam with amsgrad, gradient
+    clipping, torch_ema) on the first frames of ``data_file``: the initial weights, the frames, each step's loss
+    and gradients, and the weights and EMA weights after each step, for tests/test_train_parity.py."""
+    from types import SimpleNamespace
+
+    from ase.io import read
+    from mace.modules.loss import WeightedEnergyForcesLoss
+    from mace.tools.scripts_utils import get_optimizer, get_params_options
+    from mace.tools.train import take_step
+    from torch_ema import ExponentialMovingAverage
+
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    settings = STEP_TRAINING
+    frames = [atoms for atoms in read(data_file, ":") if len(atoms) > 1][: settings["batch_size"] * settings["steps"]]
+    per_atom = np.array([atoms.get_potential_energy() / len(atoms) for atoms in frames])
+    forces = np.concatenate([atoms.get_forces() for atoms in frames])
+    atomic_energy, scale = float(per_atom.mean()), float(np.sqrt(np.mean(forces**2)))
+    model = modules.ScaleShiftMACE(
+        r_max=settings["r_max"], num_bessel=8, num_polynomial_cutoff=5, max_ell=STEP_OPTIONS["max_ell"],
+        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes[STEP_OPTIONS["interaction_first"]],
+        num_interactions=2, num_elements=1, hidden_irreps=o3.Irreps(STEP_OPTIONS["hidden_irreps"]), MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.array([atomic_energy]), avg_num_neighbors=settings["avg_num_neighbours"], atomic_numbers=[29],
+        correlation=STEP_OPTIONS["correlation"], gate=torch.nn.functional.silu, radial_MLP=STEP_OPTIONS["radial_mlp_hidden"],
+        atomic_inter_scale=scale, atomic_inter_shift=0.0, use_reduced_cg=STEP_OPTIONS["use_reduced_cg"],
+    )
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    keyspec = data.KeySpecification(info_keys={"energy": "REF_energy"}, arrays_keys={"forces": "REF_forces"})
+    table = tools.AtomicNumberTable([29])
+    graphs = []
+    for atoms in frames:
+        labelled = atoms.copy()
+        labelled.info["REF_energy"], labelled.arrays["REF_forces"] = atoms.get_potential_energy(), atoms.get_forces()
+        graphs.append(data.AtomicData.from_config(data.config_from_atoms(labelled, keyspec), z_table=table, cutoff=settings["r_max"]))
+    loader = tools.torch_geometric.dataloader.DataLoader(graphs, batch_size=settings["batch_size"], shuffle=False)
+    arguments = SimpleNamespace(
+        lr=settings["lr"], weight_decay=0.0, amsgrad=True, beta=0.9, optimizer="adam", freeze=None,
+        lr_params_factors='{"embedding_lr_factor": 1.0, "interactions_lr_factor": 1.0, "products_lr_factor": 1.0, "readouts_lr_factor": 1.0}',
+    )
+    optimizer = get_optimizer(arguments, get_params_options(arguments, model))
+    ema = ExponentialMovingAverage(model.parameters(), decay=settings["ema_decay"])
+    loss_fn = WeightedEnergyForcesLoss(energy_weight=settings["energy_weight"], forces_weight=settings["forces_weight"])
+    output_args = {"forces": True, "virials": False, "stress": False}
+    steps = []
+    for batch in loader:
+        captured = {}
+        hooks = [p.register_hook(lambda grad, name=name: captured.__setitem__(name, grad.detach().clone()))
+                 for name, p in model.named_parameters()]
+        loss, _ = take_step(model, loss_fn, batch, optimizer, ema, output_args, settings["clip_grad"], torch.device("cpu"))
+        for hook in hooks:
+            hook.remove()
+        with ema.average_parameters():
+            averaged = {name: p.detach().clone() for name, p in model.named_parameters()}
+        steps.append({
+            "loss": float(loss.detach()), "gradients": captured,
+            "weights": {name: p.detach().clone() for name, p in model.named_parameters()}, "ema_weights": averaged,
+        })
+    decay_groups = {group["name"]: group["weight_decay"] for group in optimizer.param_groups}
+    torch.save({
+        "options": STEP_OPTIONS, "training": settings, "elements": [29], "weight_decay": decay_groups,
+        "atomic_energy": atomic_energy, "scale": scale, "shift": 0.0,
+        "weights": initial, "probes": (probes := torch.randn(4, (STEP_OPTIONS["max_ell"] + 1) ** 2, generator=torch.Generator().manual_seed(2))),
+        "fingerprints": coupling_fingerprints(model, probes),
+        "numbers": [torch.tensor(atoms.numbers) for atoms in frames], "positions": [torch.tensor(atoms.positions) for atoms in frames],
+        "cells": [torch.tensor(atoms.cell.array) for atoms in frames],
+        "energies": torch.tensor([atoms.get_potential_energy() for atoms in frames]),
+        "forces": [torch.tensor(atoms.get_forces()) for atoms in frames],
+        "steps": steps, "mace_torch_version": __import__("mace").__version__,
+    }, path)
+    print(f"wrote {path}: losses {[step['loss'] for step in steps]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="energy+forces calls timed for the default model")
     parser.add_argument("--fixture", help="also write the weights-and-results fixture of tests/test_mace.py here")
+    parser.add_argument("--training-step-fixture", help="also write the training-step fixture of tests/test_train_parity.py here")
+    parser.add_argument("--data", default="examples/data/cu_emt.xyz", help="frames of the training-step fixture")
     arguments = parser.parse_args()
     if arguments.fixture:
         write_fixture(arguments.fixture)
+    if arguments.training_step_fixture:
+        write_training_step_fixture(arguments.training_step_fixture, arguments.data)
+        return
     torch.set_default_dtype(torch.float64)
     for num_elements, options in CONFIGS:
         start = time.perf_counter()

@@ -28,12 +28,15 @@ from mlipkit.data.statistics import DatasetStatistics, compute_statistics
 from mlipkit.models.checkpoint import load_checkpoint, model_dtype, read_checkpoint, save_checkpoint
 from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_from_config, build_model, model_entry
-from mlipkit.train.config import HEAD_OPTIONS, ConfigError, FreezeSpec, TrainConfig, resolve_statistics, statistic_values
+from mlipkit.train.config import HEAD_OPTIONS, ConfigError, FreezeSpec, OptimizerConfig, TrainConfig, resolve_statistics, statistic_values
 from mlipkit.train.fine_tune import frozen_parameter_names, load_pretrained
 from mlipkit.models.config import LossConfig
 from mlipkit.train.losses import CHARGE_OUTPUTS, TARGET_FIELDS, ErrorAccumulator, label_count, total_loss
 from mlipkit.train.plots import learning_curve, parity_plots
 
+#: stress loss weight of the default loss when the data has stress: the stress is what tells the model how the
+#: energy changes with volume (forces do not), and with it the equation of state (README, "Training defaults")
+DEFAULT_STRESS_WEIGHT = 10.0
 #: graph fields a training batch carries besides the labels
 INPUT_FIELDS = (keys.POSITIONS, keys.ATOM_TYPES, keys.EDGE_INDEX, keys.EDGE_CELL_SHIFTS, keys.CELL, keys.PBC, keys.BATCH, keys.NUM_ATOMS)
 
@@ -143,29 +146,69 @@ def training_stages(config: TrainConfig) -> list[Stage]:
 class WeightAverage:
     """Exponential moving average of a model's weights, held in a second model built from the same config.
 
+    The decay warms up as torch_ema's (mace-torch, nequip): update n uses
+    min(decay, (1 + n) / (10 + n)), so the average forgets the random initial
+    weights within tens of steps instead of after 1 / (1 - decay) of them.
     (A deep copy is not used: copying e3nn's compiled modules adds buffers,
     so the copy's state would not line up with the model's.)
     """
 
     def __init__(self, model: Potential, decay: float):
         self.decay = decay
+        self.num_updates = 0
         self.module = build_from_config(model.model_name, model.config, model_dtype(model)).to(next(model.parameters()).device)
         self.module.load_state_dict(model.state_dict())
 
     @torch.no_grad()
     def update(self, model: Potential) -> None:
+        self.num_updates += 1
+        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         current = model.state_dict()
         for name, averaged in self.module.state_dict().items():
             if averaged.is_floating_point():
-                averaged.lerp_(current[name], 1.0 - self.decay)
+                averaged.lerp_(current[name], 1.0 - decay)
             else:
                 averaged.copy_(current[name])
 
     def state_dict(self) -> dict:
-        return self.module.state_dict()
+        return {"weights": self.module.state_dict(), "num_updates": self.num_updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state)
+        self.module.load_state_dict(state["weights"])
+        self.num_updates = state["num_updates"]
+
+
+def build_optimizer(parameters: list[torch.nn.Parameter], config: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
+    optimizer_class = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
+    return optimizer_class(parameters, lr=lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad)
+
+
+def optimisation_step(
+    network: torch.nn.Module,
+    batch: AtomicGraph,
+    losses: dict[str, LossConfig],
+    optimizer: torch.optim.Optimizer,
+    ema: WeightAverage | None = None,
+    gradient_clip: float | None = None,
+    counts: dict[str, int] | None = None,
+    loss_factor: float = 1.0,
+) -> tuple[dict, torch.Tensor]:
+    """One step of mlip-train: loss, gradients of ``loss_factor`` x loss, clipping, the optimiser's update, the EMA.
+
+    (``network`` may be the DDP wrapper of the model the EMA follows; ``counts`` and ``loss_factor`` make the
+    ranks' shares of a batch add up to the one-process gradient.)
+    """
+    model = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    optimizer.zero_grad(set_to_none=True)
+    predictions = network(batch)
+    loss, _ = total_loss(predictions, batch, losses, counts)
+    (loss_factor * loss).backward()
+    if gradient_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), gradient_clip)
+    optimizer.step()
+    if ema is not None:
+        ema.update(model)
+    return predictions, loss
 
 
 class Trainer:
@@ -220,6 +263,9 @@ class Trainer:
             self._load_pretrained(pretrained, given_options)
         # the model's extra heads are fitted with their own loss settings unless the config's loss names them
         self.losses = dict(config.loss)
+        if "loss" not in config.model_fields_set and self._stress_labelled():
+            self.losses["stress"] = LossConfig(weight=DEFAULT_STRESS_WEIGHT)
+            self.log(f"every structure has a stress label: the default loss fits stress too (weight {DEFAULT_STRESS_WEIGHT:g})")
         for output, option in HEAD_OPTIONS.items():
             head = getattr(self.model.config, option)
             if head is not None and output not in self.losses:
@@ -252,6 +298,11 @@ class Trainer:
         self.best_validation_loss = math.inf
         self.epochs_without_improvement = 0
         self.enter_stage(0)
+
+    def _stress_labelled(self) -> bool:
+        """Every structure periodic with a stress label, and a model that differentiates its energy (stress)."""
+        everything = self.datasets.train + self.datasets.validation + self.datasets.test
+        return self.model.do_derivatives and all(c.stress is not None and c.pbc.all() for c in everything)
 
     def _seen_total_charges(self) -> list[float]:
         """The categorical total-charge embedding's classes: the training data's total charges (unlabelled: 0)."""
@@ -306,10 +357,7 @@ class Trainer:
         trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
         if not trainable:
             raise ConfigError(f"fine_tune stage {index + 1}: freezing {stage.freeze!r} leaves no parameter to train")
-        optimizer_class = torch.optim.AdamW if config.optimizer.name == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer_class(
-            trainable, lr=stage.lr, weight_decay=config.optimizer.weight_decay, amsgrad=config.optimizer.amsgrad
-        )
+        self.optimizer = build_optimizer(trainable, config.optimizer, stage.lr)
         scheduler = config.scheduler
         if scheduler.name == "reduce_on_plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -394,16 +442,11 @@ class Trainer:
             # a rank without a share of a small last batch still joins the gradient sum, with weight 0
             weight = 1.0 if share else 0.0
             batch = batch_graphs([graphs[i] for i in share or indices[:1]])
-            self.optimizer.zero_grad(set_to_none=True)
-            predictions = self.network(batch)
-            loss, _ = total_loss(predictions, batch, self.losses, counts)
             # DDP averages gradients over ranks; the shares sum to the whole batch's loss
-            (weight * self.world_size * loss).backward()
-            if self.config.gradient_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.gradient_clip)
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
+            predictions, loss = optimisation_step(
+                self.network, batch, self.losses, self.optimizer, self.ema, self.config.gradient_clip, counts,
+                weight * self.world_size,
+            )
             if share:
                 errors.add(predictions, batch, self.outputs)
             loss_sum += weight * float(loss.detach())
