@@ -192,3 +192,22 @@ def test_statistics_energy_only_dataset(tmp_path):
     stats = compute_statistics(read_extxyz(path), 4.0, TYPE_NAMES)
     assert stats.forces_rms is None and stats.per_type_forces_rms is None
     assert stats.per_atom_energy_mean == pytest.approx(-3.0 / len(atoms))
+
+
+def test_least_squares_atomic_energies_recover_per_type_energies(tmp_path):
+    """Energies that are sums of per-type values plus noise give those values back (mace-torch's E0s "average");
+    a type no structure has gets none."""
+    rng = np.random.default_rng(0)
+    true_energies = {"H": -13.6, "C": -1030.0, "O": -2040.0}
+    frames = []
+    for _ in range(12):
+        symbols = list(rng.choice(list(true_energies), size=int(rng.integers(3, 9))))
+        atoms = Atoms(symbols, positions=rng.uniform(0, 6, (len(symbols), 3)))
+        atoms.calc = SinglePointCalculator(atoms, energy=sum(true_energies[s] for s in symbols) + rng.normal(scale=1e-3))
+        frames.append(atoms)
+    path = tmp_path / "molecules.xyz"
+    ase.io.write(path, frames, format="extxyz")
+    stats = compute_statistics(read_extxyz(path), 4.0, TYPE_NAMES)
+    assert set(stats.least_squares_atomic_energies) == set(true_energies) < set(TYPE_NAMES)
+    for name, value in true_energies.items():
+        assert stats.least_squares_atomic_energies[name] == pytest.approx(value, abs=2e-3)

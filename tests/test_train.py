@@ -394,3 +394,9 @@ def test_default_training_learns_energies_beyond_the_mean(name, tmp_path):
     energy_mae = result.test_metrics["test_energy_mae"]
     assert energy_mae < 0.5 * mean_mae
     assert 1000 * energy_mae < 1.5 * ENERGY_MAE_BOUNDS[name]
+
+
+def test_mace_run_train_spelling_of_gradient_clipping(dataset, tmp_path):
+    values = config_values(dataset, tmp_path)
+    values["clip_grad"] = 10.0
+    assert parse_config(values).gradient_clip == 10.0

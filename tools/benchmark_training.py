@@ -4,12 +4,11 @@
     .venv/bin/python tools/benchmark_training.py       # Cu EMT, ethanol and ions, MACE and NequIP (about 40 min)
     .venv/bin/python tools/benchmark_training.py --datasets cu --models mace --epochs 20
 
-Each shipped data set is split once (mlip-train's 80/10/10 split, seed 0; isolated-atom frames only give the
-per-type energies E0) and every tool trains the same model on the same files: MACE (2 interactions,
+Each shipped data set is split once (mlip-train's 80/10/10 split, seed 0; isolated-atom frames left out) and every tool trains the same model on the same files: MACE (2 interactions,
 16x0e + 16x1o, max_ell 2, correlation 3, radial MLP [32, 32], 8 Bessel functions, polynomial cutoff 5) and
 NequIP (2 layers, l_max 1, 16 features, radial MLP 2 x 64, 8 trainable Bessel functions, p = 6, readout 16),
-r_max 4.5 Å, per-type energy shifts E0 (Cu: the mean per-atom energy; molecules: the isolated atoms), scale
-the force RMS, float32, batch 4, Adam with amsgrad at lr 0.01, EMA 0.99, seed 0, the same loss (per-atom energy
+r_max 4.5 Å, per-type energy shifts E0 fitted to the training energies by least squares (mace-torch's E0s
+"average"; Cu: the mean per-atom energy), scale the force RMS, float32, batch 4, Adam with amsgrad at lr 0.01, EMA 0.99, seed 0, the same loss (per-atom energy
 MSE weight 1, force MSE weight 10, stress MSE weight ``--stress-weight`` where the data has stress), and
 each tool's own defaults for everything else (mlip-train: its learning-rate schedule; mace_run_train: its
 ReduceLROnPlateau, gradient clipping and weight decay, ``--stage-two`` adds its Stage Two; nequip-train: no
@@ -72,12 +71,16 @@ def labels_only(atoms):
 
 
 def prepare(name: str, directory: Path) -> dict:
-    """train/valid/test files of mlip-train's split and the statistics every tool is given."""
+    """train/valid/test files of mlip-train's split and the statistics every tool is given: per-type energy shifts
+    fitted to the training energies by least squares (mace-torch's E0s "average"; for one element the mean
+    per-atom energy) and the force RMS."""
+    from ase.data import atomic_numbers
     from ase.io import read, write
 
-    frames = read(DATASETS[name], ":")
-    isolated = {atoms.get_chemical_symbols()[0]: float(atoms.get_potential_energy()) for atoms in frames if len(atoms) == 1}
-    frames = [atoms for atoms in frames if len(atoms) > 1]
+    from mlipkit.data.extxyz import read_extxyz
+    from mlipkit.data.statistics import compute_statistics
+
+    frames = [atoms for atoms in read(DATASETS[name], ":") if len(atoms) > 1]
     order = np.random.default_rng(0).permutation(len(frames))
     num_held_out = int(round(0.1 * len(frames)))
     parts = {"valid": order[:num_held_out], "test": order[num_held_out : 2 * num_held_out], "train": order[2 * num_held_out :]}
@@ -86,17 +89,11 @@ def prepare(name: str, directory: Path) -> dict:
     for part, indices in parts.items():
         files[part] = directory / f"{part}.xyz"
         write(files[part], [labels_only(frames[i]) for i in indices])
-    train = [frames[i] for i in parts["train"]]
-    symbols = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()}, key=lambda s: __import__("ase").data.atomic_numbers[s])
-    if isolated and set(symbols) <= set(isolated):
-        shifts = {symbol: isolated[symbol] for symbol in symbols}
-    else:
-        mean = float(np.mean([atoms.get_potential_energy() / len(atoms) for atoms in train]))
-        shifts = {symbol: mean for symbol in symbols}
-    forces = np.concatenate([atoms.get_forces() for atoms in train])
+    symbols = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()}, key=lambda s: atomic_numbers[s])
+    statistics = compute_statistics(read_extxyz(files["train"]), R_MAX, symbols)
     has_stress = all("stress" in atoms.calc.results for atoms in frames)
-    return {"files": {part: str(path) for part, path in files.items()}, "type_names": symbols, "shifts": shifts,
-            "forces_rms": float(np.sqrt(np.mean(forces**2))), "stress": has_stress,
+    return {"files": {part: str(path) for part, path in files.items()}, "type_names": symbols,
+            "shifts": statistics.least_squares_atomic_energies, "forces_rms": statistics.forces_rms, "stress": has_stress,
             "sizes": {part: len(indices) for part, indices in parts.items()}}
 
 

@@ -26,6 +26,9 @@ class DatasetStatistics(BaseModel):
     forces_rms: float | None
     per_type_forces_rms: list[float | None] | None
     isolated_atom_energies: dict[str, float]
+    #: per-type energies whose sums over each structure's atoms best fit its energy (least squares; minimum norm
+    #: where compositions do not tell the types apart): mace-torch's E0s "average"
+    least_squares_atomic_energies: dict[str, float] | None = None
 
 
 def _std(values: list[float]) -> float | None:
@@ -43,7 +46,7 @@ def compute_statistics(
         raise ValueError("cannot compute statistics of an empty dataset")
     num_types = len(type_names)
     neighbour_counts, min_distances = [], []
-    per_atom_energies, total_energies = [], []
+    per_atom_energies, total_energies, compositions = [], [], []
     force_squares = np.zeros(num_types)
     force_counts = np.zeros(num_types, dtype=np.int64)
     isolated: dict[str, float] = {}
@@ -68,6 +71,7 @@ def compute_statistics(
         if configuration.energy is not None:
             per_atom_energies.append(configuration.energy / n)
             total_energies.append(configuration.energy)
+            compositions.append(np.bincount(types, minlength=num_types))
         if configuration.forces is not None:
             np.add.at(force_squares, types, np.sum(configuration.forces**2, axis=1))
             np.add.at(force_counts, types, 3)
@@ -89,4 +93,14 @@ def compute_statistics(
         if has_forces
         else None,
         isolated_atom_energies=isolated,
+        least_squares_atomic_energies=_least_squares_energies(compositions, total_energies, type_names),
     )
+
+
+def _least_squares_energies(compositions: list[np.ndarray], energies: list[float], type_names: Sequence[str]) -> dict[str, float] | None:
+    if not energies:
+        return None
+    counts = np.array(compositions, dtype=np.float64)
+    solution = np.linalg.lstsq(counts, np.array(energies), rcond=None)[0]
+    present = counts.sum(axis=0) > 0
+    return {name: float(value) for name, value, seen in zip(type_names, solution, present) if seen}

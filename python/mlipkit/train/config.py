@@ -214,8 +214,8 @@ class TrainConfig(BaseModel):
     max_epochs: int = Field(100, gt=0)
     #: stop after this many epochs without a better validation loss; null: never
     early_stopping_patience: int | None = Field(None, gt=0)
-    #: largest gradient norm; null: no clipping
-    gradient_clip: float | None = Field(None, gt=0.0)
+    #: largest gradient norm; null: no clipping (mace_run_train's ``clip_grad`` also accepted)
+    gradient_clip: float | None = Field(None, gt=0.0, validation_alias=AliasChoices("gradient_clip", "clip_grad"))
     seed: int = 0
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
@@ -333,6 +333,7 @@ def statistic_values(statistics: DatasetStatistics, type_names: list[str]) -> di
             {name: value for name, value in zip(type_names, per_type_forces)} if per_type_forces else None
         ),
         "isolated_atom_energies": dict(statistics.isolated_atom_energies) or None,
+        "least_squares_atomic_energies": statistics.least_squares_atomic_energies,
     }
 
 
