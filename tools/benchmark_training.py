@@ -1,7 +1,7 @@
 """Training side by side: mlip-train against mace_run_train (MACE) and nequip-train (NequIP), in one run.
 
     bash tools/peer_envs.sh nequip mace                # once: .peers/nequip, .peers/mace
-    .venv/bin/python tools/benchmark_training.py       # Cu EMT, ethanol and ions, MACE and NequIP (about 40 min)
+    .venv/bin/python tools/benchmark_training.py       # Cu EMT, ethanol and ions, MACE and NequIP (about 30 min)
     .venv/bin/python tools/benchmark_training.py --datasets cu --models mace --epochs 20
 
 Each shipped data set is split once (mlip-train's 80/10/10 split, seed 0; isolated-atom frames left out) and every tool trains the same model on the same files: MACE (2 interactions,
