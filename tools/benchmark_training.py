@@ -99,12 +99,15 @@ def prepare(name: str, directory: Path) -> dict:
 
 # -- the tools -----------------------------------------------------------------------------------------------------
 
+def tool_environment(threads: int) -> dict[str, str]:
+    """Every tool's process: the same thread count; mace-torch's and nequip's checkpoints need full unpickling."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+
+
 def run(command: list[str], log: Path, threads: int, cwd: Path) -> float:
-    environment = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                       TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
     started = time.perf_counter()
     with open(log, "w") as handle:
-        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=environment).returncode
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=tool_environment(threads)).returncode
     if code:
         raise SystemExit(f"benchmark_training: {command[0]} failed (exit {code}), see {log}")
     return time.perf_counter() - started
@@ -281,10 +284,8 @@ def evaluate(kind: str, path: str, test_file: str, eos: bool) -> dict:
 
 
 def evaluate_in_environment(kind: str, path: str, test_file: str, eos: bool, threads: int) -> dict:
-    environment = "mlipkit" if kind == "mlipkit" else kind
-    command = [str(ENVIRONMENTS[environment] / "bin" / "python"), __file__, "--evaluate", kind, path, test_file]
-    environment_variables = dict(os.environ, OMP_NUM_THREADS=str(threads), TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
-    output = subprocess.run(command + (["--eos"] if eos else []), capture_output=True, text=True, env=environment_variables)
+    command = [str(ENVIRONMENTS[kind] / "bin" / "python"), __file__, "--evaluate", kind, path, test_file]
+    output = subprocess.run(command + (["--eos"] if eos else []), capture_output=True, text=True, env=tool_environment(threads))
     if output.returncode:
         raise SystemExit(f"benchmark_training: evaluating {path} failed:\n{output.stderr[-3000:]}")
     return json.loads(output.stdout.strip().splitlines()[-1])

@@ -48,10 +48,12 @@ CONFIGS = [
 ]
 
 
-def build(num_elements: int, options: dict) -> torch.nn.Module:
-    """ScaleShiftMACE with mlipkit's defaults (which are mace-torch's) and r_max 5."""
+def build(num_elements: int, options: dict, r_max: float = 5.0, atomic_numbers: list[int] | None = None,
+          atomic_energies: np.ndarray | None = None, avg_num_neighbors: float = 10.0, scale: float = 1.0) -> torch.nn.Module:
+    """ScaleShiftMACE with mlipkit's defaults (which are mace-torch's); r_max 5, elements 1..n, E0 0 and scale 1
+    unless given."""
     return modules.ScaleShiftMACE(
-        r_max=5.0,
+        r_max=r_max,
         num_bessel=options.get("num_bessel", 8),
         num_polynomial_cutoff=5,
         max_ell=options.get("max_ell", 3),
@@ -61,13 +63,13 @@ def build(num_elements: int, options: dict) -> torch.nn.Module:
         num_elements=num_elements,
         hidden_irreps=o3.Irreps(options.get("hidden_irreps", "128x0e + 128x1o")),
         MLP_irreps=o3.Irreps(options.get("mlp_irreps", "16x0e")),
-        atomic_energies=np.zeros(num_elements),
-        avg_num_neighbors=10.0,
-        atomic_numbers=list(range(1, num_elements + 1)),
+        atomic_energies=np.zeros(num_elements) if atomic_energies is None else atomic_energies,
+        avg_num_neighbors=avg_num_neighbors,
+        atomic_numbers=atomic_numbers or list(range(1, num_elements + 1)),
         correlation=options.get("correlation", 3),
         gate=torch.nn.functional.silu,
         radial_MLP=options.get("radial_mlp_hidden", [64, 64, 64]),
-        atomic_inter_scale=1.0,
+        atomic_inter_scale=scale,
         atomic_inter_shift=0.0,
         use_reduced_cg=options.get("use_reduced_cg", True),
     )
@@ -169,15 +171,7 @@ def write_training_step_fixture(path: str, data_file: str) -> None:
     per_atom = np.array([atoms.get_potential_energy() / len(atoms) for atoms in frames])
     forces = np.concatenate([atoms.get_forces() for atoms in frames])
     atomic_energy, scale = float(per_atom.mean()), float(np.sqrt(np.mean(forces**2)))
-    model = modules.ScaleShiftMACE(
-        r_max=settings["r_max"], num_bessel=8, num_polynomial_cutoff=5, max_ell=STEP_OPTIONS["max_ell"],
-        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        interaction_cls_first=modules.interaction_classes[STEP_OPTIONS["interaction_first"]],
-        num_interactions=2, num_elements=1, hidden_irreps=o3.Irreps(STEP_OPTIONS["hidden_irreps"]), MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.array([atomic_energy]), avg_num_neighbors=settings["avg_num_neighbours"], atomic_numbers=[29],
-        correlation=STEP_OPTIONS["correlation"], gate=torch.nn.functional.silu, radial_MLP=STEP_OPTIONS["radial_mlp_hidden"],
-        atomic_inter_scale=scale, atomic_inter_shift=0.0, use_reduced_cg=STEP_OPTIONS["use_reduced_cg"],
-    )
+    model = build(1, STEP_OPTIONS, settings["r_max"], [29], np.array([atomic_energy]), settings["avg_num_neighbours"], scale)
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
     keyspec = data.KeySpecification(info_keys={"energy": "REF_energy"}, arrays_keys={"forces": "REF_forces"})
     table = tools.AtomicNumberTable([29])
