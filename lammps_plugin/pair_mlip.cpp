@@ -5,6 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ctime>
+#include <optional>
+#include <stdexcept>
+
+#include <sys/resource.h>
 
 #include "atom.h"
 #include "comm.h"
@@ -23,6 +28,28 @@ using namespace LAMMPS_NS;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// CPU time of the process, all threads (wall time overstates the work of oversubscribed ranks)
+double cpu_seconds() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
+
+// Adds the wall and CPU time of its scope to two totals.
+class ExchangeClock {
+ public:
+  ExchangeClock(std::chrono::duration<double>& wall, double& cpu)
+      : wall_(wall), cpu_(cpu), wall_start_(Clock::now()), cpu_start_(cpu_seconds()) {}
+  ~ExchangeClock() {
+    wall_ += Clock::now() - wall_start_;
+    cpu_ += cpu_seconds() - cpu_start_;
+  }
+  ExchangeClock(const ExchangeClock&) = delete;
+  ExchangeClock& operator=(const ExchangeClock&) = delete;
+
+ private:
+  std::chrono::duration<double>& wall_;
+  double& cpu_;
+  Clock::time_point wall_start_;
+  double cpu_start_;
+};
 
 // 1 eV in kcal/mol from the exact SI values of e and N_A and the thermochemical calorie.
 constexpr double kEvInKcalPerMol = 1.602176634e-19 * 6.02214076e23 / 4184.0;
@@ -93,8 +120,14 @@ void PairMLIP::settings(int narg, char** arg) {
     } else if (keyword == "charge") {
       total_charge_ = utils::numeric(FLERR, value, false, lmp);
       charge_given_ = true;
+    } else if (keyword == "comm") {
+      if (value != "halo" && value != "shell") {
+        error->all(FLERR, "pair_style mlip: comm must be halo or shell, not '{}'", value);
+      }
+      comm_mode_ = value;
     } else {
-      error->all(FLERR, "pair_style mlip: unknown keyword '{}' (known: dtype float32|float64, charge Q)", keyword);
+      error->all(FLERR, "pair_style mlip: unknown keyword '{}' (known: dtype float32|float64, charge Q, comm halo|shell)",
+                 keyword);
     }
   }
 }
@@ -146,6 +179,16 @@ void PairMLIP::coeff(int narg, char** arg) {
   direct_forces_ = metadata.direct_forces();
   long_range_cutoff_ = metadata.long_range_cutoff;
   ewald_ = metadata.coulomb_method == "ewald";
+  if (comm_mode_ == "halo" && !metadata.halo_exchange) {
+    const std::string why = metadata.model_name == "gemnet_oc"
+                                ? "GemNet-OC's messages live on edges and triplets, not on atoms"
+                            : metadata.coulomb_method == "ewald" ? "its Ewald sum runs on one rank"
+                            : metadata.target != "lammps"        ? "it was compiled for target '" + metadata.target + "'"
+                                                                 : "it was compiled before mlipkit had the halo exchange";
+    error->all(FLERR, "pair_style mlip comm halo: {} cannot exchange node features between ranks ({}); use comm shell{}",
+               model_path_, why, metadata.model_name == "gemnet_oc" || metadata.coulomb_method == "ewald"
+                                     ? "" : ", or recompile it with mlip-compile --target lammps");
+  }
   if (charge_given_ && !metadata.takes("total_charge")) {
     error->all(FLERR, "pair_style mlip charge: {} takes no total charge (it predicts no charges and has no total-charge "
                "embedding); leave the keyword out", model_path_);
@@ -210,30 +253,37 @@ void PairMLIP::init_style() {
   }
 
   ghost_nodes_ = comm->nprocs > 1;
-  ghostneigh = ghost_nodes_ ? 1 : 0;
+  halo_ = ghost_nodes_ && metadata.halo_exchange && comm_mode_ != "shell";
+  ghostneigh = ghost_nodes_ && !halo_ ? 1 : 0;
   int request = NeighConst::REQ_FULL;
   if (ghost_nodes_ && !metadata.takes_node_energy_mask()) {
     error->all(FLERR, "pair_style mlip: {} (target '{}') cannot leave ghost atoms' energies out, which runs on "
                "several MPI ranks need; compile it with --target lammps", model_path_, metadata.target);
   }
-  if (ghost_nodes_) {
-    // every owned atom must see its whole receptive field through ghost atoms
+  comm_forward = comm_reverse = halo_ ? std::max(metadata.halo_exchange_width, 1) : 0;
+  if (halo_ && comm->me == 0) {
+    // LAMMPS's own ghost cutoff, the largest pair cutoff + skin, is all the edges into owned atoms need
+    utils::logmesg(lmp, "pair mlip: comm halo: node features of up to {} values per atom cross between ranks before "
+                   "each of {} layers but the first; ghost atoms within max(r_max {}, long-range cutoff {}) + skin {} "
+                   "of each subdomain\n", comm_forward, num_layers_, r_max_, long_range_cutoff_, neighbor->skin);
+  }
+  if (ghost_nodes_ && !halo_) {
     // every owned atom must see its whole receptive field through ghost atoms, and so must every atom whose charge
     // it sees
     const double ghost_cutoff = num_layers_ * r_max_ + long_range_cutoff_ + neighbor->skin;
-    if (comm->cutghostuser < ghost_cutoff) {
-      comm->cutghostuser = ghost_cutoff;
-      if (comm->me == 0) {
-        utils::logmesg(lmp, "pair mlip: ghost atoms within {} layers x {} + long-range cutoff {} + skin = {} of each "
-                       "subdomain\n", num_layers_, r_max_, long_range_cutoff_, ghost_cutoff);
-      }
+    if (comm->me == 0) {
+      utils::logmesg(lmp, "pair mlip: comm shell{}: ghost atoms within {} layers x {} + long-range cutoff {} + skin = {} of "
+                     "each subdomain\n", metadata.halo_exchange ? "" : " (the artifact has no halo exchange)", num_layers_,
+                     r_max_, long_range_cutoff_, ghost_cutoff);
     }
+    comm->cutghostuser = std::max(comm->cutghostuser, ghost_cutoff);
     request |= NeighConst::REQ_GHOST;
   }
   neighbor->add_request(this, request);
   torch::set_num_threads(std::max(comm->nthreads, 1));
   evaluations_ = 0;
-  model_time_ = total_time_ = std::chrono::duration<double>(0.0);
+  model_time_ = total_time_ = exchange_time_ = std::chrono::duration<double>(0.0);
+  compute_cpu_seconds_ = exchange_cpu_seconds_ = owned_node_count_ = ghost_node_count_ = 0.0;
 }
 
 void PairMLIP::init_list(int id, NeighList* list) {
@@ -284,10 +334,13 @@ void PairMLIP::build_graph() {
   // Receivers within num_layers - 1 hops get their edges; nodes appear in hop
   // order and receivers are visited in node order, so edges come sorted by
   // receiver.
+  // With the halo exchange only owned atoms receive edges; the ghost atoms they reach get their features from
+  // their owners.
   const double cutoff_sq = r_max_ * r_max_;
+  const int hops = halo_ ? 1 : num_layers_;
   size_t begin = 0;
-  size_t end = node_atom_.size();
-  for (int hop = 0; hop < num_layers_ && begin < end; ++hop) {
+  size_t end = halo_ ? static_cast<size_t>(nlocal) : node_atom_.size();
+  for (int hop = 0; hop < hops && begin < end; ++hop) {
     for (size_t node = begin; node < end; ++node) {
       const int i = node_atom_[node];
       for_each_neighbour(list, x, i, cutoff_sq, [&](int j, double dx, double dy, double dz, double distance_sq) {
@@ -339,6 +392,7 @@ void PairMLIP::add_long_range_edges() {
 
 void PairMLIP::compute(int eflag, int vflag) {
   const auto start = Clock::now();
+  const double cpu_start = cpu_seconds();
   ev_init(eflag, vflag);
   build_graph();
 
@@ -358,6 +412,8 @@ void PairMLIP::compute(int eflag, int vflag) {
   mlipkit::Results results;
   const auto model_start = Clock::now();
   try {
+    std::optional<mlipkit::HaloExchangeScope> exchange;
+    if (halo_) exchange.emplace(&ghost_feature_exchange_);
     if (ghost_nodes_ && model_->metadata().global_charge_correction()) correct_charges_across_ranks(atom_types, edge_index, edge_vectors.to(dtype), node_energy_mask, charge_inputs);
     results = model_->evaluate(atom_types, edge_index, edge_vectors.to(dtype), node_energy_mask, charge_inputs);
   } catch (const std::exception& failure) {
@@ -418,7 +474,10 @@ void PairMLIP::compute(int eflag, int vflag) {
     publish_energy_uncertainty(terms.to(torch::kCPU, torch::kFloat64).sum().item<double>());
   }
   ++evaluations_;
+  owned_node_count_ += nlocal;
+  ghost_node_count_ += static_cast<double>(num_nodes - nlocal);
   total_time_ += Clock::now() - start;
+  compute_cpu_seconds_ += cpu_seconds() - cpu_start;
 }
 
 mlipkit::ChargeInputs PairMLIP::long_range_inputs(int64_t num_nodes, torch::Dtype dtype) {
@@ -469,14 +528,97 @@ void PairMLIP::publish_energy_uncertainty(double owned_terms_sum) {
 }
 
 void PairMLIP::finish() {
-  double local[3] = {static_cast<double>(evaluations_), model_time_.count(), total_time_.count()};
-  double summed[3];
-  MPI_Allreduce(local, summed, 3, MPI_DOUBLE, MPI_SUM, world);
+  double local[8] = {static_cast<double>(evaluations_), model_time_.count(), total_time_.count(), exchange_time_.count(),
+                     compute_cpu_seconds_, exchange_cpu_seconds_, owned_node_count_, ghost_node_count_};
+  double summed[8];
+  MPI_Allreduce(local, summed, 8, MPI_DOUBLE, MPI_SUM, world);
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  double peak_megabytes = static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: kilobytes
+  double largest_peak = 0.0;
+  MPI_Allreduce(&peak_megabytes, &largest_peak, 1, MPI_DOUBLE, MPI_MAX, world);
   if (comm->me != 0 || summed[0] == 0.0 || summed[2] <= 0.0) return;
-  const double per_rank = 1.0 / comm->nprocs;
+  const double evaluations = summed[0] / comm->nprocs;
   utils::logmesg(lmp,
-                 "pair mlip: {} evaluations, {:.4g} s each in the pair style (mean over {} ranks): model {:.1f}%, "
-                 "graph building and copies {:.1f}%\n",
-                 static_cast<long>(summed[0] * per_rank), summed[2] / summed[0], comm->nprocs,
-                 100.0 * summed[1] / summed[2], 100.0 * (1.0 - summed[1] / summed[2]));
+                 "pair mlip: {} evaluations, {:.4g} s each in the pair style (mean over {} ranks): model {:.1f}% "
+                 "(halo exchanges {:.1f}%), graph building and copies {:.1f}%\n",
+                 static_cast<long>(evaluations), summed[2] / summed[0], comm->nprocs,
+                 100.0 * (summed[1] - summed[3]) / summed[2], 100.0 * summed[3] / summed[2],
+                 100.0 * (1.0 - summed[1] / summed[2]));
+  utils::logmesg(lmp,
+                 "pair mlip: work per evaluation, all ranks together: {:.4g} CPU s outside halo exchanges, {:.4g} CPU s "
+                 "in them; graph nodes of a rank: {:.0f} owned + {:.0f} others (mean); peak memory of a rank {:.0f} MB\n",
+                 (summed[4] - summed[5]) / evaluations, summed[5] / evaluations, summed[6] / summed[0],
+                 summed[7] / summed[0], largest_peak);
+}
+
+// Sizes halo_rows_ (zeros) for one exchange of ``rows``; returns the number of graph nodes.
+int64_t PairMLIP::prepare_halo_rows(const at::Tensor& rows, const char* what) {
+  const auto num_nodes = static_cast<int64_t>(node_atom_.size());
+  halo_width_ = static_cast<int>(rows.size(1));
+  if (rows.size(0) < num_nodes || halo_width_ > comm_forward) {
+    throw std::runtime_error(fmt::format("{} exchanges {} rows [{}, {}], but the graph has {} nodes and the artifact's "
+                                         "metadata promises at most {} values per atom", model_path_, what,
+                                         rows.size(0), halo_width_, num_nodes, comm_forward));
+  }
+  halo_rows_.assign(static_cast<size_t>(atom->nlocal + atom->nghost) * halo_width_, 0.0);
+  return num_nodes;
+}
+
+// One halo exchange: the owned atoms' rows go to their ghost copies on every rank; each ghost node takes the row
+// of the atom that speaks for it.
+void PairMLIP::send_features_to_ghosts(at::Tensor& node_features) {
+  ExchangeClock clock(exchange_time_, exchange_cpu_seconds_);
+  const int nlocal = atom->nlocal;
+  const int64_t num_nodes = prepare_halo_rows(node_features, "node feature");
+  auto owned = node_features.slice(0, 0, nlocal).to(torch::kCPU, torch::kFloat64).contiguous();
+  std::copy_n(owned.data_ptr<double>(), owned.numel(), halo_rows_.begin());
+  comm->forward_comm(this, halo_width_);
+  auto ghosts = torch::empty({num_nodes - nlocal, halo_width_}, torch::kFloat64);
+  double* ghost_rows = ghosts.data_ptr<double>();
+  for (int64_t node = nlocal; node < num_nodes; ++node) {
+    std::copy_n(halo_rows_.begin() + static_cast<size_t>(node_atom_[node]) * halo_width_, halo_width_,
+                ghost_rows + (node - nlocal) * halo_width_);
+  }
+  node_features.slice(0, nlocal, num_nodes).copy_(ghosts);
+}
+
+// Its adjoint: the ghost nodes' gradients go home and add onto their owners' rows; ghost rows become zero.
+void PairMLIP::return_ghost_gradients(at::Tensor& gradients) {
+  ExchangeClock clock(exchange_time_, exchange_cpu_seconds_);
+  const int nlocal = atom->nlocal;
+  const int64_t num_nodes = prepare_halo_rows(gradients, "gradient");
+  auto ghosts = gradients.slice(0, nlocal, num_nodes).to(torch::kCPU, torch::kFloat64).contiguous();
+  const double* ghost_rows = ghosts.data_ptr<double>();
+  for (int64_t node = nlocal; node < num_nodes; ++node) {
+    double* row = halo_rows_.data() + static_cast<size_t>(node_atom_[node]) * halo_width_;
+    for (int k = 0; k < halo_width_; ++k) row[k] += ghost_rows[(node - nlocal) * halo_width_ + k];
+  }
+  comm->reverse_comm(this, halo_width_);
+  auto owned = torch::from_blob(halo_rows_.data(), {nlocal, halo_width_}, torch::kFloat64);
+  gradients.slice(0, 0, nlocal).add_(owned.to(gradients.device(), gradients.scalar_type()));
+  gradients.slice(0, nlocal, num_nodes).zero_();
+}
+
+int PairMLIP::pack_forward_comm(int n, int* list, double* buf, int, int*) {
+  for (int i = 0; i < n; ++i) {
+    std::copy_n(halo_rows_.begin() + static_cast<size_t>(list[i]) * halo_width_, halo_width_, buf + i * halo_width_);
+  }
+  return n * halo_width_;
+}
+
+void PairMLIP::unpack_forward_comm(int n, int first, double* buf) {
+  std::copy_n(buf, static_cast<size_t>(n) * halo_width_, halo_rows_.begin() + static_cast<size_t>(first) * halo_width_);
+}
+
+int PairMLIP::pack_reverse_comm(int n, int first, double* buf) {
+  std::copy_n(halo_rows_.begin() + static_cast<size_t>(first) * halo_width_, static_cast<size_t>(n) * halo_width_, buf);
+  return n * halo_width_;
+}
+
+void PairMLIP::unpack_reverse_comm(int n, int* list, double* buf) {
+  for (int i = 0; i < n; ++i) {
+    double* row = halo_rows_.data() + static_cast<size_t>(list[i]) * halo_width_;
+    for (int k = 0; k < halo_width_; ++k) row[k] += buf[i * halo_width_ + k];
+  }
 }

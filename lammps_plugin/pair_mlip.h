@@ -8,12 +8,21 @@
 // one node per atom, never one per periodic image: an edge to a ghost atom
 // that is an image of an owned atom is an edge to the owned atom. On one rank
 // that is every ghost, so the graph is exactly the periodic graph of the
-// owned atoms. On several ranks the ghost shell is layers x r_max + skin
-// thick (a ghost-feature exchange between layers would need the model split
-// into per-layer artifacts); atoms owned by other ranks that lie within
-// layers hops become nodes too, with their energies masked out, and the
-// forces on them travel home through LAMMPS's reverse communication (hence
-// newton on).
+// owned atoms. On several ranks (`pair_style mlip comm halo|shell`):
+//
+// - halo (default for artifacts that can): each rank's graph has edges into
+//   its own atoms only; the atoms owned elsewhere that they reach (one cutoff
+//   of ghosts) are nodes whose features the artifact's halo exchange op takes
+//   from their owners before every layer but the first (LAMMPS forward
+//   communication, through this pair style's pack/unpack), and whose
+//   gradients its backward pass sums onto their owners (reverse
+//   communication). No rank repeats another's work.
+// - shell: the ghost shell is layers x r_max + skin thick; atoms owned by
+//   other ranks within layers hops become nodes, with their energies masked
+//   out, and each rank evaluates its atoms' whole receptive field.
+//
+// Either way the forces on ghost nodes travel home through LAMMPS's reverse
+// communication (hence newton on).
 //
 // Mean-variance models also give the std of the energy per atom: the pair
 // style sums its owned atoms' terms over all ranks and publishes the result
@@ -55,8 +64,27 @@ class PairMLIP : public Pair {
   void init_list(int id, class NeighList* list) override;
   double init_one(int i, int j) override;
   void finish() override;
+  int pack_forward_comm(int n, int* list, double* buf, int pbc_flag, int* pbc) override;
+  void unpack_forward_comm(int n, int first, double* buf) override;
+  int pack_reverse_comm(int n, int first, double* buf) override;
+  void unpack_reverse_comm(int n, int* list, double* buf) override;
 
  private:
+  // What the artifact's halo exchange ops call during an evaluation (comm halo).
+  class GhostFeatureExchange : public mlipkit::HaloExchange {
+   public:
+    explicit GhostFeatureExchange(PairMLIP& pair) : pair_(pair) {}
+    void forward(at::Tensor& node_features) override { pair_.send_features_to_ghosts(node_features); }
+    void reverse(at::Tensor& gradients) override { pair_.return_ghost_gradients(gradients); }
+
+   private:
+    PairMLIP& pair_;
+  };
+  int64_t prepare_halo_rows(const at::Tensor& rows, const char* what);
+  void send_features_to_ghosts(at::Tensor& node_features);
+  void return_ghost_gradients(at::Tensor& gradients);
+  GhostFeatureExchange ghost_feature_exchange_{*this};
+
   void allocate();
   void build_graph();
   void add_long_range_edges();
@@ -75,6 +103,8 @@ class PairMLIP : public Pair {
   int num_layers_ = 0;
   double energy_factor_ = 1.0;         // model energy unit -> LAMMPS energy unit
   bool ghost_nodes_ = false;           // several ranks: remote ghost atoms are graph nodes
+  std::string comm_mode_;              // `pair_style mlip comm halo|shell`; empty: halo where the artifact can
+  bool halo_ = false;                  // several ranks exchange node features between layers
   bool energy_uncertainty_ = false;    // the artifact gives per-atom terms of the energy's std
   bool direct_forces_ = false;         // the artifact predicts per-atom forces (no edge forces, no virial)
   bool virial_warned_ = false;         // direct forces: the missing virial was reported
@@ -91,10 +121,18 @@ class PairMLIP : public Pair {
   std::vector<double> edge_vectors_;
   std::vector<int64_t> lr_senders_, lr_receivers_;
   std::vector<double> lr_edge_vectors_;
+  // one halo exchange: a row of halo_width_ values per LAMMPS atom (owned and ghost)
+  std::vector<double> halo_rows_;
+  int halo_width_ = 0;
 
   // where the time of compute() goes, since the last init
   int evaluations_ = 0;
   std::chrono::duration<double> model_time_{0.0};
+  std::chrono::duration<double> exchange_time_{0.0};  // inside the model: halo exchanges (communication and copies)
+  double owned_node_count_ = 0.0;      // graph nodes summed over evaluations: this rank's atoms, and the others
+  double ghost_node_count_ = 0.0;
+  double compute_cpu_seconds_ = 0.0;   // CPU time in compute(), all threads
+  double exchange_cpu_seconds_ = 0.0;  // the part in halo exchanges (oversubscribed ranks spin while they wait)
   std::chrono::duration<double> total_time_{0.0};
 };
 

@@ -335,6 +335,9 @@ def test_metadata_strings_round_trip(artifacts):
     assert {f"mlipkit.{k}": v for k, v in cpp.items()} == metadata.to_strings()
     assert metadata.num_message_passing_layers == 2 and metadata.units == "metal" and metadata.energy_unit == "eV"
     assert len(metadata.config_hash) == 64
+    # LAMMPS artifacts exchange halos between layers; the widest rows are the first layer's output
+    assert metadata.halo_exchange and metadata.halo_exchange_width == artifact_model("aotinductor_float64").core.layers[0].irreps_out.dim
+    assert not Artifact(artifacts["torchscript_float64_ase"][0]).metadata.halo_exchange
 
 
 def test_cli_compile_and_info(small_checkpoint, tmp_path, capsys):

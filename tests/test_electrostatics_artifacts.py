@@ -136,10 +136,11 @@ def test_two_passes_over_parts_of_a_system_equal_the_whole(correction):
     assert relative_error(sum(model(dict(graph, **{keys.NODE_ENERGY_MASK: m}))[keys.FORCES] for m in parts), whole[keys.FORCES]) > 1e-6
 
 
-def lammps_single_point(directory, atoms, artifact, total_charge, ranks=1, units="metal"):
+def lammps_single_point(directory, atoms, artifact, total_charge, ranks=1, units="metal", comm=None):
     elements = sorted(set(atoms.get_chemical_symbols()))
     write_data(atoms, directory / "data.lmp", elements)
-    deck = single_point_deck(artifact, elements, units, bool(atoms.pbc.all()), pair_style=f"mlip charge {total_charge}")
+    pair_style = f"mlip charge {total_charge}" + (f" comm {comm}" if comm else "")
+    deck = single_point_deck(artifact, elements, units, bool(atoms.pbc.all()), pair_style=pair_style)
     run_lammps(directory, deck, ranks)
     return read_single_point(directory, units)
 
@@ -153,13 +154,14 @@ def charged_reference(atoms, artifact, total_charge):
 LAMMPS_CASES = {"crystal": (lambda: tilted_cu_au(3, 1), -1.0), "molecule": (ethanol, 1.0)}
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("ranks, comm", [(1, "halo"), (2, "halo"), (4, "halo"), (2, "shell")])
 @pytest.mark.parametrize("case", sorted(LAMMPS_CASES))
-def test_lammps_with_charges_equals_ase(artifacts, tmp_path, case, ranks):
+def test_lammps_with_charges_equals_ase(artifacts, tmp_path, case, ranks, comm):
+    """On several ranks the halo exchange also carries the charges the Coulomb sum reads."""
     path, _ = artifacts["charges_torchscript_float64"]
     build, total_charge = LAMMPS_CASES[case]
     atoms = build()
-    result = lammps_single_point(tmp_path, atoms, path, total_charge, ranks)
+    result = lammps_single_point(tmp_path, atoms, path, total_charge, ranks, comm=comm)
     differences = largest_relative_difference(result, charged_reference(atoms, path, total_charge))
     assert max(differences.values()) <= AGREEMENT, differences
 

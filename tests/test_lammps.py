@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,22 @@ def tilted_cu_au(repeats: int, seed: int) -> Atoms:
     return atoms
 
 
+def cu_au_slab(seed: int) -> Atoms:
+    """108 atoms periodic in x and y, 9 Angstrom thick in z, with vacuum above and below."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(3)
+    rng = np.random.default_rng(seed)
+    atoms.symbols[rng.permutation(len(atoms))[: len(atoms) // 3]] = "Au"
+    atoms.rattle(0.08, seed=seed)
+    atoms.pbc = [True, True, False]
+    return atoms
+
+
 STRUCTURES = {
     "triclinic_108": lambda: tilted_cu_au(3, 1),
     # 4 atoms in a 3.6 Angstrom cell: far smaller than twice the cutoff (2 x 4 Angstrom)
     "small_cell_4": lambda: tilted_cu_au(1, 2),
     "triclinic_32": lambda: tilted_cu_au(2, 3),
+    "slab_108": lambda: cu_au_slab(4),
 }
 
 
@@ -55,12 +67,14 @@ def write_data(atoms: Atoms, path: Path, elements: list[str]) -> None:
     cell = atoms.cell.array.tolist()
     assert cell[0][1] == cell[0][2] == cell[1][2] == 0.0, "LAMMPS wants a along x and b in the xy plane"
     lines = ["mlipkit test structure", "", f"{len(atoms)} atoms", f"{len(elements)} atom types", ""]
+    low, high = (atoms.positions.min(0) - 10.0).tolist(), (atoms.positions.max(0) + 10.0).tolist()
+    for k, axis in enumerate("xyz"):
+        # periodic directions span the cell; the others the atoms with 10 Angstrom of vacuum either side
+        lines.append(f"0 {cell[k][k]!r} {axis}lo {axis}hi" if atoms.pbc[k] else f"{low[k]!r} {high[k]!r} {axis}lo {axis}hi")
     if atoms.pbc.all():
-        lines += [f"0 {cell[0][0]!r} xlo xhi", f"0 {cell[1][1]!r} ylo yhi", f"0 {cell[2][2]!r} zlo zhi"]
         lines += [f"{cell[1][0]!r} {cell[2][0]!r} {cell[2][1]!r} xy xz yz"]
     else:
-        low, high = (atoms.positions.min(0) - 10.0).tolist(), (atoms.positions.max(0) + 10.0).tolist()
-        lines += [f"{low[k]!r} {high[k]!r} {axis}lo {axis}hi" for k, axis in enumerate("xyz")]
+        assert not atoms.pbc.any() or np.count_nonzero(cell - np.diag(np.diag(cell))) == 0, "partly periodic: orthogonal cells"
     lines += ["", "Masses", ""] + [f"{i + 1} {atomic_masses[atomic_numbers[e]]}" for i, e in enumerate(elements)]
     lines += ["", "Atoms # atomic", ""]
     lines += [
@@ -89,12 +103,25 @@ def run_lammps(
     return run
 
 
-def single_point_deck(artifact: Path, elements: list[str], units: str, periodic: bool, pair_style: str = "mlip") -> str:
+def boundary(atoms: Atoms) -> str:
+    return " ".join("p" if periodic else "f" for periodic in atoms.pbc)
+
+
+def single_point_deck(
+    artifact: Path, elements: list[str], units: str, periodic: bool | str, pair_style: str = "mlip", setup: str = "",
+    after_read: str = "",
+) -> str:
+    """``periodic``: all or no directions, or a boundary such as "p p f"; ``setup`` and ``after_read``: commands
+    before and after read_data (processor grids, comm styles, load balancing)."""
+    if not isinstance(periodic, str):
+        periodic = "p p p" if periodic else "f f f"
     return f"""
 units {units}
 atom_style atomic
-boundary {"p p p" if periodic else "f f f"}
+boundary {periodic}
+{setup}
 read_data data.lmp
+{after_read}
 pair_style {pair_style}
 pair_coeff * * {artifact} {" ".join(elements)}
 compute atom_energy all pe/atom
@@ -157,10 +184,10 @@ def lammps_artifact(artifacts):
     return artifacts["aotinductor_float64"][0]
 
 
-def single_point(tmp_path, atoms, artifact, units="metal", ranks=1):
+def single_point(tmp_path, atoms, artifact, units="metal", ranks=1, pair_style="mlip", setup="", after_read=""):
     elements = sorted(set(atoms.get_chemical_symbols()))
     write_data(atoms, tmp_path / "data.lmp", elements)
-    run_lammps(tmp_path, single_point_deck(artifact, elements, units, bool(atoms.pbc.all())), ranks)
+    run_lammps(tmp_path, single_point_deck(artifact, elements, units, boundary(atoms), pair_style, setup, after_read), ranks)
     return read_single_point(tmp_path, units)
 
 
@@ -241,17 +268,38 @@ def test_molecule_with_a_lone_atom_in_real_units(lammps_artifact, tmp_path):
     assert np.all(result["forces"][-1] == 0.0)
 
 
-@pytest.mark.parametrize("ranks", [2, 4])
-def test_ranks_agree(lammps_artifact, tmp_path, ranks):
-    atoms = STRUCTURES["triclinic_108"]()
+#: Several ranks against one: artifact, structure, ranks, pair_style, commands before and after read_data
+RANK_CASES = {
+    "triclinic_2_halo": ("aotinductor_float64", "triclinic_108", 2, "mlip comm halo", "", ""),
+    "triclinic_2_shell": ("aotinductor_float64", "triclinic_108", 2, "mlip comm shell", "", ""),
+    "triclinic_3_halo": ("aotinductor_float64", "triclinic_108", 3, "mlip", "", ""),
+    "triclinic_4_halo": ("aotinductor_float64", "triclinic_108", 4, "mlip", "", ""),
+    "triclinic_3_halo_tiled": ("aotinductor_float64", "triclinic_108", 3, "mlip", "comm_style tiled", "balance 1.0 rcb"),
+    # two of the four ranks own only vacuum
+    "slab_4_halo_empty_ranks": ("aotinductor_float64", "slab_108", 4, "mlip", "processors 1 1 4", ""),
+    "small_cell_2_halo": ("aotinductor_float64", "small_cell_4", 2, "mlip", "", ""),
+    "mace_triclinic_3_halo": ("mace_aotinductor_float64", "triclinic_108", 3, "mlip", "", ""),
+    "mace_triclinic_2_shell": ("mace_aotinductor_float64", "triclinic_108", 2, "mlip comm shell", "", ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RANK_CASES))
+def test_several_ranks_equal_one(artifacts, tmp_path, case):
+    """The halo exchange and the ghost shell give one rank's energies, forces and per-atom virials."""
+    name, structure, ranks, pair_style, setup, after_read = RANK_CASES[case]
+    path = artifacts[name][0]
+    atoms = STRUCTURES[structure]()
     (tmp_path / "one").mkdir()
     (tmp_path / "many").mkdir()
-    one = single_point(tmp_path / "one", atoms, lammps_artifact, ranks=1)
-    many = single_point(tmp_path / "many", atoms, lammps_artifact, ranks=ranks)
+    one = single_point(tmp_path / "one", atoms, path)
+    many = single_point(tmp_path / "many", atoms, path, ranks=ranks, pair_style=pair_style, setup=setup, after_read=after_read)
     differences = largest_relative_difference(many, one)
-    assert max(differences.values()) <= AGREEMENT, differences
+    assert max(differences.values()) <= 1e-10, differences
     log = (tmp_path / "many" / "log.lammps").read_text()
-    assert f"on {ranks} procs" in log and "ghost atoms within 2 layers" in log
+    mode = "comm shell" if "shell" in pair_style else "comm halo"
+    assert f"on {ranks} procs" in log and f"pair mlip: {mode}:" in log
+    if mode == "comm shell":
+        assert "ghost atoms within 2 layers" in log
 
 
 @pytest.fixture(scope="module")
@@ -316,20 +364,56 @@ def test_nve_conserves_energy(smooth_artifact, tmp_path):
     assert fluctuation_per_atom <= 1e-4 * kinetic.mean() / len(atoms)
 
 
-def test_md_trajectory_is_the_same_on_two_ranks(smooth_artifact, tmp_path):
-    """300 steps at 600 K with a neighbour list rebuilt every step: atoms cross between ranks."""
+def test_artifact_from_before_the_halo_exchange_runs_with_the_shell(smooth_artifact, tmp_path):
+    """An artifact whose metadata has no halo exchange entries (compiled before it) runs on several ranks with the
+    ghost shell, and refuses `comm halo` saying to recompile it."""
+    old = tmp_path / "old.pt"
+    with zipfile.ZipFile(smooth_artifact) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.endswith("mlipkit_metadata.txt"):
+                data = b"".join(line for line in data.splitlines(keepends=True) if not line.startswith(b"mlipkit.halo_exchange"))
+            target.writestr(item, data)
+    atoms = STRUCTURES["triclinic_32"]()
+    for directory in ("one", "two", "halo"):
+        (tmp_path / directory).mkdir()
+    one = single_point(tmp_path / "one", atoms, old)
+    two = single_point(tmp_path / "two", atoms, old, ranks=2)
+    assert max(largest_relative_difference(two, one).values()) <= AGREEMENT
+    assert "pair mlip: comm shell (the artifact has no halo exchange):" in (tmp_path / "two" / "log.lammps").read_text()
+    write_data(atoms, tmp_path / "halo" / "data.lmp", ["Au", "Cu"])
+    run = run_lammps(tmp_path / "halo", single_point_deck(old, ["Au", "Cu"], "metal", True, pair_style="mlip comm halo"), check=False)
+    assert run.returncode != 0 and "it was compiled before mlipkit had the halo exchange); use comm shell, or recompile" in run.stdout
+
+
+def dump_frame(path: Path, num_atoms: int, frame: int) -> np.ndarray:
+    """Frame ``frame`` of a custom dump sorted by id, as numbers."""
+    lines = path.read_text().splitlines()
+    first = frame * (9 + num_atoms) + 9
+    return np.array([line.split() for line in lines[first : first + num_atoms]], dtype=float)
+
+
+def test_md_on_four_ranks_follows_one_rank_and_conserves_energy(smooth_artifact, tmp_path):
+    """1000 steps of 1 fs at 300 K on 4 ranks (2 x 2 subdomains of 3.6 Angstrom, thinner than the cutoff) with the
+    halo exchange and the neighbour list rebuilt every step, so atoms cross between ranks: the first 100 steps
+    are one rank's trajectory, and the total energy does not drift (bound of test_nve_conserves_energy)."""
     atoms = STRUCTURES["triclinic_32"]()
     elements = sorted(set(atoms.get_chemical_symbols()))
-    final = {}
-    for ranks in (1, 2):
+    runs = {}
+    for ranks, steps in ((1, 100), (4, 1000)):
         directory = tmp_path / str(ranks)
         directory.mkdir()
         write_data(atoms, directory / "data.lmp", elements)
-        extra = "neigh_modify every 1 delay 0 check no\ndump final all custom 300 final.txt id x y z vx vy vz\ndump_modify final sort id format float %.17g"
-        run_lammps(directory, md_deck(smooth_artifact, elements, 300, 0.002, 600.0, extra), ranks)
-        final[ranks] = (read_thermo(directory), np.loadtxt(directory / "final.txt", skiprows=9 + 9 + len(atoms)))
-    assert np.abs(final[2][0] - final[1][0]).max() <= 1e-9 * np.abs(final[1][0]).max()
-    assert np.abs(final[2][1] - final[1][1]).max() <= 1e-9 * np.abs(final[1][1]).max()
+        extra = ("neigh_modify every 1 delay 0 check no\ndump snapshot all custom 100 snapshot.txt id x y z vx vy vz\n"
+                 "dump_modify snapshot sort id format float %.17g")
+        run = run_lammps(directory, md_deck(smooth_artifact, elements, steps, 0.001, 300.0, extra), ranks)
+        assert "pair mlip: comm halo:" in run.stdout or ranks == 1
+        runs[ranks] = (read_thermo(directory), dump_frame(directory / "snapshot.txt", len(atoms), 1))
+    (thermo_one, snapshot_one), (thermo_four, snapshot_four) = runs[1], runs[4]
+    assert np.abs(thermo_four[:11] - thermo_one).max() <= 1e-8 * np.abs(thermo_one).max()
+    assert np.abs(snapshot_four - snapshot_one).max() <= 1e-8 * np.abs(snapshot_one).max()
+    time, total = thermo_four[:, 1], thermo_four[:, 2]
+    assert len(thermo_four) == 101 and abs(np.polyfit(time, total, 1)[0] / len(atoms)) <= 1e-5
 
 
 def error_case(expected: str, coeff: str = "* * {artifact} Cu Au", style: str = "mlip", units: str = "metal", newton: str = "on"):
@@ -350,6 +434,7 @@ ERRORS = {
     "atoms_on_top": error_case("(on top of each other)"),
     "excluded_pairs": error_case("remove 'neigh_modify exclude'", coeff="* * {artifact} Cu Au\nneigh_modify exclude type 1 2"),
     "bonded_pairs_left_out": error_case("needs bonded pairs in the neighbour list", style="mlip", units="metal"),
+    "unknown_comm": error_case("comm must be halo or shell, not 'ring'", style="mlip comm ring"),
 }
 
 
@@ -390,14 +475,14 @@ def test_example_decks_run(lammps_artifact, tmp_path, deck):
     assert "pair mlip: 21 evaluations" in run.stdout
 
 
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_energy_uncertainty_in_thermo_equals_ase(artifacts, tmp_path, ranks):
+@pytest.mark.parametrize("ranks, comm", [(1, "halo"), (2, "halo"), (2, "shell")])
+def test_energy_uncertainty_in_thermo_equals_ase(artifacts, tmp_path, ranks, comm):
     """`compute pair mlip` gives a mean-variance model's std as c_ID[1], the same on any number of ranks."""
     path = artifacts["mean_var_aotinductor_float64"][0]
     atoms = STRUCTURES["triclinic_108"]()
     elements = sorted(set(atoms.get_chemical_symbols()))
     write_data(atoms, tmp_path / "data.lmp", elements)
-    deck = single_point_deck(path, elements, "real", True).replace(
+    deck = single_point_deck(path, elements, "real", True, pair_style=f"mlip comm {comm}").replace(
         "thermo_style custom step pe", "compute pair_values all pair mlip\nthermo_style custom step pe c_pair_values[1]"
     )
     run_lammps(tmp_path, deck, ranks)
@@ -434,6 +519,19 @@ def test_gemnet_oc_artifact_equals_ase(artifacts, tmp_path, ranks):
     atoms = STRUCTURES["triclinic_32"]()
     differences = largest_relative_difference(single_point(tmp_path, atoms, path, ranks=ranks), ase_reference(atoms, path))
     assert max(differences.values()) <= AGREEMENT, differences
+    if ranks > 1:
+        assert "pair mlip: comm shell (the artifact has no halo exchange):" in (tmp_path / "log.lammps").read_text()
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("gemnet_oc_torchscript_float64", "GemNet-OC's messages live on edges and triplets, not on atoms); use comm shell ("),
+    ("torchscript_float64_ase", "it was compiled for target 'ase'); use comm shell, or recompile it with mlip-compile --target lammps"),
+])
+def test_comm_halo_refuses_artifacts_without_it(artifacts, tmp_path, name, reason):
+    path = artifacts[name][0]
+    write_data(STRUCTURES["small_cell_4"](), tmp_path / "data.lmp", ["Au", "Cu"])
+    run = run_lammps(tmp_path, single_point_deck(path, ["Au", "Cu"], "metal", True, pair_style="mlip comm halo"), check=False)
+    assert run.returncode != 0 and f"{path} cannot exchange node features between ranks ({reason}" in run.stdout + run.stderr
 
 
 def direct_force_deck(artifact: Path, elements: list[str], barostat: bool) -> str:

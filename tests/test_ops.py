@@ -102,3 +102,18 @@ def test_segment_sum_rejects_non_int64_index():
 def test_segment_sum_without_rows_gives_zeros():
     result = ops.segment_sum(torch.empty(0, 4, 3, dtype=torch.float64), torch.empty(0, dtype=torch.int64), 5)
     assert result.shape == (5, 4, 3) and torch.equal(result, torch.zeros(5, 4, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_halo_exchange_is_the_identity_without_a_registered_exchange(dtype):
+    """What ASE and the C++ runtime on a whole system see (LAMMPS ranks register an exchange; tests/test_lammps.py)."""
+    features = torch.randn(7, 5, dtype=dtype, requires_grad=True)
+    exchanged = ops.halo_exchange(features)
+    assert torch.equal(exchanged, features) and exchanged.data_ptr() != features.data_ptr()
+    weights = torch.randn(7, 5, dtype=dtype)
+    (gradient,) = torch.autograd.grad(exchanged, features, weights, create_graph=True)
+    assert torch.equal(gradient, weights)
+    for op in (torch.ops.mlipkit.halo_exchange.default, torch.ops.mlipkit.halo_exchange_reverse.default):
+        torch.library.opcheck(op, (features.detach().requires_grad_(),))
+    with pytest.raises(RuntimeError, match="expects node rows"):
+        ops.halo_exchange(torch.zeros(3, dtype=dtype))

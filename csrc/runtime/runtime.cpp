@@ -118,6 +118,14 @@ Metadata parse_metadata(const std::map<std::string, std::string>& raw, const std
   if (entries.count("ewald_k_max")) metadata.ewald_k_max = number<double>(entries, "ewald_k_max", path);
   if (entries.count("entry_points")) metadata.entry_points = split(entries.at("entry_points"));
   if (entries.count("coulomb_method")) metadata.coulomb_method = entries.at("coulomb_method");
+  if (entries.count("halo_exchange")) {
+    const std::string& flag = entries.at("halo_exchange");
+    if (flag != "True" && flag != "False") {
+      throw ArtifactError(path + ": artifact metadata 'mlipkit.halo_exchange' is '" + flag + "', not True or False");
+    }
+    metadata.halo_exchange = flag == "True";
+    metadata.halo_exchange_width = number<int>(entries, "halo_exchange_width", path);
+  }
   if (entries.count("charge_correction")) metadata.charge_correction = entries.at("charge_correction");
   if (entries.count("available_total_charges")) {
     for (const auto& word : split(entries.at("available_total_charges"))) {
@@ -298,6 +306,17 @@ bool Metadata::has_output(const std::string& name) const {
 bool Metadata::takes_node_energy_mask() const {
   return std::find(inputs.begin(), inputs.end(), "node_energy_mask") != inputs.end();
 }
+
+HaloExchangeScope::HaloExchangeScope(HaloExchange* exchange) {
+  set_exchange_ = reinterpret_cast<void (*)(HaloExchange*)>(dlsym(RTLD_DEFAULT, "mlipkit_set_halo_exchange"));
+  if (set_exchange_ == nullptr) {
+    throw ArtifactError("the halo exchange needs op library 'mlipkit_ops' loaded (by a Model whose artifact names it) "
+                        "and built with mlipkit_set_halo_exchange; this process has none");
+  }
+  set_exchange_(exchange);
+}
+
+HaloExchangeScope::~HaloExchangeScope() { set_exchange_(nullptr); }
 
 Metadata read_metadata(const std::string& path) {
   if (!std::filesystem::is_regular_file(path)) throw ArtifactError("artifact not found: " + path);

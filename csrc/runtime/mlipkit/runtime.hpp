@@ -17,6 +17,8 @@
 
 #include <torch/torch.h>
 
+#include "mlipkit/halo_exchange.hpp"
+
 #include <limits>
 #include <map>
 #include <memory>
@@ -61,6 +63,10 @@ struct Metadata {
   std::vector<double> available_total_charges;  // the categorical total-charge embedding's
   double ewald_k_max = 0.0;
   std::vector<std::string> entry_points;  // functions beside the main one, with its inputs
+  // The artifact calls mlipkit::halo_exchange between its layers (a caller holding part of a system registers a
+  // HaloExchange, see HaloExchangeScope), with rows at most halo_exchange_width wide.
+  bool halo_exchange = false;
+  int halo_exchange_width = 0;
 
   bool has_output(const std::string& name) const;
   // Whether the artifact takes node_energy_mask (otherwise every atom's energy counts).
@@ -92,6 +98,19 @@ struct ChargeInputs {
 // Ewald's k vectors as integer multiples n of the reciprocal basis (as floating point), one of each pair +-n,
 // |2 pi n cell^-T| <= k_max; the C++ twin of mlipkit.data.neighbours.ewald_k_indices.
 torch::Tensor ewald_k_indices(const torch::Tensor& cell, double k_max, torch::Dtype dtype);
+
+// Registers `exchange` with the op library (loaded by a Model first) while the scope lives: the halo exchange ops of
+// artifacts with Metadata::halo_exchange then call it. One at a time per process.
+class HaloExchangeScope {
+ public:
+  explicit HaloExchangeScope(HaloExchange* exchange);
+  ~HaloExchangeScope();
+  HaloExchangeScope(const HaloExchangeScope&) = delete;
+  HaloExchangeScope& operator=(const HaloExchangeScope&) = delete;
+
+ private:
+  void (*set_exchange_)(HaloExchange*) = nullptr;
+};
 
 // Reads and validates the metadata without loading the compiled code.
 Metadata read_metadata(const std::string& path);

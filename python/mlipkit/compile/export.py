@@ -336,6 +336,8 @@ def compile_model(
         parameter.requires_grad_(False)
     total_charge = keys.TOTAL_CHARGE in model.graph_input_fields
     global_correction = model.predicts_charges and model.partial_charges.correction != "none"
+    halo_exchange = target == "lammps" and model.can_exchange_halos
+    halo_exchange_width = model.enable_halo_exchange() if halo_exchange else 0
     coulomb_method = model.coulomb.method if model.coulomb is not None else None
     metadata = ArtifactMetadata(
         model_name=model.model_name,
@@ -358,6 +360,8 @@ def compile_model(
         mlipkit_version=__version__,
         torch_version=torch.__version__,
         config_hash=config_hash(model.model_name, model.config),
+        halo_exchange=halo_exchange,
+        halo_exchange_width=halo_exchange_width,
         **electrostatics_metadata(model),
     )
     report = CompileReport(output, metadata)

@@ -263,6 +263,7 @@ class MACE(MessagePassingNetwork):
         features = inputs.node_feats
         layer_features = []
         for index, layer in enumerate(self.layers):
+            features = self.layer_input(index, features)
             output = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
             features = self.adapt(index, features, output)
             layer_features.append(features)

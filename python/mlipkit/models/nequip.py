@@ -172,6 +172,7 @@ class NequIP(MessagePassingNetwork):
         inputs = self.embed(graph, edge_vectors, edge_lengths)
         features = inputs.node_feats
         for index, layer in enumerate(self.layers):
+            features = self.layer_input(index, features)
             output = layer(features, inputs.node_attrs, inputs.edge_sh, inputs.edge_radial, inputs.edge_index)
             features = self.adapt(index, features, output)
         return self.inputs.energies(self.read_out(self.readout, features), inputs.node_attrs), features[: inputs.num_atoms]

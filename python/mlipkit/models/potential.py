@@ -15,6 +15,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from mlipkit import ops
 from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph, LongRangeInputs, batch_layout, compute_edge_vectors, graph_total_charges
 from mlipkit.models.config import PotentialConfig
@@ -99,6 +100,23 @@ class Potential(nn.Module):
         return self.core.extra_input_fields
 
     @property
+    def can_exchange_halos(self) -> bool:
+        """Whether a LAMMPS rank can evaluate only its own atoms and exchange node features between layers: the
+        messages are node features (not GemNet-OC's edge messages) and every atom's electrostatics is local."""
+        return hasattr(self.core, "halo_exchange") and not self.direct_forces and (self.coulomb is None or self.coulomb.method != "ewald")
+
+    def enable_halo_exchange(self) -> int:
+        """Switch the halo exchange on (for a LAMMPS artifact); returns the widest rows it carries."""
+        self.core.halo_exchange = True
+        return max(self.core.halo_exchange_width, 1 if self.coulomb is not None else 0)
+
+    def _halo_charges(self, charges: torch.Tensor) -> torch.Tensor:
+        """The charges the Coulomb sum reads: with the halo exchange, ghost atoms' are their owners'."""
+        if getattr(self.core, "halo_exchange", False):
+            return ops.halo_exchange(charges.unsqueeze(1)).squeeze(1)
+        return charges
+
+    @property
     def graph_input_fields(self) -> tuple[str, ...]:
         """Graph fields beyond the geometry that this model reads: total charges, the long-range edge list."""
         fields = ()
@@ -152,7 +170,7 @@ class Potential(nn.Module):
             if self.partial_charges is not None:
                 charges, raw_charges, charge_weights = self._charges(graph, node_features, batch, num_graphs, shift_input)
                 if self.coulomb is not None:
-                    node_energies = node_energies + self._coulomb_energies(graph, inputs, charges, batch, num_graphs)
+                    node_energies = node_energies + self._coulomb_energies(graph, inputs, self._halo_charges(charges), batch, num_graphs)
             energy = graph_energies(node_energies, graph, batch, num_graphs)
             correction_terms = None
             if shift_input is not None:

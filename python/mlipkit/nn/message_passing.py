@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from mlipkit import ops
 from mlipkit.data import keys
 from mlipkit.data.graph import AtomicGraph, batch_layout, graph_total_charges
 from mlipkit.nn.electrostatics import TotalChargeEmbedding
@@ -38,6 +39,8 @@ class MessagePassingNetwork(nn.Module):
     """
 
     energy_readout_name = "readout"
+    #: set on the copy a LAMMPS artifact is compiled from: each layer but the first starts with a halo exchange
+    halo_exchange = False
 
     def __init__(self):
         super().__init__()
@@ -57,6 +60,18 @@ class MessagePassingNetwork(nn.Module):
     @property
     def num_message_passing_layers(self) -> int:
         return len(self.layers)
+
+    @property
+    def halo_exchange_width(self) -> int:
+        """The widest node features a halo exchange carries: the inputs of layers after the first."""
+        return max((layer.irreps_out.dim for layer in self.layers[:-1]), default=0)
+
+    def layer_input(self, index: int, features: torch.Tensor) -> torch.Tensor:
+        """Layer ``index``'s node features. With ``halo_exchange`` (a LAMMPS rank that updates only its own atoms)
+        the ghost atoms' rows first take their owners' values from the previous layer."""
+        if self.halo_exchange and index > 0:
+            return ops.halo_exchange(features)
+        return features
 
     @property
     def extra_input_fields(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from mlipkit.ops.library import (
     channelwise_polynomial,
+    halo_exchange,
     kernel_isa,
     library_path,
     load_library,
@@ -19,6 +20,7 @@ from mlipkit.ops.reference import (
 __all__ = [
     "channelwise_polynomial",
     "channelwise_polynomial_reference",
+    "halo_exchange",
     "kernel_isa",
     "library_path",
     "load_library",

@@ -78,6 +78,16 @@ def channelwise_polynomial(
     return torch.ops.mlipkit.channelwise_polynomial(features, node_weights, coefficients, terms, num_outputs)
 
 
+def halo_exchange(node_features: torch.Tensor) -> torch.Tensor:
+    """Node rows [N, W] whose ghost rows take their owners' values (see csrc/ops/halo_exchange.cpp).
+
+    The identity (a copy) unless a caller holding part of a system, a LAMMPS
+    rank, registered its exchange; the derivative sums ghost rows onto owners.
+    """
+    load_library()
+    return torch.ops.mlipkit.halo_exchange(node_features)
+
+
 def kernel_isa() -> str:
     """The instruction set the fused CPU kernels run with (MLIPKIT_CPU_ISA overrides the choice)."""
     load_library()
