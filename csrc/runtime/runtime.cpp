@@ -125,6 +125,10 @@ Metadata parse_metadata(const std::map<std::string, std::string>& raw, const std
     }
     metadata.halo_exchange = flag == "True";
     metadata.halo_exchange_width = number<int>(entries, "halo_exchange_width", path);
+    if (metadata.halo_exchange_width < 0) {
+      throw ArtifactError(path + ": artifact metadata 'mlipkit.halo_exchange_width' is " +
+                          std::to_string(metadata.halo_exchange_width) + ", not a number of values per atom (>= 0)");
+    }
   }
   if (entries.count("charge_correction")) metadata.charge_correction = entries.at("charge_correction");
   if (entries.count("available_total_charges")) {

@@ -154,7 +154,7 @@ class ArtifactMetadata(BaseModel):
     ewald_k_max: float = Field(0.0, ge=0.0)
     #: functions beside the main one (see CHARGE_CORRECTION_ENTRY), each with the main one's inputs
     entry_points: list[str] = Field(default_factory=list)
-    #: the graph calls mlipkit::halo_exchange between layers (README, "Several MPI ranks"), on rows at most this wide
+    #: the graph calls mlipkit::halo_exchange between layers (README, "LAMMPS", "Graph and MPI"), on rows at most this wide
     halo_exchange: bool = False
     halo_exchange_width: int = Field(0, ge=0)
 
