@@ -11,7 +11,9 @@ and 864 atoms (rattled 0.05 Å) and a periodic box of 64 water molecules (192
 atoms, 1 g/cm³), r_max 5 Å. Energy+forces calls are timed without the
 neighbour list (each worker builds its graph once), after warm-up, in rounds
 that visit every worker in turn, so machine noise hits all of them alike; the
-table gives the median of ``--repeats`` calls.
+table gives the median of ``--repeats`` calls. Each call's peak memory (the
+worker's peak RSS, reset before the call, above its RSS before the call) is
+reported per atom in a second table.
 
 Implementations: mlipkit eager on its reference path (e3nn's tensor product;
 for MACE also the dense symmetric contraction), mlipkit eager with its fused
@@ -39,6 +41,7 @@ Writes ``peers.md`` and ``peers.json`` to ``--output``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -287,12 +290,28 @@ def serve(arguments: list[str]) -> None:
     for line in sys.stdin:
         request = json.loads(line)
         torch.set_num_threads(request["threads"])
-        times = []
+        times, peaks = [], []
         for _ in range(request["calls"]):
+            gc.collect()
+            before = reset_peak_memory()
             started = time.perf_counter()
             calls[request["structure"]]()
             times.append(time.perf_counter() - started)
-        print(json.dumps(times), file=protocol, flush=True)
+            peaks.append(process_memory_kb("VmHWM") - before)
+        print(json.dumps({"times": times, "peaks_kb": peaks}), file=protocol, flush=True)
+
+
+def process_memory_kb(field: str) -> int:
+    """VmRSS (resident now) or VmHWM (peak resident since the last reset) of this process, in KB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def reset_peak_memory() -> int:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM to VmRSS); returns the RSS it starts from."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return process_memory_kb("VmRSS")
 
 
 # ---------------------------------------------------------------- driver
@@ -316,7 +335,8 @@ class Worker:
             raise SystemExit(f"benchmark_peers: worker '{self.label}' died (exit {self.process.wait()})")
         return json.loads(line)
 
-    def time(self, name: str, threads: int, calls: int) -> list[float]:
+    def time(self, name: str, threads: int, calls: int) -> dict:
+        """{"times": seconds per call, "peaks_kb": each call's peak RSS above the RSS before it}."""
         self.process.stdin.write(json.dumps({"structure": name, "threads": threads, "calls": calls}) + "\n")
         self.process.stdin.flush()
         return self.receive()
@@ -377,9 +397,12 @@ def main() -> None:
             for worker, cell in timed:
                 worker.time(*cell, arguments.warmup)
             times = {(w.label, cell): [] for w, cell in timed}
+            peaks = {(w.label, cell): [] for w, cell in timed}
             for round_index in range(arguments.repeats):
                 for worker, cell in timed:
-                    times[worker.label, cell] += worker.time(*cell, 1)
+                    measured = worker.time(*cell, 1)
+                    times[worker.label, cell] += measured["times"]
+                    peaks[worker.label, cell] += measured["peaks_kb"]
                 print(f"[{model_name} {dtype_name}] round {round_index + 1}/{arguments.repeats} done", flush=True)
             for worker in workers:
                 worker.close()
@@ -393,6 +416,7 @@ def main() -> None:
                     "parameters": worker.info["parameters"]["_".join(type_names(name))], "edges": worker.info["edges"][name],
                     "compile_s": worker.info["compile_s"], "flop_floor_gflop": floors[name] / 1e9 if floors else None,
                     "floor_ms": floor_ms, "time_over_floor": median_ms / floor_ms if floors else None,
+                    "peak_kb_per_atom": statistics.median(peaks[worker.label, (name, threads)]) / len(structure(name)),
                 })
             write_report(arguments.output, rows, ceilings)  # partial results survive an interrupted run
     write_report(arguments.output, rows, ceilings)
@@ -439,6 +463,15 @@ def write_report(output: Path, rows: list[dict], ceilings: dict) -> None:
             lines.append(f"| {name} ({first['edges']}) | {dtype_name} | {threads} | {floor} | " + " | ".join(
                 f"{cell[i]['median_ms']:.0f}" + (f" ({cell[i]['time_over_floor']:.1f}x)" if first["floor_ms"] else "")
                 if i in cell else "—" for i in implementations) + f" | {ratio} |")
+        lines += ["", f"Peak memory of one call, KB per atom ({model_name}; the process's peak RSS above its RSS "
+                  "before the call, median over the calls):", ""]
+        lines.append("| structure | dtype | threads | " + " | ".join(implementations) + " |")
+        lines.append("|---" * (len(implementations) + 3) + "|")
+        for name, dtype_name, threads in cells:
+            cell = {r["implementation"]: r for r in selected
+                    if (r["structure"], r["dtype"], r["threads"]) == (name, dtype_name, threads)}
+            lines.append(f"| {name} | {dtype_name} | {threads} | " + " | ".join(
+                f"{cell[i]['peak_kb_per_atom']:.0f}" if i in cell else "—" for i in implementations) + " |")
         lines.append("")
     (output / "peers.md").write_text("\n".join(lines))
     print("\n".join(lines))

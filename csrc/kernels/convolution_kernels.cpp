@@ -103,8 +103,8 @@ inline T dot(const T* p, const T* q, int64_t mul) {
 }
 
 template <typename T>
-void forward_range(const Problem<T>& p, const T* x, const T* sh, const T* w, const int64_t* receiver_ptr,
-                   int64_t begin, int64_t end, T* out, T* scratch) {
+void forward_range(const Problem<T>& p, const T* x, const T* sh, const T* w, WeightRows rows,
+                   const int64_t* receiver_ptr, int64_t begin, int64_t end, T* out, T* scratch) {
   constexpr int64_t B = kLanes<T>;
   for (int64_t r = begin; r < end; ++r) {
     T* out_row = out + r * p.num_out_features;
@@ -113,7 +113,7 @@ void forward_range(const Problem<T>& p, const T* x, const T* sh, const T* w, con
     }
     for (int64_t e = receiver_ptr[r]; e < receiver_ptr[r + 1]; ++e) {
       const T* x_row = x + p.sender[e] * p.num_in_features;
-      const T* w_row = w + e * p.num_weights;
+      const T* w_row = w + (e - rows.first) * p.num_weights;
       edge_couplings(p, sh + e * p.num_sh, scratch);
       for (int64_t n = 0; n < p.num_paths; ++n) {
         const Path& path = p.paths[n];
@@ -135,7 +135,7 @@ void forward_range(const Problem<T>& p, const T* x, const T* sh, const T* w, con
 }
 
 template <typename T>
-void backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T* sh, const T* w,
+void backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T* sh, const T* w, WeightRows rows,
                     const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,
                     T* grad_x, T* grad_sh, T* grad_w, T* scratch) {
   constexpr int64_t B = kLanes<T>;
@@ -149,12 +149,13 @@ void backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T*
     for (int64_t position = sender_ptr[s]; position < sender_ptr[s + 1]; ++position) {
       const int64_t e = sender_edges[position];
       const T* g_row = grad_out + p.receiver[e] * p.num_out_features;
-      const T* w_row = w + e * p.num_weights;
+      const int64_t weight_row = (rows.by_position ? position : e) - rows.first;
+      const T* w_row = w + weight_row * p.num_weights;
       T* grad_sh_row = grad_sh + e * p.num_sh;
       for (int64_t c = 0; c < p.num_sh; ++c) {
         grad_sh_row[c] = 0;
       }
-      T* grad_w_row = grad_w + e * p.num_weights;
+      T* grad_w_row = grad_w + weight_row * p.num_weights;
       edge_couplings(p, sh + e * p.num_sh, scratch);
       for (int64_t n = 0; n < p.num_paths; ++n) {
         const Path& path = p.paths[n];
@@ -193,26 +194,28 @@ void backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T*
 
 }  // namespace
 
-void forward(const Problem<float>& p, const float* x, const float* sh, const float* w, const int64_t* receiver_ptr,
-             int64_t begin, int64_t end, float* out, float* scratch) {
-  forward_range(p, x, sh, w, receiver_ptr, begin, end, out, scratch);
+void forward(const Problem<float>& p, const float* x, const float* sh, const float* w, WeightRows rows,
+             const int64_t* receiver_ptr, int64_t begin, int64_t end, float* out, float* scratch) {
+  forward_range(p, x, sh, w, rows, receiver_ptr, begin, end, out, scratch);
 }
 
-void forward(const Problem<double>& p, const double* x, const double* sh, const double* w,
+void forward(const Problem<double>& p, const double* x, const double* sh, const double* w, WeightRows rows,
              const int64_t* receiver_ptr, int64_t begin, int64_t end, double* out, double* scratch) {
-  forward_range(p, x, sh, w, receiver_ptr, begin, end, out, scratch);
+  forward_range(p, x, sh, w, rows, receiver_ptr, begin, end, out, scratch);
 }
 
 void backward(const Problem<float>& p, const float* grad_out, const float* x, const float* sh, const float* w,
-              const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end, float* grad_x,
-              float* grad_sh, float* grad_w, float* scratch) {
-  backward_range(p, grad_out, x, sh, w, sender_ptr, sender_edges, begin, end, grad_x, grad_sh, grad_w, scratch);
+              WeightRows rows, const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,
+              float* grad_x, float* grad_sh, float* grad_w, float* scratch) {
+  backward_range(p, grad_out, x, sh, w, rows, sender_ptr, sender_edges, begin, end, grad_x, grad_sh, grad_w,
+                 scratch);
 }
 
 void backward(const Problem<double>& p, const double* grad_out, const double* x, const double* sh, const double* w,
-              const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end, double* grad_x,
-              double* grad_sh, double* grad_w, double* scratch) {
-  backward_range(p, grad_out, x, sh, w, sender_ptr, sender_edges, begin, end, grad_x, grad_sh, grad_w, scratch);
+              WeightRows rows, const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,
+              double* grad_x, double* grad_sh, double* grad_w, double* scratch) {
+  backward_range(p, grad_out, x, sh, w, rows, sender_ptr, sender_edges, begin, end, grad_x, grad_sh, grad_w,
+                 scratch);
 }
 
 }  // namespace MLIPKIT_ISA

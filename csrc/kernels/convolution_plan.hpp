@@ -61,6 +61,15 @@ struct Problem {
   const int64_t* receiver;    // [E]
 };
 
+// Where an edge's row of edge weights (and of their gradient) is: row
+// (by_position ? position in the sender's edge list : edge) - first. The plain
+// op passes whole [E, W] tensors (first 0, by edge); the op with the radial MLP
+// inside passes the rows of one tile of edges it has just computed.
+struct WeightRows {
+  int64_t first;
+  bool by_position;
+};
+
 // Scratch each thread needs, in elements of T: scratch_size coupling values,
 // then (backward) the weighted output gradient of one path, [2l3+1][mul].
 
@@ -68,19 +77,21 @@ struct Problem {
 // forward: rows [begin, end) of out; edges of node r are [receiver_ptr[r], receiver_ptr[r+1]).
 // backward: rows [begin, end) of grad_x, and the grad_sh / grad_w rows of the edges those
 // nodes send, sender_edges[sender_ptr[s] .. sender_ptr[s+1]) in increasing edge order.
+// Forward weight rows are by edge (rows.by_position is ignored).
 #define MLIPKIT_DECLARE_CONVOLUTION_KERNELS(NS)                                                        \
   namespace NS {                                                                                      \
-  void forward(const Problem<float>& p, const float* x, const float* sh, const float* w,             \
-               const int64_t* receiver_ptr, int64_t begin, int64_t end, float* out, float* scratch); \
-  void forward(const Problem<double>& p, const double* x, const double* sh, const double* w,         \
-               const int64_t* receiver_ptr, int64_t begin, int64_t end, double* out, double* scratch); \
-  void backward(const Problem<float>& p, const float* grad_out, const float* x, const float* sh,     \
-                const float* w, const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, \
-                int64_t end, float* grad_x, float* grad_sh, float* grad_w, float* scratch);          \
-  void backward(const Problem<double>& p, const double* grad_out, const double* x, const double* sh, \
-                const double* w, const int64_t* sender_ptr, const int64_t* sender_edges,             \
-                int64_t begin, int64_t end, double* grad_x, double* grad_sh, double* grad_w,         \
-                double* scratch);                                                                     \
+  void forward(const Problem<float>& p, const float* x, const float* sh, const float* w, WeightRows rows, \
+               const int64_t* receiver_ptr, int64_t begin, int64_t end, float* out, float* scratch);        \
+  void forward(const Problem<double>& p, const double* x, const double* sh, const double* w,                \
+               WeightRows rows, const int64_t* receiver_ptr, int64_t begin, int64_t end, double* out,        \
+               double* scratch);                                                                             \
+  void backward(const Problem<float>& p, const float* grad_out, const float* x, const float* sh,            \
+                const float* w, WeightRows rows, const int64_t* sender_ptr, const int64_t* sender_edges,     \
+                int64_t begin, int64_t end, float* grad_x, float* grad_sh, float* grad_w, float* scratch);   \
+  void backward(const Problem<double>& p, const double* grad_out, const double* x, const double* sh,        \
+                const double* w, WeightRows rows, const int64_t* sender_ptr, const int64_t* sender_edges,    \
+                int64_t begin, int64_t end, double* grad_x, double* grad_sh, double* grad_w,                 \
+                double* scratch);                                                                            \
   }
 
 MLIPKIT_DECLARE_CONVOLUTION_KERNELS(baseline)

@@ -1,4 +1,4 @@
-"""The fused convolution op planned from an e3nn channelwise ("uvu") tensor product.
+"""The fused convolution ops planned from an e3nn channelwise ("uvu") tensor product.
 
 ``FusedConvolution(tp)(x, edge_sh, edge_weights, edge_index)`` equals
 ``segment_sum(tp(x[sender], edge_sh, edge_weights), receiver)``: the same
@@ -6,12 +6,15 @@ instructions, weight layout and path normalisation, with the Clebsch-Gordan
 blocks taken from e3nn's Wigner 3j symbols at construction. The kernel works
 components-outer, channels-inner, so node features are permuted into that
 layout on the way in and back on the way out (cheap: per node, not per edge).
+``with_radial_mlp`` takes the radial MLP and its inputs instead of the edge
+weights, which the kernel then makes tile by tile and never stores.
 """
 
 from __future__ import annotations
 
 import torch
 from e3nn import o3
+from e3nn.nn import FullyConnectedNet
 from torch import nn
 
 from mlipkit import ops
@@ -23,6 +26,21 @@ def component_major_columns(irreps: o3.Irreps) -> torch.Tensor:
     for (mul, ir), block in zip(irreps, irreps.slices()):
         columns.append(block.start + torch.arange(mul * ir.dim).view(mul, ir.dim).t().reshape(-1))
     return torch.cat(columns) if columns else torch.zeros(0, dtype=torch.long)
+
+
+def mlp_operands(mlp: FullyConnectedNet) -> tuple[torch.Tensor, list[int], float]:
+    """e3nn's MLP as the radial op takes it: its weight matrices scaled as its layers scale them, flattened;
+    the widths; the factor after each hidden activation (normalize2mom's constant)."""
+    weights, scale = [], 1.0
+    for index, layer in enumerate(mlp):
+        if layer.act is not None:
+            weights.append(layer.weight / (layer.h_in * layer.var_in) ** 0.5)
+            scale = (1.0 if layer.act._is_id else layer.act.cst) * layer.var_out**0.5
+        else:
+            if index != len(mlp) - 1:
+                raise ValueError("the radial convolution takes MLPs whose hidden layers all have an activation")
+            weights.append(layer.weight / (layer.h_in * layer.var_in / layer.var_out) ** 0.5)
+    return torch.cat([w.reshape(-1) for w in weights]), list(mlp.hs), scale
 
 
 class FusedConvolution(nn.Module):
@@ -68,5 +86,23 @@ class FusedConvolution(nn.Module):
         x = node_features.index_select(1, self.in_columns)
         out = ops.tensor_product_convolution(
             x, edge_sh, edge_weights, edge_index, self.couplings, self.paths, self.num_out_features
+        )
+        return out.index_select(1, self.out_columns)
+
+    def with_radial_mlp(
+        self,
+        node_features: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        mlp: FullyConnectedNet,
+        activation: str,
+        edge_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """``forward(node_features, edge_sh, mlp(edge_radial), edge_index)``, the MLP run inside the kernel."""
+        mlp_weights, widths, scale = mlp_operands(mlp)
+        x = node_features.index_select(1, self.in_columns)
+        out = ops.radial_convolution(
+            x, edge_sh, edge_radial, mlp_weights, widths, activation, scale,
+            edge_index, self.couplings, self.paths, self.num_out_features,
         )
         return out.index_select(1, self.out_columns)

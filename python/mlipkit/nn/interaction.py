@@ -30,7 +30,8 @@ class Convolution(nn.Module):
     power ``normalization_exponent`` (NequIP: 1/2, MACE: 1).
     ``tensor_product_kernel`` "fused" does gather, tensor product and sum in
     one C++ op on CPU tensors; "e3nn" (and any other device) runs e3nn's
-    tensor product and a separate scatter, the reference path.
+    tensor product and a separate scatter, the reference path. The fused op
+    also runs the radial MLP inside, so the per-edge weights are never stored.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class Convolution(nn.Module):
         self.radial = radial_mlp(
             num_radial, radial_hidden, self.tensor_product.weight_numel, radial_activation, radial_variance_scale
         )
+        self.radial_activation = radial_activation
         self.linear_out = Linear(irreps_mid.simplify(), irreps_out)
         self.self_connection = (
             NodeAttributeLinear(irreps_in, irreps_node_attrs, irreps_out) if self_connection else None
@@ -85,10 +87,10 @@ class Convolution(nn.Module):
         edge_index: torch.Tensor,
     ) -> torch.Tensor:
         x = self.linear_in(node_features)
-        edge_weights = self.radial(edge_radial)
         if self.tensor_product_kernel == "fused" and x.device.type == "cpu":
-            aggregated = self.fused(x, edge_sh, edge_weights, edge_index)
+            aggregated = self.fused.with_radial_mlp(x, edge_sh, edge_radial, self.radial, self.radial_activation, edge_index)
         else:
+            edge_weights = self.radial(edge_radial)
             messages = self.tensor_product(x.index_select(0, edge_index[0]), edge_sh, edge_weights)
             aggregated = sum_into_segments(messages, edge_index[1], x.shape[0], self.deterministic_scatter)
         out = self.linear_out(aggregated * self.message_scale)

@@ -6,12 +6,14 @@ from mlipkit.ops.library import (
     kernel_isa,
     library_path,
     load_library,
+    radial_convolution,
     segment_gather,
     segment_sum,
     tensor_product_convolution,
 )
 from mlipkit.ops.reference import (
     channelwise_polynomial_reference,
+    radial_convolution_reference,
     segment_gather_reference,
     segment_sum_reference,
     tensor_product_convolution_reference,
@@ -24,6 +26,8 @@ __all__ = [
     "kernel_isa",
     "library_path",
     "load_library",
+    "radial_convolution",
+    "radial_convolution_reference",
     "segment_gather",
     "segment_gather_reference",
     "segment_sum",

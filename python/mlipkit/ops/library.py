@@ -60,6 +60,42 @@ def tensor_product_convolution(
     )
 
 
+def radial_convolution(
+    node_features: torch.Tensor,
+    edge_sh: torch.Tensor,
+    edge_radial: torch.Tensor,
+    mlp_weights: torch.Tensor,
+    mlp_widths: list[int],
+    activation: str,
+    activation_scale: float,
+    edge_index: torch.Tensor,
+    couplings: torch.Tensor,
+    paths: list[int],
+    num_out_features: int,
+) -> torch.Tensor:
+    """``tensor_product_convolution`` with the edge weights made inside, tile by tile, by the radial MLP
+    (see csrc/kernels/radial_convolution.cpp): the [E, W] weights are never stored.
+
+    ``mlp_weights`` holds the MLP's normalised weight matrices ([widths[i], widths[i + 1]],
+    row-major) one after another; hidden layers apply ``activation`` and multiply by
+    ``activation_scale``.
+    """
+    load_library()
+    return torch.ops.mlipkit.radial_convolution(
+        node_features,
+        edge_sh,
+        edge_radial,
+        mlp_weights,
+        mlp_widths,
+        activation,
+        activation_scale,
+        edge_index,
+        couplings,
+        paths,
+        num_out_features,
+    )
+
+
 def channelwise_polynomial(
     features: torch.Tensor,
     node_weights: torch.Tensor,

@@ -44,6 +44,30 @@ def tensor_product_convolution_reference(
     return out.index_add(0, receiver, messages)
 
 
+def radial_convolution_reference(
+    node_features: torch.Tensor,
+    edge_sh: torch.Tensor,
+    edge_radial: torch.Tensor,
+    mlp_weights: torch.Tensor,
+    mlp_widths: list[int],
+    activation: str,
+    activation_scale: float,
+    edge_index: torch.Tensor,
+    couplings: torch.Tensor,
+    paths: list[int],
+    num_out_features: int,
+) -> torch.Tensor:
+    """The radial MLP on every edge, then the convolution reference."""
+    act = getattr(torch.nn.functional, {"swish": "silu"}.get(activation, activation))
+    h, offset = edge_radial, 0
+    for index, (rows, columns) in enumerate(zip(mlp_widths, mlp_widths[1:])):
+        h = h @ mlp_weights[offset : offset + rows * columns].view(rows, columns)
+        offset += rows * columns
+        if index < len(mlp_widths) - 2:
+            h = act(h) * activation_scale
+    return tensor_product_convolution_reference(node_features, edge_sh, h, edge_index, couplings, paths, num_out_features)
+
+
 def channelwise_polynomial_reference(
     features: torch.Tensor,
     node_weights: torch.Tensor,
