@@ -152,16 +152,19 @@ def test_bitwise_independent_of_thread_count(dtype):
         assert torch.equal(one, many)
 
 
+#: name: (number of nodes, edge_index)
+SMALL_AND_EMPTY_GRAPHS = {
+    "one atom, no edges": (1, torch.zeros(2, 0, dtype=torch.long)),
+    "one atom, a self-edge": (1, torch.zeros(2, 1, dtype=torch.long)),
+    "atoms, no edges": (5, torch.zeros(2, 0, dtype=torch.long)),
+    "no atoms": (0, torch.zeros(2, 0, dtype=torch.long)),
+}
+
+
 def test_small_and_empty_graphs():
     convolution = convolutions_of(build("nequip_parity_l2"))[-1]
     reference = lambda *a: e3nn_convolution(convolution, *a)  # noqa: E731
-    cases = {
-        "one atom, no edges": (1, torch.zeros(2, 0, dtype=torch.long)),
-        "one atom, a self-edge": (1, torch.zeros(2, 1, dtype=torch.long)),
-        "atoms, no edges": (5, torch.zeros(2, 0, dtype=torch.long)),
-        "no atoms": (0, torch.zeros(2, 0, dtype=torch.long)),
-    }
-    for name, (num_nodes, edge_index) in cases.items():
+    for name, (num_nodes, edge_index) in SMALL_AND_EMPTY_GRAPHS.items():
         x, sh, w = (t.requires_grad_(True) for t in operands(convolution, num_nodes, edge_index, torch.float64, 5))
         out = convolution.fused(x, sh, w, edge_index)
         expected = reference(x, sh, w, edge_index)

@@ -12,7 +12,8 @@ atoms, 1 g/cm³), r_max 5 Å. Energy+forces calls are timed without the
 neighbour list (each worker builds its graph once), after warm-up, in rounds
 that visit every worker in turn, so machine noise hits all of them alike; the
 table gives the median of ``--repeats`` calls. Each call's peak memory (the
-worker's peak RSS, reset before the call, above its RSS before the call) is
+worker's peak RSS, reset before the call, above its RSS before the call, once
+glibc has returned freed memory) is
 reported per atom in a second table.
 
 Implementations: mlipkit eager on its reference path (e3nn's tensor product;
@@ -41,6 +42,7 @@ Writes ``peers.md`` and ``peers.json`` to ``--output``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -141,7 +143,7 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
         types = tuple(type_names(name))
         if types not in models:
             models[types] = mlipkit.build_model(model_name, dtype=dtype, type_names=list(types), seed=0,
-                                                **mlipkit_options(model_name, kernel))
+                                                **mlipkit_options(model_name, kernel)).eval()
             info["parameters"]["_".join(types)] = sum(p.numel() for p in models[types].parameters() if p.requires_grad)
         model = models[types]
         graph = graph_from_atoms(structure(name), R_MAX, list(types), dtype)
@@ -157,12 +159,16 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
             counted.load_state_dict(model.state_dict())
             with FlopCounterMode(display=False) as counter:  # dense matmuls; the custom ops are not counted
                 counted.core(graph, inputs[2], torch.linalg.norm(inputs[2], dim=1))
-            coupling_flops = sum(num_edges * module.fused.flops_per_edge
-                                 for module in model.modules() if isinstance(module, Convolution))
+            convolutions = [module for module in model.modules() if isinstance(module, Convolution)]
+            coupling_flops = sum(num_edges * module.fused.flops_per_edge for module in convolutions)
+            # the radial MLPs run inside the convolution op, out of the counter's sight
+            radial_mlp_flops = sum(2 * num_edges * sum(a * b for a, b in zip(module.radial.hs, module.radial.hs[1:]))
+                                   for module in convolutions)
             num_nodes = int(inputs[0].shape[0]) + len(types)  # the isolated-atom reference nodes too
             contraction_flops = sum(num_nodes * module.flops_per_node
                                     for module in model.modules() if isinstance(module, SymmetricContraction))
-            info["flop_floor"][name] = 2 * counter.get_total_flops() + 4 * coupling_flops + contraction_flops
+            info["flop_floor"][name] = (2 * (counter.get_total_flops() + radial_mlp_flops) + 4 * coupling_flops
+                                        + contraction_flops)
         if kernel == "aotinductor":
             artifact_path = directory / f"{model_name}_{'_'.join(types)}_{dtype_name}.pt2"
             if not artifact_path.exists():
@@ -308,7 +314,11 @@ def process_memory_kb(field: str) -> int:
 
 
 def reset_peak_memory() -> int:
-    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM to VmRSS); returns the RSS it starts from."""
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM to VmRSS); returns the RSS it starts from.
+
+    glibc keeps freed memory resident, which would hide the next call's peak inside the previous one's;
+    malloc_trim hands it back first."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
     return process_memory_kb("VmRSS")

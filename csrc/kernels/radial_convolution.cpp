@@ -210,11 +210,6 @@ std::vector<int64_t> node_tiles(const std::vector<int64_t>& ptr) {
   return starts;
 }
 
-template <typename T>
-at::Tensor wrap_rows(T* data, int64_t rows, int64_t columns, const at::TensorOptions& options) {
-  return at::from_blob(data, {rows, columns}, options);
-}
-
 // ---------------------------------------------------------------- CPU ops
 
 at::Tensor radial_convolution_cpu(const at::Tensor& node_features, const at::Tensor& edge_sh,
