@@ -41,34 +41,12 @@ namespace {
 
 constexpr const char* kOp = "mlipkit::tensor_product_convolution";
 
-void check_operands(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w, const at::Tensor& edge_index) {
-  TORCH_CHECK(x.dim() == 2, kOp, ": node_features must be [N, F], got shape ", x.sizes());
-  TORCH_CHECK(sh.dim() == 2, kOp, ": edge_sh must be [E, S], got shape ", sh.sizes());
-  TORCH_CHECK(w.dim() == 2, kOp, ": edge_weights must be [E, W], got shape ", w.sizes());
-  TORCH_CHECK(edge_index.dim() == 2 && edge_index.size(0) == 2, kOp, ": edge_index must be [2, E], got shape ",
-              edge_index.sizes());
-  TORCH_CHECK(edge_index.scalar_type() == at::kLong, kOp, ": edge_index must be int64, got ",
-              edge_index.scalar_type());
-  const int64_t num_edges = edge_index.size(1);
-  TORCH_CHECK(sh.size(0) == num_edges && w.size(0) == num_edges, kOp, ": edge_index has ", num_edges,
-              " edges but edge_sh has ", sh.size(0), " rows and edge_weights ", w.size(0));
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, kOp,
-              ": node_features must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(sh.scalar_type() == x.scalar_type() && w.scalar_type() == x.scalar_type(), kOp,
-              ": node_features, edge_sh and edge_weights must have one dtype, got ", x.scalar_type(), ", ",
-              sh.scalar_type(), ", ", w.scalar_type());
-  for (const at::Tensor* t : {&x, &sh, &w, &edge_index}) {
-    TORCH_CHECK(t->device().is_cpu(), kOp, ": this build has CPU kernels only, got a tensor on ", t->device());
-  }
-}
-
-
 // ---------------------------------------------------------------- CPU ops
 
 at::Tensor convolution_cpu(const at::Tensor& node_features, const at::Tensor& edge_sh, const at::Tensor& edge_weights,
                            const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths,
                            int64_t num_out_features) {
-  check_operands(node_features, edge_sh, edge_weights, edge_index);
+  check_operands(kOp, node_features, {{"edge_sh", edge_sh}, {"edge_weights", edge_weights}}, {}, edge_index);
   TORCH_CHECK(num_out_features >= 0, kOp, ": num_out_features must be >= 0, got ", num_out_features);
   const auto x = node_features.contiguous();
   const auto sh = edge_sh.contiguous();
@@ -97,7 +75,7 @@ at::Tensor convolution_cpu(const at::Tensor& node_features, const at::Tensor& ed
 std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& node_features, const at::Tensor& edge_sh,
     const at::Tensor& edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths) {
-  check_operands(node_features, edge_sh, edge_weights, edge_index);
+  check_operands(kOp, node_features, {{"edge_sh", edge_sh}, {"edge_weights", edge_weights}}, {}, edge_index);
   TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == node_features.size(0), kOp,
               "_backward: grad_out must be [N, F_out] with N = ", node_features.size(0), ", got shape ",
               grad_out.sizes());

@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <initializer_list>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -202,6 +204,54 @@ class Plan {
 
 // ---------------------------------------------------------------- checks
 
+
+// An operand as the op's messages name it.
+struct Operand {
+  const char* name;
+  at::Tensor tensor;
+};
+
+// node_features [N, F] (float32 or float64) and the per-edge operands [E, columns] (edge_sh first) against
+// edge_index [2, E] int64; they and `others` share one dtype; all on the CPU.
+inline void check_operands(const char* op, const at::Tensor& x, std::initializer_list<Operand> edge_operands,
+                           std::initializer_list<Operand> others, const at::Tensor& edge_index) {
+  TORCH_CHECK(x.dim() == 2, op, ": node_features must be [N, F], got shape ", x.sizes());
+  for (const Operand& operand : edge_operands) {
+    TORCH_CHECK(operand.tensor.dim() == 2, op, ": ", operand.name, " must be [E, columns], got shape ",
+                operand.tensor.sizes());
+  }
+  TORCH_CHECK(edge_index.dim() == 2 && edge_index.size(0) == 2, op, ": edge_index must be [2, E], got shape ",
+              edge_index.sizes());
+  TORCH_CHECK(edge_index.scalar_type() == at::kLong, op, ": edge_index must be int64, got ",
+              edge_index.scalar_type());
+  const int64_t num_edges = edge_index.size(1);
+  std::vector<Operand> typed(edge_operands);
+  std::string rows;
+  bool rows_match = true;
+  for (size_t i = 0; i < typed.size(); ++i) {
+    const int64_t size = typed[i].tensor.size(0);
+    rows += i == 0 ? c10::str(" edges but ", typed[i].name, " has ", size, " rows") : c10::str(" and ", typed[i].name, " ", size);
+    rows_match = rows_match && size == num_edges;
+  }
+  TORCH_CHECK(rows_match, op, ": edge_index has ", num_edges, rows);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": node_features must be float32 or float64, got ", x.scalar_type());
+  typed.insert(typed.end(), others.begin(), others.end());
+  std::string names = "node_features", dtypes = c10::str(x.scalar_type());
+  bool dtypes_match = true;
+  for (size_t i = 0; i < typed.size(); ++i) {
+    names += c10::str(i + 1 == typed.size() ? " and " : ", ", typed[i].name);
+    dtypes += c10::str(", ", typed[i].tensor.scalar_type());
+    dtypes_match = dtypes_match && typed[i].tensor.scalar_type() == x.scalar_type();
+  }
+  TORCH_CHECK(dtypes_match, op, ": ", names, " must have one dtype, got ", dtypes);
+  typed.push_back(Operand{"node_features", x});
+  typed.push_back(Operand{"edge_index", edge_index});
+  for (const Operand& operand : typed) {
+    TORCH_CHECK(operand.tensor.device().is_cpu(), op, ": this build has CPU kernels only, got a tensor on ",
+                operand.tensor.device());
+  }
+}
 
 inline void check_senders(const char* kOp, const int64_t* sender, int64_t num_edges, int64_t num_nodes) {
   for (int64_t e = 0; e < num_edges; ++e) {

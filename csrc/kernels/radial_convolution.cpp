@@ -166,29 +166,6 @@ at::Tensor flat_weight_gradient(const std::vector<at::Tensor>& grad_weights) {
 
 // ---------------------------------------------------------------- checks and tiles
 
-void check_radial_operands(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& radial,
-                           const at::Tensor& flat, const at::Tensor& edge_index) {
-  TORCH_CHECK(x.dim() == 2, kRadialOp, ": node_features must be [N, F], got shape ", x.sizes());
-  TORCH_CHECK(sh.dim() == 2, kRadialOp, ": edge_sh must be [E, S], got shape ", sh.sizes());
-  TORCH_CHECK(radial.dim() == 2, kRadialOp, ": edge_radial must be [E, R], got shape ", radial.sizes());
-  TORCH_CHECK(edge_index.dim() == 2 && edge_index.size(0) == 2, kRadialOp, ": edge_index must be [2, E], got shape ",
-              edge_index.sizes());
-  TORCH_CHECK(edge_index.scalar_type() == at::kLong, kRadialOp, ": edge_index must be int64, got ",
-              edge_index.scalar_type());
-  const int64_t num_edges = edge_index.size(1);
-  TORCH_CHECK(sh.size(0) == num_edges && radial.size(0) == num_edges, kRadialOp, ": edge_index has ", num_edges,
-              " edges but edge_sh has ", sh.size(0), " rows and edge_radial ", radial.size(0));
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, kRadialOp,
-              ": node_features must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(sh.scalar_type() == x.scalar_type() && radial.scalar_type() == x.scalar_type() &&
-                  flat.scalar_type() == x.scalar_type(),
-              kRadialOp, ": node_features, edge_sh, edge_radial and mlp_weights must have one dtype, got ",
-              x.scalar_type(), ", ", sh.scalar_type(), ", ", radial.scalar_type(), ", ", flat.scalar_type());
-  for (const at::Tensor* t : {&x, &sh, &radial, &flat, &edge_index}) {
-    TORCH_CHECK(t->device().is_cpu(), kRadialOp, ": this build has CPU kernels only, got a tensor on ", t->device());
-  }
-}
-
 void check_mlp_input(const at::Tensor& radial, at::IntArrayRef widths) {
   TORCH_CHECK(widths.front() == radial.size(1), kRadialOp, ": the MLP takes ", widths.front(),
               " radial features but edge_radial has ", radial.size(1));
@@ -217,7 +194,8 @@ at::Tensor radial_convolution_cpu(const at::Tensor& node_features, const at::Ten
                                   at::IntArrayRef mlp_widths, c10::string_view activation, double activation_scale,
                                   const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths,
                                   int64_t num_out_features) {
-  check_radial_operands(node_features, edge_sh, edge_radial, mlp_weights, edge_index);
+  check_operands(kRadialOp, node_features, {{"edge_sh", edge_sh}, {"edge_radial", edge_radial}},
+                 {{"mlp_weights", mlp_weights}}, edge_index);
   TORCH_CHECK(num_out_features >= 0, kRadialOp, ": num_out_features must be >= 0, got ", num_out_features);
   const auto x = node_features.contiguous();
   const auto sh = edge_sh.contiguous();
@@ -259,7 +237,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> radial_convolution_ba
     const at::Tensor& edge_radial, const at::Tensor& mlp_weights, at::IntArrayRef mlp_widths,
     c10::string_view activation, double activation_scale, const at::Tensor& edge_index, const at::Tensor& couplings,
     at::IntArrayRef paths, bool weight_gradients) {
-  check_radial_operands(node_features, edge_sh, edge_radial, mlp_weights, edge_index);
+  check_operands(kRadialOp, node_features, {{"edge_sh", edge_sh}, {"edge_radial", edge_radial}},
+                 {{"mlp_weights", mlp_weights}}, edge_index);
   TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == node_features.size(0), kRadialOp,
               "_backward: grad_out must be [N, F_out] with N = ", node_features.size(0), ", got shape ",
               grad_out.sizes());
