@@ -121,6 +121,62 @@ def test_force_training_derivatives_match_the_reference():
         assert relative(a, b) <= 1e-12
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_force_training_loss_gradient_matches_the_reference(activation):
+    """Forces with create_graph (the MLP weights not asked for), then the loss's gradient without a graph (the
+    plain op's fused double backward inside), against the reference and by finite differences."""
+    convolution = standalone_convolution(3, [7, 5], activation, max_ell=2)
+    edge_index = random_graph(6, 40, seed=7, isolated=(4,))
+    base = (*radial_operands(convolution, 6, edge_index, seed=8), mlp_operands(convolution.radial)[0].detach())
+
+    def forces_like(function):
+        def first(x, sh, radial, weights):
+            energy = function(x, sh, radial, weights).pow(2).sum()
+            return torch.autograd.grad(energy, (x, sh, radial), create_graph=True)
+        return first
+
+    def loss_gradient(function):
+        inputs = tuple(t.clone().requires_grad_(True) for t in base)
+        first = forces_like(function)(*inputs)
+        loss = sum((g * g.detach().sin()).sum() for g in first)
+        return (*first, *torch.autograd.grad(loss, inputs))
+
+    op, reference = op_and_reference(convolution, edge_index)
+    for a, b in zip(loss_gradient(op), loss_gradient(reference)):
+        assert relative(a, b) <= 1e-11
+    inputs = tuple(t.clone().requires_grad_(True) for t in base)
+    assert torch.autograd.gradcheck(forces_like(op), inputs)
+
+
+def test_plain_double_backward_op_equals_six_calls():
+    """tensor_product_convolution_double_backward = the three forward and three backward calls it replaces."""
+    convolution = standalone_convolution(5, [4])
+    edge_index = random_graph(7, 60, seed=9, isolated=(3,))
+    fused = convolution.fused
+    plan = (edge_index, fused.couplings, fused.paths)
+    generator = torch.Generator().manual_seed(9)
+    x, sh, _ = radial_operands(convolution, 7, edge_index, seed=9)
+    w = torch.randn(60, convolution.tensor_product.weight_numel, generator=generator, dtype=torch.float64)
+    g = torch.randn(7, fused.num_out_features, generator=generator, dtype=torch.float64)
+    dx, dsh, dw = (torch.randn(t.shape, generator=generator, dtype=torch.float64) for t in (x, sh, w))
+    forward = lambda a, b, c: ops.tensor_product_convolution(a, b, c, *plan, fused.num_out_features)
+    backward = lambda a, b, c: torch.ops.mlipkit.tensor_product_convolution_backward(g, a, b, c, *plan)
+    expected = (
+        forward(dx, sh, w) + forward(x, dsh, w) + forward(x, sh, dw),
+        backward(x, dsh, w)[0] + backward(x, sh, dw)[0],
+        backward(dx, sh, w)[1] + backward(x, sh, dw)[1],
+        backward(dx, sh, w)[2] + backward(x, dsh, w)[2],
+        backward(x, sh, w)[2],
+    )
+    arguments = (g, x, sh, w, dx, dsh, dw, *plan)
+    result = torch.ops.mlipkit.tensor_product_convolution_double_backward(*arguments, True)
+    for a, b in zip(result, expected):
+        assert relative(a, b) <= 1e-12
+    assert result[4].shape == w.shape
+    assert torch.ops.mlipkit.tensor_product_convolution_double_backward(*arguments, False)[4].numel() == 0
+    torch.library.opcheck(torch.ops.mlipkit.tensor_product_convolution_double_backward.default, (*arguments, True))
+
+
 def test_opcheck():
     convolution = standalone_convolution(3, [6])
     edge_index = random_graph(5, 12, seed=5)

@@ -14,7 +14,11 @@ that visit every worker in turn, so machine noise hits all of them alike; the
 table gives the median of ``--repeats`` calls. Each call's peak memory (the
 worker's peak RSS, reset before the call, above its RSS before the call, once
 glibc has returned freed memory) is
-reported per atom in a second table.
+reported per atom in a second table. The eager implementations also time a
+force-training step (training mode: energy and forces with the graph kept,
+loss = E^2 + sum F^2, its gradient by the weights), time and peak memory in a
+third table; compiled calls (an artifact, torch.compile's inference graph)
+have no such step.
 
 Implementations: mlipkit eager on its reference path (e3nn's tensor product;
 for MACE also the dense symmetric contraction), mlipkit eager with its fused
@@ -138,7 +142,7 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
     from mlipkit.nn.symmetric_contraction import SymmetricContraction
 
     dtype = getattr(torch, dtype_name)
-    models, info, calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}, "flop_floor": {}}, {}
+    models, info, calls, training_calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}, "flop_floor": {}}, {}, {}
     for name in names:
         types = tuple(type_names(name))
         if types not in models:
@@ -180,7 +184,15 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
             calls[name] = lambda artifact=artifact, inputs=inputs: artifact.run(*inputs)
         else:
             calls[name] = lambda model=model, graph=graph: model(graph)[keys.FORCES]
-    return info, calls
+
+            def training_step(model=model, graph=graph):
+                model.train()
+                outputs = model(graph)
+                training_loss(outputs[keys.ENERGY], outputs[keys.FORCES]).backward()
+                model.zero_grad(set_to_none=True)
+                model.eval()
+            training_calls[name] = training_step
+    return info, calls, training_calls
 
 
 def nequip_worker(model_name: str, mode: str, dtype_name: str, names: list[str], directory: Path):
@@ -194,7 +206,7 @@ def nequip_worker(model_name: str, mode: str, dtype_name: str, names: list[str],
     from nequip.utils.global_state import set_global_state
 
     set_global_state()
-    models, info, calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}}, {}
+    models, info, calls, training_calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}}, {}, {}
     for name in names:
         types = tuple(type_names(name))
         if types not in models:
@@ -220,7 +232,15 @@ def nequip_worker(model_name: str, mode: str, dtype_name: str, names: list[str],
             calls[name] = lambda compiled=compiled, data=data: compiled(dict(data))[AtomicDataDict.FORCE_KEY]
         else:
             calls[name] = lambda model=model, data=data: model(dict(data))[AtomicDataDict.FORCE_KEY]
-    return info, calls
+
+            def training_step(model=model, data=data):
+                model.train()
+                outputs = model(dict(data))
+                training_loss(outputs[AtomicDataDict.TOTAL_ENERGY_KEY], outputs[AtomicDataDict.FORCE_KEY]).backward()
+                model.zero_grad(set_to_none=True)
+                model.eval()
+            training_calls[name] = training_step
+    return info, calls, training_calls
 
 
 def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], directory: Path):
@@ -233,7 +253,7 @@ def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], d
     from mace_torch_reference import build, mace_batch
 
     torch.set_default_dtype(getattr(torch, dtype_name))
-    models, info, calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}}, {}
+    models, info, calls, training_calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}}, {}, {}
     for name in names:
         types = tuple(type_names(name))
         if types not in models:
@@ -253,7 +273,15 @@ def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], d
             batch["node_attrs"].requires_grad_(True)
         calls[name] = lambda model=model, batch=batch: model(
             batch, compute_force=True, training=mode == "compile")["forces"]
-    return info, calls
+        if mode != "compile":
+            def training_step(model=model, batch=batch):
+                model.train()
+                outputs = model(batch, compute_force=True, training=True)
+                training_loss(outputs["energy"], outputs["forces"]).backward()
+                model.zero_grad(set_to_none=True)
+                model.eval()
+            training_calls[name] = training_step
+    return info, calls, training_calls
 
 
 def fairchem_worker(model_name: str, mode: str, dtype_name: str, names: list[str], directory: Path):
@@ -276,7 +304,12 @@ def fairchem_worker(model_name: str, mode: str, dtype_name: str, names: list[str
         batch = fairchem_batch(structure(name))
         info["edges"][name] = int(model.get_graphs_and_indices(batch)[0]["edge_index"].shape[1])
         calls[name] = lambda batch=batch: model(batch)["forces"]
-    return info, calls
+    return info, calls, {}
+
+
+def training_loss(energy, forces):
+    """The loss of the force-training step every implementation takes: squared energies plus squared forces."""
+    return energy.pow(2).sum() + forces.pow(2).sum()
 
 
 WORKERS = {"mlipkit": mlipkit_worker, "nequip": nequip_worker, "mace": mace_worker, "fairchem": fairchem_worker}
@@ -291,17 +324,19 @@ def serve(arguments: list[str]) -> None:
     os.dup2(2, 1)  # whatever the peers print goes to stderr, not into the protocol
     directory = ROOT / "out" / "benchmark_peers" / "artifacts"
     directory.mkdir(parents=True, exist_ok=True)
-    info, calls = WORKERS[implementation](model_name, mode, dtype_name, names, directory)
+    info, calls, training_calls = WORKERS[implementation](model_name, mode, dtype_name, names, directory)
+    info["training"] = bool(training_calls)
     print(json.dumps(info), file=protocol, flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         torch.set_num_threads(request["threads"])
+        call = (training_calls if request["kind"] == "training" else calls)[request["structure"]]
         times, peaks = [], []
         for _ in range(request["calls"]):
             gc.collect()
             before = reset_peak_memory()
             started = time.perf_counter()
-            calls[request["structure"]]()
+            call()
             times.append(time.perf_counter() - started)
             peaks.append(process_memory_kb("VmHWM") - before)
         print(json.dumps({"times": times, "peaks_kb": peaks}), file=protocol, flush=True)
@@ -345,9 +380,11 @@ class Worker:
             raise SystemExit(f"benchmark_peers: worker '{self.label}' died (exit {self.process.wait()})")
         return json.loads(line)
 
-    def time(self, name: str, threads: int, calls: int) -> dict:
-        """{"times": seconds per call, "peaks_kb": each call's peak RSS above the RSS before it}."""
-        self.process.stdin.write(json.dumps({"structure": name, "threads": threads, "calls": calls}) + "\n")
+    def time(self, name: str, threads: int, calls: int, kind: str = "forces") -> dict:
+        """{"times": seconds per call, "peaks_kb": each call's peak RSS above the RSS before it}; kind "forces"
+        (energy+forces) or "training" (a force-training step)."""
+        self.process.stdin.write(json.dumps({"structure": name, "threads": threads, "calls": calls, "kind": kind})
+                                 + "\n")
         self.process.stdin.flush()
         return self.receive()
 
@@ -383,6 +420,8 @@ def main() -> None:
     parser.add_argument("--reference-structures", nargs="*", default=["cu256", "water192"],
                         help="structures on which mlipkit's e3nn reference path is timed (it takes ~40 s a call "
                              "at 864 atoms in float64)")
+    parser.add_argument("--no-training", dest="training", action="store_false",
+                        help="leave out the force-training step of the eager implementations")
     parser.add_argument("--output", type=Path, default=ROOT / "out" / "benchmark_peers")
     arguments = parser.parse_args()
     arguments.output.mkdir(parents=True, exist_ok=True)
@@ -402,31 +441,34 @@ def main() -> None:
                 print(f"    ready in {time.perf_counter() - started:.0f} s: {workers[-1].info}", flush=True)
             floors = next((w.info["flop_floor"] for w in workers if w.info.get("flop_floor")), {})
             cells = [(name, threads) for name in arguments.structures for threads in arguments.threads]
-            timed = [(w, cell) for cell in cells for w in workers
-                     if w.label != "mlipkit e3nn" or cell[0] in arguments.reference_structures]
-            for worker, cell in timed:
-                worker.time(*cell, arguments.warmup)
-            times = {(w.label, cell): [] for w, cell in timed}
-            peaks = {(w.label, cell): [] for w, cell in timed}
+            kinds = ["forces", "training"] if arguments.training else ["forces"]
+            timed = [(w, cell, kind) for kind in kinds for cell in cells for w in workers
+                     if (w.label != "mlipkit e3nn" or cell[0] in arguments.reference_structures)
+                     and (kind == "forces" or w.info["training"])]
+            for worker, cell, kind in timed:
+                worker.time(*cell, arguments.warmup, kind)
+            times = {(w.label, cell, kind): [] for w, cell, kind in timed}
+            peaks = {(w.label, cell, kind): [] for w, cell, kind in timed}
             for round_index in range(arguments.repeats):
-                for worker, cell in timed:
-                    measured = worker.time(*cell, 1)
-                    times[worker.label, cell] += measured["times"]
-                    peaks[worker.label, cell] += measured["peaks_kb"]
+                for worker, cell, kind in timed:
+                    measured = worker.time(*cell, 1, kind)
+                    times[worker.label, cell, kind] += measured["times"]
+                    peaks[worker.label, cell, kind] += measured["peaks_kb"]
                 print(f"[{model_name} {dtype_name}] round {round_index + 1}/{arguments.repeats} done", flush=True)
             for worker in workers:
                 worker.close()
-            for worker, (name, threads) in timed:
+            for worker, (name, threads), kind in timed:
+                key = (worker.label, (name, threads), kind)
                 floor_ms = 1e3 * floors[name] / (ceilings[dtype_name, threads] * 1e9) if floors else None
-                median_ms = 1e3 * statistics.median(times[worker.label, (name, threads)])
+                median_ms = 1e3 * statistics.median(times[key])
                 rows.append({
-                    "model": model_name, "implementation": worker.label, "dtype": dtype_name,
+                    "model": model_name, "implementation": worker.label, "dtype": dtype_name, "kind": kind,
                     "structure": name, "threads": threads, "median_ms": median_ms,
-                    "times_ms": [1e3 * t for t in times[worker.label, (name, threads)]],
+                    "times_ms": [1e3 * t for t in times[key]],
                     "parameters": worker.info["parameters"]["_".join(type_names(name))], "edges": worker.info["edges"][name],
                     "compile_s": worker.info["compile_s"], "flop_floor_gflop": floors[name] / 1e9 if floors else None,
                     "floor_ms": floor_ms, "time_over_floor": median_ms / floor_ms if floors else None,
-                    "peak_kb_per_atom": statistics.median(peaks[worker.label, (name, threads)]) / len(structure(name)),
+                    "peak_kb_per_atom": statistics.median(peaks[key]) / len(structure(name)),
                 })
             write_report(arguments.output, rows, ceilings)  # partial results survive an interrupted run
     write_report(arguments.output, rows, ceilings)
@@ -449,7 +491,8 @@ def write_report(output: Path, rows: list[dict], ceilings: dict) -> None:
     ceiling_text = ", ".join(f"{d} {t} thread{'s' * (t > 1)}: {v:.0f}" for (d, t), v in ceilings.items())
     lines += [f"Matmul ceiling (GFLOP/s): {ceiling_text}.", ""]
     for model_name in dict.fromkeys(r["model"] for r in rows):
-        selected = [r for r in rows if r["model"] == model_name]
+        training = [r for r in rows if r["model"] == model_name and r["kind"] == "training"]
+        selected = [r for r in rows if r["model"] == model_name and r["kind"] == "forces"]
         cells = list(dict.fromkeys((r["structure"], r["dtype"], r["threads"]) for r in selected))
         implementations = list(dict.fromkeys(r["implementation"] for r in selected))
         type_sets = list(dict.fromkeys(" ".join(type_names(r["structure"])) for r in selected))
@@ -483,6 +526,19 @@ def write_report(output: Path, rows: list[dict], ceilings: dict) -> None:
             lines.append(f"| {name} | {dtype_name} | {threads} | " + " | ".join(
                 f"{cell[i]['peak_kb_per_atom']:.0f}" if i in cell else "—" for i in implementations) + " |")
         lines.append("")
+        if training:
+            trained = list(dict.fromkeys(r["implementation"] for r in training))
+            lines += [f"Force-training step ({model_name}; training mode, energy and forces with the graph kept, "
+                      "loss E^2 + sum F^2, its gradient), median ms / peak KB per atom:", ""]
+            lines.append("| structure | dtype | threads | " + " | ".join(trained) + " |")
+            lines.append("|---" * (len(trained) + 3) + "|")
+            for name, dtype_name, threads in cells:
+                cell = {r["implementation"]: r for r in training
+                        if (r["structure"], r["dtype"], r["threads"]) == (name, dtype_name, threads)}
+                lines.append(f"| {name} | {dtype_name} | {threads} | " + " | ".join(
+                    f"{cell[i]['median_ms']:.0f} / {cell[i]['peak_kb_per_atom']:.0f}" if i in cell else "—"
+                    for i in trained) + " |")
+            lines.append("")
     (output / "peers.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {output / 'peers.md'} and {output / 'peers.json'}")

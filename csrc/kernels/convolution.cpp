@@ -15,10 +15,19 @@
 // Clebsch-Gordan block [2l1+1][2l2+1][2l3+1] (path weight included), in path
 // order. The paths' weight columns must tile [0, W).
 //
+//   tensor_product_convolution_double_backward(grad_out, node_features, edge_sh, edge_weights,
+//       d_node_features, d_edge_sh, d_edge_weights, edge_index, couplings, paths, weight_gradient)
+//     -> (grad_grad_out, grad_node_features, grad_edge_sh, grad_edge_weights, edge_weight_gradient)
+//
 // The backward op is linear in grad_out and in each of the three operands, so
-// its own derivative is three forward and three backward calls with swapped
-// operands; both ops are registered with autograd formulas that call each
-// other, so derivatives of any order use these two kernels.
+// its own derivative, given the cotangents d_* of its three outputs, is three
+// forward and three backward calls with swapped operands. The double backward
+// op does all six in one receiver pass and one sender pass; with
+// weight_gradient it also returns the backward's own edge-weight gradient
+// (which the radial op's double backward needs). Autograd uses it where no
+// graph is built (create_graph=False, as in force training's loss.backward);
+// under create_graph it uses the six calls, both ops being registered with
+// autograd formulas that call each other, so derivatives of any order work.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -114,6 +123,63 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_cpu(
   return {grad_x, grad_sh, grad_w};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> convolution_double_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& node_features, const at::Tensor& edge_sh,
+    const at::Tensor& edge_weights, const at::Tensor& d_node_features, const at::Tensor& d_edge_sh,
+    const at::Tensor& d_edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths,
+    bool weight_gradient) {
+  check_operands(kOp, node_features,
+                 {{"edge_sh", edge_sh}, {"edge_weights", edge_weights}, {"d_edge_sh", d_edge_sh},
+                  {"d_edge_weights", d_edge_weights}},
+                 {{"grad_out", grad_out}, {"d_node_features", d_node_features}}, edge_index);
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == node_features.size(0), kOp,
+              "_double_backward: grad_out must be [N, F_out] with N = ", node_features.size(0), ", got shape ",
+              grad_out.sizes());
+  TORCH_CHECK(d_node_features.sizes() == node_features.sizes() && d_edge_sh.sizes() == edge_sh.sizes() &&
+                  d_edge_weights.sizes() == edge_weights.sizes(),
+              kOp, "_double_backward: the cotangents must be shaped like node_features ", node_features.sizes(),
+              ", edge_sh ", edge_sh.sizes(), " and edge_weights ", edge_weights.sizes(), ", got ",
+              d_node_features.sizes(), ", ", d_edge_sh.sizes(), " and ", d_edge_weights.sizes());
+  const auto g = grad_out.contiguous();
+  const auto x = node_features.contiguous();
+  const auto sh = edge_sh.contiguous();
+  const auto w = edge_weights.contiguous();
+  const auto dx = d_node_features.contiguous();
+  const auto dsh = d_edge_sh.contiguous();
+  const auto dw = d_edge_weights.contiguous();
+  const auto index = edge_index.contiguous();
+  const int64_t num_nodes = x.size(0);
+  const int64_t num_edges = index.size(1);
+  const auto receiver_ptr = segment_pointers(index[1], num_nodes, "tensor_product_convolution_double_backward");
+  const int64_t* sender = index.data_ptr<int64_t>();
+  const auto [sender_ptr, sender_edges] = edges_by_sender(kOp, sender, num_edges, num_nodes);
+  auto grad_g = at::empty_like(g);
+  auto grad_x = at::empty_like(x);
+  auto grad_sh = at::empty_like(sh);
+  auto grad_w = at::empty_like(w);
+  auto weight_grad = weight_gradient ? at::empty_like(w) : at::empty({0, w.size(1)}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlipkit_tensor_product_convolution_double_backward", [&] {
+    const Plan<scalar_t> plan(kOp, couplings, paths, x.size(1), sh.size(1), w.size(1), g.size(1));
+    const auto problem = plan.problem(sender, sender + num_edges);
+    const size_t scratch_size = static_cast<size_t>(2 * plan.scratch_elements());
+    at::parallel_for(0, num_nodes, kNodeGrain, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> scratch(scratch_size);
+      run_double_forward(problem, x.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(),
+                         dsh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), dw.data_ptr<scalar_t>(),
+                         receiver_ptr.data(), begin, end, grad_g.data_ptr<scalar_t>(), scratch.data());
+    });
+    at::parallel_for(0, num_nodes, kNodeGrain, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> scratch(scratch_size);
+      run_double_backward(problem, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(),
+                          sh.data_ptr<scalar_t>(), dsh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                          dw.data_ptr<scalar_t>(), sender_ptr.data(), sender_edges.data(), begin, end,
+                          grad_x.data_ptr<scalar_t>(), grad_sh.data_ptr<scalar_t>(), grad_w.data_ptr<scalar_t>(),
+                          weight_gradient ? weight_grad.data_ptr<scalar_t>() : nullptr, scratch.data());
+    });
+  });
+  return {grad_g, grad_x, grad_sh, grad_w, weight_grad};
+}
+
 // ---------------------------------------------------------------- Meta (shapes only)
 
 at::Tensor convolution_meta(const at::Tensor& node_features, const at::Tensor& edge_sh, const at::Tensor& edge_weights,
@@ -128,6 +194,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_meta(
     const at::Tensor& edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths) {
   (void)grad_out, (void)edge_index, (void)couplings, (void)paths;
   return {at::empty_like(node_features), at::empty_like(edge_sh), at::empty_like(edge_weights)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> convolution_double_backward_meta(
+    const at::Tensor& grad_out, const at::Tensor& node_features, const at::Tensor& edge_sh,
+    const at::Tensor& edge_weights, const at::Tensor& d_node_features, const at::Tensor& d_edge_sh,
+    const at::Tensor& d_edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths,
+    bool weight_gradient) {
+  (void)d_node_features, (void)d_edge_sh, (void)d_edge_weights, (void)edge_index, (void)couplings, (void)paths;
+  auto weight_grad = weight_gradient ? at::empty_like(edge_weights)
+                                     : at::empty_symint({c10::SymInt(0), edge_weights.sym_size(1)},
+                                                        edge_weights.options());
+  return {at::empty_like(grad_out), at::empty_like(node_features), at::empty_like(edge_sh),
+          at::empty_like(edge_weights), weight_grad};
 }
 
 // ---------------------------------------------------------------- autograd
@@ -183,27 +262,9 @@ class ConvolutionBackwardFunction : public torch::autograd::Function<Convolution
     const auto& dx = grads[0];
     const auto& dsh = grads[1];
     const auto& dw = grads[2];
-    const int64_t num_out = fixed_size(g, 1);
-    at::Tensor grad_g, grad_x, grad_sh, grad_w;
-    if (dx.defined()) {
-      grad_g = add_defined(grad_g, call_forward(dx, sh, w, edge_index, couplings, paths, num_out));
-      auto [unused, by_sh, by_w] = call_backward(g, dx, sh, w, edge_index, couplings, paths);
-      grad_sh = add_defined(grad_sh, by_sh);
-      grad_w = add_defined(grad_w, by_w);
-    }
-    if (dsh.defined()) {
-      grad_g = add_defined(grad_g, call_forward(x, dsh, w, edge_index, couplings, paths, num_out));
-      auto [by_x, unused, by_w] = call_backward(g, x, dsh, w, edge_index, couplings, paths);
-      grad_x = add_defined(grad_x, by_x);
-      grad_w = add_defined(grad_w, by_w);
-    }
-    if (dw.defined()) {
-      grad_g = add_defined(grad_g, call_forward(x, sh, dw, edge_index, couplings, paths, num_out));
-      auto [by_x, by_sh, unused] = call_backward(g, x, sh, dw, edge_index, couplings, paths);
-      grad_x = add_defined(grad_x, by_x);
-      grad_sh = add_defined(grad_sh, by_sh);
-    }
-    return {grad_g, grad_x, grad_sh, grad_w, at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!dx.defined() && !dsh.defined() && !dw.defined()) return variable_list(7);
+    const auto grad = double_backward(g, x, sh, w, dx, dsh, dw, edge_index, couplings, paths, false);
+    return {grad.grad_out, grad.x, grad.sh, grad.w, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -232,17 +293,23 @@ TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
   m.def(
       "tensor_product_convolution_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, "
       "Tensor edge_weights, Tensor edge_index, Tensor couplings, int[] paths) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "tensor_product_convolution_double_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, "
+      "Tensor edge_weights, Tensor d_node_features, Tensor d_edge_sh, Tensor d_edge_weights, Tensor edge_index, "
+      "Tensor couplings, int[] paths, bool weight_gradient) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("kernel_isa() -> str", convolution::selected_isa_name);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) {
   m.impl("tensor_product_convolution", convolution::convolution_cpu);
   m.impl("tensor_product_convolution_backward", convolution::convolution_backward_cpu);
+  m.impl("tensor_product_convolution_double_backward", convolution::convolution_double_backward_cpu);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, Meta, m) {
   m.impl("tensor_product_convolution", convolution::convolution_meta);
   m.impl("tensor_product_convolution_backward", convolution::convolution_backward_meta);
+  m.impl("tensor_product_convolution_double_backward", convolution::convolution_double_backward_meta);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, Autograd, m) {

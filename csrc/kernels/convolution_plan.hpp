@@ -73,11 +73,20 @@ struct WeightRows {
 // Scratch each thread needs, in elements of T: scratch_size coupling values,
 // then (backward) the weighted output gradient of one path, [2l3+1][mul].
 
+// Scratch of the double-backward kernels: twice that (coupling values of the harmonics and of their
+// cotangent, then two weighted output gradients).
+
 // Kernels of one instruction set, in namespaces baseline / avx2 / avx512.
 // forward: rows [begin, end) of out; edges of node r are [receiver_ptr[r], receiver_ptr[r+1]).
 // backward: rows [begin, end) of grad_x, and the grad_sh / grad_w rows of the edges those
 // nodes send, sender_edges[sender_ptr[s] .. sender_ptr[s+1]) in increasing edge order.
 // Forward weight rows are by edge (rows.by_position is ignored).
+// double_forward / double_backward: the derivative of the backward, given the cotangents dx [N, F_in],
+// dsh [E, S], dw [E, W] of its outputs (all weights by edge):
+//   double_forward:  out = F(dx, Y, w) + F(x, dY, w) + F(x, Y, dw)        (the cotangent of grad_out)
+//   double_backward: grad_x = B_x(g; dY, w) + B_x(g; Y, dw),  grad_sh = B_Y(g; dx, w) + B_Y(g; x, dw),
+//                    grad_w = B_w(g; dx, Y) + B_w(g; x, dY),  and (where weight_grad is not null)
+//                    weight_grad = B_w(g; x, Y), the backward's own weight gradient.
 #define MLIPKIT_DECLARE_CONVOLUTION_KERNELS(NS)                                                        \
   namespace NS {                                                                                      \
   void forward(const Problem<float>& p, const float* x, const float* sh, const float* w, WeightRows rows, \
@@ -92,6 +101,21 @@ struct WeightRows {
                 const double* w, WeightRows rows, const int64_t* sender_ptr, const int64_t* sender_edges,    \
                 int64_t begin, int64_t end, double* grad_x, double* grad_sh, double* grad_w,                 \
                 double* scratch);                                                                            \
+  void double_forward(const Problem<float>& p, const float* x, const float* dx, const float* sh,            \
+                      const float* dsh, const float* w, const float* dw, const int64_t* receiver_ptr,        \
+                      int64_t begin, int64_t end, float* out, float* scratch);                               \
+  void double_forward(const Problem<double>& p, const double* x, const double* dx, const double* sh,        \
+                      const double* dsh, const double* w, const double* dw, const int64_t* receiver_ptr,     \
+                      int64_t begin, int64_t end, double* out, double* scratch);                             \
+  void double_backward(const Problem<float>& p, const float* grad_out, const float* x, const float* dx,      \
+                       const float* sh, const float* dsh, const float* w, const float* dw,                   \
+                       const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,   \
+                       float* grad_x, float* grad_sh, float* grad_w, float* weight_grad, float* scratch);     \
+  void double_backward(const Problem<double>& p, const double* grad_out, const double* x, const double* dx,  \
+                       const double* sh, const double* dsh, const double* w, const double* dw,               \
+                       const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,   \
+                       double* grad_x, double* grad_sh, double* grad_w, double* weight_grad,                 \
+                       double* scratch);                                                                     \
   }
 
 MLIPKIT_DECLARE_CONVOLUTION_KERNELS(baseline)

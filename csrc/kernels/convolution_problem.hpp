@@ -59,6 +59,40 @@ void run_backward(const Problem<T>& p, const T* grad_out, const T* x, const T* s
   }
 }
 
+template <typename T>
+void run_double_forward(const Problem<T>& p, const T* x, const T* dx, const T* sh, const T* dsh, const T* w,
+                        const T* dw, const int64_t* receiver_ptr, int64_t begin, int64_t end, T* out, T* scratch) {
+  switch (active_isa()) {
+#if defined(MLIPKIT_X86_KERNELS)
+    case Isa::avx512:
+      return avx512::double_forward(p, x, dx, sh, dsh, w, dw, receiver_ptr, begin, end, out, scratch);
+    case Isa::avx2:
+      return avx2::double_forward(p, x, dx, sh, dsh, w, dw, receiver_ptr, begin, end, out, scratch);
+#endif
+    default:
+      return baseline::double_forward(p, x, dx, sh, dsh, w, dw, receiver_ptr, begin, end, out, scratch);
+  }
+}
+
+template <typename T>
+void run_double_backward(const Problem<T>& p, const T* grad_out, const T* x, const T* dx, const T* sh, const T* dsh,
+                         const T* w, const T* dw, const int64_t* sender_ptr, const int64_t* sender_edges,
+                         int64_t begin, int64_t end, T* grad_x, T* grad_sh, T* grad_w, T* weight_grad, T* scratch) {
+  switch (active_isa()) {
+#if defined(MLIPKIT_X86_KERNELS)
+    case Isa::avx512:
+      return avx512::double_backward(p, grad_out, x, dx, sh, dsh, w, dw, sender_ptr, sender_edges, begin, end, grad_x,
+                                     grad_sh, grad_w, weight_grad, scratch);
+    case Isa::avx2:
+      return avx2::double_backward(p, grad_out, x, dx, sh, dsh, w, dw, sender_ptr, sender_edges, begin, end, grad_x,
+                                   grad_sh, grad_w, weight_grad, scratch);
+#endif
+    default:
+      return baseline::double_backward(p, grad_out, x, dx, sh, dsh, w, dw, sender_ptr, sender_edges, begin, end,
+                                       grad_x, grad_sh, grad_w, weight_grad, scratch);
+  }
+}
+
 // ---------------------------------------------------------------- the plan
 
 struct PathSpec {
@@ -304,6 +338,24 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> call_backward(const at::Te
   return op.call(grad_out, x, sh, w, edge_index, couplings, paths);
 }
 
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_double_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w, const at::Tensor& dx,
+    const at::Tensor& dsh, const at::Tensor& dw, const at::Tensor& edge_index, const at::Tensor& couplings,
+    at::IntArrayRef paths, bool weight_gradient) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlipkit::tensor_product_convolution_double_backward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, at::IntArrayRef, bool)>();
+  return op.call(grad_out, x, sh, w, dx, dsh, dw, edge_index, couplings, paths, weight_gradient);
+}
+
+// t, or zeros shaped like `like` where t is undefined (a zero cotangent)
+inline at::Tensor defined_or_zeros(const at::Tensor& t, const at::Tensor& like) {
+  return t.defined() ? t : at::zeros_like(like);
+}
+
 // a + b where either may be undefined (a zero gradient)
 inline at::Tensor add_defined(const at::Tensor& a, const at::Tensor& b) {
   if (!a.defined()) {
@@ -313,6 +365,48 @@ inline at::Tensor add_defined(const at::Tensor& a, const at::Tensor& b) {
     return a;
   }
   return a + b;
+}
+
+// The derivative of the backward op given the cotangents (dx, dsh, dw; undefined = zero) of its outputs:
+// (grad of grad_out, of x, of sh, of w) and, with weight_gradient, the backward's own weight gradient.
+// Without grad mode one fused double-backward call; with it (a graph is being built) three forward and
+// three backward calls with swapped operands, differentiable again.
+struct DoubleBackward {
+  at::Tensor grad_out, x, sh, w, weight_gradient;
+};
+
+inline DoubleBackward double_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& sh,
+                                      const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dsh,
+                                      const at::Tensor& dw, const at::Tensor& edge_index, const at::Tensor& couplings,
+                                      at::IntArrayRef paths, bool weight_gradient) {
+  if (!at::GradMode::is_enabled()) {
+    auto [grad_g, grad_x, grad_sh, grad_w, weight_grad] =
+        call_double_backward(g, x, sh, w, defined_or_zeros(dx, x), defined_or_zeros(dsh, sh), defined_or_zeros(dw, w),
+                             edge_index, couplings, paths, weight_gradient);
+    return {grad_g, grad_x, grad_sh, grad_w, weight_gradient ? weight_grad : at::Tensor()};
+  }
+  const int64_t num_out = g.size(1);
+  DoubleBackward result;
+  if (dx.defined()) {
+    result.grad_out = add_defined(result.grad_out, call_forward(dx, sh, w, edge_index, couplings, paths, num_out));
+    auto [unused, by_sh, by_w] = call_backward(g, dx, sh, w, edge_index, couplings, paths);
+    result.sh = add_defined(result.sh, by_sh);
+    result.w = add_defined(result.w, by_w);
+  }
+  if (dsh.defined()) {
+    result.grad_out = add_defined(result.grad_out, call_forward(x, dsh, w, edge_index, couplings, paths, num_out));
+    auto [by_x, unused, by_w] = call_backward(g, x, dsh, w, edge_index, couplings, paths);
+    result.x = add_defined(result.x, by_x);
+    result.w = add_defined(result.w, by_w);
+  }
+  if (dw.defined()) {
+    result.grad_out = add_defined(result.grad_out, call_forward(x, sh, dw, edge_index, couplings, paths, num_out));
+    auto [by_x, by_sh, unused] = call_backward(g, x, sh, dw, edge_index, couplings, paths);
+    result.x = add_defined(result.x, by_x);
+    result.sh = add_defined(result.sh, by_sh);
+  }
+  if (weight_gradient) result.weight_gradient = std::get<2>(call_backward(g, x, sh, w, edge_index, couplings, paths));
+  return result;
 }
 
 }  // namespace convolution

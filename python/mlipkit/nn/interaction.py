@@ -30,8 +30,11 @@ class Convolution(nn.Module):
     power ``normalization_exponent`` (NequIP: 1/2, MACE: 1).
     ``tensor_product_kernel`` "fused" does gather, tensor product and sum in
     one C++ op on CPU tensors; "e3nn" (and any other device) runs e3nn's
-    tensor product and a separate scatter, the reference path. The fused op
-    also runs the radial MLP inside, so the per-edge weights are never stored.
+    tensor product and a separate scatter, the reference path. In eval mode
+    the fused op also runs the radial MLP inside, so the per-edge weights are
+    never stored; in training mode they are made once and kept, since force
+    training's loss gradient needs them several times (recomputing them cost
+    more time than the memory saved).
     """
 
     def __init__(
@@ -87,7 +90,9 @@ class Convolution(nn.Module):
         edge_index: torch.Tensor,
     ) -> torch.Tensor:
         x = self.linear_in(node_features)
-        if self.tensor_product_kernel == "fused" and x.device.type == "cpu":
+        if self.tensor_product_kernel == "fused" and x.device.type == "cpu" and self.training:
+            aggregated = self.fused(x, edge_sh, self.radial(edge_radial), edge_index)
+        elif self.tensor_product_kernel == "fused" and x.device.type == "cpu":
             aggregated = self.fused.with_radial_mlp(x, edge_sh, edge_radial, self.radial, self.radial_activation, edge_index)
         else:
             edge_weights = self.radial(edge_radial)
