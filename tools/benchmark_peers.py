@@ -158,14 +158,14 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
             # e3nn's block-by-block linears count only their non-zeros (mlipkit's block matrices count zeros too)
             linear.DENSE_MATRIX_LIMIT, limit = 0, linear.DENSE_MATRIX_LIMIT
             counted = mlipkit.build_model(model_name, dtype=dtype, type_names=list(types), r_max=R_MAX,
-                                          avg_num_neighbours=10.0, **MLIPKIT_OPTIONS[model_name])
+                                          avg_num_neighbours=10.0, **MLIPKIT_OPTIONS[model_name]).eval()
             linear.DENSE_MATRIX_LIMIT = limit
             counted.load_state_dict(model.state_dict())
             with FlopCounterMode(display=False) as counter:  # dense matmuls; the custom ops are not counted
                 counted.core(graph, inputs[2], torch.linalg.norm(inputs[2], dim=1))
             convolutions = [module for module in model.modules() if isinstance(module, Convolution)]
             coupling_flops = sum(num_edges * module.fused.flops_per_edge for module in convolutions)
-            # the radial MLPs run inside the convolution op, out of the counter's sight
+            # in eval mode the radial MLPs run inside the convolution op, out of the counter's sight
             radial_mlp_flops = sum(2 * num_edges * sum(a * b for a, b in zip(module.radial.hs, module.radial.hs[1:]))
                                    for module in convolutions)
             num_nodes = int(inputs[0].shape[0]) + len(types)  # the isolated-atom reference nodes too
