@@ -184,14 +184,8 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
             calls[name] = lambda artifact=artifact, inputs=inputs: artifact.run(*inputs)
         else:
             calls[name] = lambda model=model, graph=graph: model(graph)[keys.FORCES]
-
-            def training_step(model=model, graph=graph):
-                model.train()
-                outputs = model(graph)
-                training_loss(outputs[keys.ENERGY], outputs[keys.FORCES]).backward()
-                model.zero_grad(set_to_none=True)
-                model.eval()
-            training_calls[name] = training_step
+            training_calls[name] = training_step(model, lambda model=model, graph=graph: model(graph),
+                                                 keys.ENERGY, keys.FORCES)
     return info, calls, training_calls
 
 
@@ -232,14 +226,8 @@ def nequip_worker(model_name: str, mode: str, dtype_name: str, names: list[str],
             calls[name] = lambda compiled=compiled, data=data: compiled(dict(data))[AtomicDataDict.FORCE_KEY]
         else:
             calls[name] = lambda model=model, data=data: model(dict(data))[AtomicDataDict.FORCE_KEY]
-
-            def training_step(model=model, data=data):
-                model.train()
-                outputs = model(dict(data))
-                training_loss(outputs[AtomicDataDict.TOTAL_ENERGY_KEY], outputs[AtomicDataDict.FORCE_KEY]).backward()
-                model.zero_grad(set_to_none=True)
-                model.eval()
-            training_calls[name] = training_step
+            training_calls[name] = training_step(model, lambda model=model, data=data: model(dict(data)),
+                                                 AtomicDataDict.TOTAL_ENERGY_KEY, AtomicDataDict.FORCE_KEY)
     return info, calls, training_calls
 
 
@@ -274,13 +262,9 @@ def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], d
         calls[name] = lambda model=model, batch=batch: model(
             batch, compute_force=True, training=mode == "compile")["forces"]
         if mode != "compile":
-            def training_step(model=model, batch=batch):
-                model.train()
-                outputs = model(batch, compute_force=True, training=True)
-                training_loss(outputs["energy"], outputs["forces"]).backward()
-                model.zero_grad(set_to_none=True)
-                model.eval()
-            training_calls[name] = training_step
+            training_calls[name] = training_step(
+                model, lambda model=model, batch=batch: model(batch, compute_force=True, training=True),
+                "energy", "forces")
     return info, calls, training_calls
 
 
@@ -307,9 +291,16 @@ def fairchem_worker(model_name: str, mode: str, dtype_name: str, names: list[str
     return info, calls, {}
 
 
-def training_loss(energy, forces):
-    """The loss of the force-training step every implementation takes: squared energies plus squared forces."""
-    return energy.pow(2).sum() + forces.pow(2).sum()
+def training_step(model, forward, energy_key: str, forces_key: str):
+    """One force-training step, the same for every implementation: ``forward()`` in training mode (forces
+    keep their graph), loss = squared energies plus squared forces, its gradient; the model back in eval mode."""
+    def step():
+        model.train()
+        outputs = forward()
+        (outputs[energy_key].pow(2).sum() + outputs[forces_key].pow(2).sum()).backward()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    return step
 
 
 WORKERS = {"mlipkit": mlipkit_worker, "nequip": nequip_worker, "mace": mace_worker, "fairchem": fairchem_worker}

@@ -16,15 +16,13 @@
 // order. The paths' weight columns must tile [0, W).
 //
 //   tensor_product_convolution_double_backward(grad_out, node_features, edge_sh, edge_weights,
-//       d_node_features, d_edge_sh, d_edge_weights, edge_index, couplings, paths, weight_gradient)
-//     -> (grad_grad_out, grad_node_features, grad_edge_sh, grad_edge_weights, edge_weight_gradient)
+//       d_node_features, d_edge_sh, d_edge_weights, edge_index, couplings, paths)
+//     -> (grad_grad_out, grad_node_features, grad_edge_sh, grad_edge_weights)
 //
 // The backward op is linear in grad_out and in each of the three operands, so
 // its own derivative, given the cotangents d_* of its three outputs, is three
 // forward and three backward calls with swapped operands. The double backward
-// op does all six in one receiver pass and one sender pass; with
-// weight_gradient it also returns the backward's own edge-weight gradient
-// (which the radial op's double backward needs). Autograd uses it where no
+// op does all six in one receiver pass and one sender pass. Autograd uses it where no
 // graph is built (create_graph=False, as in force training's loss.backward);
 // under create_graph it uses the six calls, both ops being registered with
 // autograd formulas that call each other, so derivatives of any order work.
@@ -123,11 +121,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_cpu(
   return {grad_x, grad_sh, grad_w};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> convolution_double_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> convolution_double_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& node_features, const at::Tensor& edge_sh,
     const at::Tensor& edge_weights, const at::Tensor& d_node_features, const at::Tensor& d_edge_sh,
-    const at::Tensor& d_edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths,
-    bool weight_gradient) {
+    const at::Tensor& d_edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings,
+    at::IntArrayRef paths) {
   check_operands(kOp, node_features,
                  {{"edge_sh", edge_sh}, {"edge_weights", edge_weights}, {"d_edge_sh", d_edge_sh},
                   {"d_edge_weights", d_edge_weights}},
@@ -157,7 +155,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> convoluti
   auto grad_x = at::empty_like(x);
   auto grad_sh = at::empty_like(sh);
   auto grad_w = at::empty_like(w);
-  auto weight_grad = weight_gradient ? at::empty_like(w) : at::empty({0, w.size(1)}, w.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlipkit_tensor_product_convolution_double_backward", [&] {
     const Plan<scalar_t> plan(kOp, couplings, paths, x.size(1), sh.size(1), w.size(1), g.size(1));
     const auto problem = plan.problem(sender, sender + num_edges);
@@ -174,10 +171,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> convoluti
                           sh.data_ptr<scalar_t>(), dsh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
                           dw.data_ptr<scalar_t>(), sender_ptr.data(), sender_edges.data(), begin, end,
                           grad_x.data_ptr<scalar_t>(), grad_sh.data_ptr<scalar_t>(), grad_w.data_ptr<scalar_t>(),
-                          weight_gradient ? weight_grad.data_ptr<scalar_t>() : nullptr, scratch.data());
+                          scratch.data());
     });
   });
-  return {grad_g, grad_x, grad_sh, grad_w, weight_grad};
+  return {grad_g, grad_x, grad_sh, grad_w};
 }
 
 // ---------------------------------------------------------------- Meta (shapes only)
@@ -196,17 +193,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_meta(
   return {at::empty_like(node_features), at::empty_like(edge_sh), at::empty_like(edge_weights)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> convolution_double_backward_meta(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> convolution_double_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& node_features, const at::Tensor& edge_sh,
     const at::Tensor& edge_weights, const at::Tensor& d_node_features, const at::Tensor& d_edge_sh,
-    const at::Tensor& d_edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths,
-    bool weight_gradient) {
+    const at::Tensor& d_edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings,
+    at::IntArrayRef paths) {
   (void)d_node_features, (void)d_edge_sh, (void)d_edge_weights, (void)edge_index, (void)couplings, (void)paths;
-  auto weight_grad = weight_gradient ? at::empty_like(edge_weights)
-                                     : at::empty_symint({c10::SymInt(0), edge_weights.sym_size(1)},
-                                                        edge_weights.options());
   return {at::empty_like(grad_out), at::empty_like(node_features), at::empty_like(edge_sh),
-          at::empty_like(edge_weights), weight_grad};
+          at::empty_like(edge_weights)};
 }
 
 // ---------------------------------------------------------------- autograd
@@ -263,7 +257,7 @@ class ConvolutionBackwardFunction : public torch::autograd::Function<Convolution
     const auto& dsh = grads[1];
     const auto& dw = grads[2];
     if (!dx.defined() && !dsh.defined() && !dw.defined()) return variable_list(7);
-    const auto grad = double_backward(g, x, sh, w, dx, dsh, dw, edge_index, couplings, paths, false);
+    const auto grad = double_backward(g, x, sh, w, dx, dsh, dw, edge_index, couplings, paths);
     return {grad.grad_out, grad.x, grad.sh, grad.w, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -296,7 +290,7 @@ TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
   m.def(
       "tensor_product_convolution_double_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, "
       "Tensor edge_weights, Tensor d_node_features, Tensor d_edge_sh, Tensor d_edge_weights, Tensor edge_index, "
-      "Tensor couplings, int[] paths, bool weight_gradient) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor couplings, int[] paths) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("kernel_isa() -> str", convolution::selected_isa_name);
 }
 

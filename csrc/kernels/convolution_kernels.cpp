@@ -222,27 +222,22 @@ inline void double_forward_block(const CouplingGroup<T>& group, const T* a, cons
   }
 }
 
-// grad_w (and weight_grad) over one vector of channels, then grad_x of the sender; wg = w g, dwg = dw g.
+// grad_w over one vector of channels, then grad_x of the sender; wg = w g, dwg = dw g.
 template <typename T, int64_t L>
 inline void double_backward_block(const CouplingGroup<T>& group, const T* a, const T* a2, const T* x, const T* dx,
-                                  const T* g, const T* wg, const T* dwg, T* grad_x, T* grad_w, T* weight_grad,
+                                  const T* g, const T* wg, const T* dwg, T* grad_x, T* grad_w,
                                   int64_t mul, int64_t u0) {
   using V = Lanes<T, L>;
-  typename V::type grad_w_block = {}, weight_grad_block = {};
+  typename V::type grad_w_block = {};
   for (int64_t k = 0; k < group.dim_out; ++k) {
-    typename V::type by_x = {}, mixed = {};
+    typename V::type mixed = {};
     for (int64_t q = group.k_pairs[k]; q < group.k_pairs[k + 1]; ++q) {
       const int64_t column = group.pair_i[q] * mul + u0;
-      const typename V::type xv = V::load(x + column);
-      by_x += a[q] * xv;
-      mixed += a[q] * V::load(dx + column) + a2[q] * xv;
+      mixed += a[q] * V::load(dx + column) + a2[q] * V::load(x + column);
     }
-    const typename V::type gv = V::load(g + k * mul + u0);
-    grad_w_block += gv * mixed;
-    weight_grad_block += gv * by_x;
+    grad_w_block += V::load(g + k * mul + u0) * mixed;
   }
   V::store(grad_w + u0, grad_w_block);
-  if (weight_grad != nullptr) V::store(weight_grad + u0, weight_grad_block);
   for (int64_t i = 0; i < group.dim_in; ++i) {
     T* gxi = grad_x + i * mul + u0;
     typename V::type sum = V::load(gxi);
@@ -293,7 +288,7 @@ template <typename T>
 void double_backward_range(const Problem<T>& p, const T* grad_out, const T* x, const T* dx, const T* sh,
                            const T* dsh, const T* w, const T* dw, const int64_t* sender_ptr,
                            const int64_t* sender_edges, int64_t begin, int64_t end, T* grad_x, T* grad_sh, T* grad_w,
-                           T* weight_grad, T* scratch) {
+                           T* scratch) {
   constexpr int64_t B = kLanes<T>;
   T* a2_all = scratch + p.scratch_size;
   T* wg = a2_all + p.scratch_size;
@@ -325,13 +320,12 @@ void double_backward_range(const Problem<T>& p, const T* grad_out, const T* x, c
         weight_output_gradient(dwp, gp, group.dim_out, mul, dwg);
         T* gxp = grad_x_row + path.in_offset;
         T* gwp = grad_w + e * p.num_weights + path.weight_offset;
-        T* wgp = weight_grad == nullptr ? nullptr : weight_grad + e * p.num_weights + path.weight_offset;
         int64_t u0 = 0;
         for (; u0 + B <= mul; u0 += B) {
-          double_backward_block<T, B>(group, a, a2, xp, dxp, gp, wg, dwg, gxp, gwp, wgp, mul, u0);
+          double_backward_block<T, B>(group, a, a2, xp, dxp, gp, wg, dwg, gxp, gwp, mul, u0);
         }
         for (; u0 < mul; ++u0) {
-          double_backward_block<T, 1>(group, a, a2, xp, dxp, gp, wg, dwg, gxp, gwp, wgp, mul, u0);
+          double_backward_block<T, 1>(group, a, a2, xp, dxp, gp, wg, dwg, gxp, gwp, mul, u0);
         }
         // grad_Y[j] = sum over pairs (i, k) and their non-zeros of c * (<w g_k, dx_i> + <dw g_k, x_i>)
         T* grad_y = grad_sh_row + group.sh_offset;
@@ -381,9 +375,9 @@ void backward(const Problem<double>& p, const double* grad_out, const double* x,
   void double_backward(const Problem<T>& p, const T* grad_out, const T* x, const T* dx, const T* sh,          \
                        const T* dsh, const T* w, const T* dw, const int64_t* sender_ptr,                      \
                        const int64_t* sender_edges, int64_t begin, int64_t end, T* grad_x, T* grad_sh,        \
-                       T* grad_w, T* weight_grad, T* scratch) {                                               \
+                       T* grad_w, T* scratch) {                                                               \
     double_backward_range(p, grad_out, x, dx, sh, dsh, w, dw, sender_ptr, sender_edges, begin, end, grad_x,   \
-                          grad_sh, grad_w, weight_grad, scratch);                                             \
+                          grad_sh, grad_w, scratch);                                                          \
   }
 MLIPKIT_DEFINE_DOUBLE_KERNELS(float)
 MLIPKIT_DEFINE_DOUBLE_KERNELS(double)

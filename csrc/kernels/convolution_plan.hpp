@@ -85,8 +85,7 @@ struct WeightRows {
 // dsh [E, S], dw [E, W] of its outputs (all weights by edge):
 //   double_forward:  out = F(dx, Y, w) + F(x, dY, w) + F(x, Y, dw)        (the cotangent of grad_out)
 //   double_backward: grad_x = B_x(g; dY, w) + B_x(g; Y, dw),  grad_sh = B_Y(g; dx, w) + B_Y(g; x, dw),
-//                    grad_w = B_w(g; dx, Y) + B_w(g; x, dY),  and (where weight_grad is not null)
-//                    weight_grad = B_w(g; x, Y), the backward's own weight gradient.
+//                    grad_w = B_w(g; dx, Y) + B_w(g; x, dY).
 #define MLIPKIT_DECLARE_CONVOLUTION_KERNELS(NS)                                                        \
   namespace NS {                                                                                      \
   void forward(const Problem<float>& p, const float* x, const float* sh, const float* w, WeightRows rows, \
@@ -110,12 +109,11 @@ struct WeightRows {
   void double_backward(const Problem<float>& p, const float* grad_out, const float* x, const float* dx,      \
                        const float* sh, const float* dsh, const float* w, const float* dw,                   \
                        const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,   \
-                       float* grad_x, float* grad_sh, float* grad_w, float* weight_grad, float* scratch);     \
+                       float* grad_x, float* grad_sh, float* grad_w, float* scratch);                        \
   void double_backward(const Problem<double>& p, const double* grad_out, const double* x, const double* dx,  \
                        const double* sh, const double* dsh, const double* w, const double* dw,               \
                        const int64_t* sender_ptr, const int64_t* sender_edges, int64_t begin, int64_t end,   \
-                       double* grad_x, double* grad_sh, double* grad_w, double* weight_grad,                 \
-                       double* scratch);                                                                     \
+                       double* grad_x, double* grad_sh, double* grad_w, double* scratch);                    \
   }
 
 MLIPKIT_DECLARE_CONVOLUTION_KERNELS(baseline)

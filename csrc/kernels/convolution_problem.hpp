@@ -77,19 +77,19 @@ void run_double_forward(const Problem<T>& p, const T* x, const T* dx, const T* s
 template <typename T>
 void run_double_backward(const Problem<T>& p, const T* grad_out, const T* x, const T* dx, const T* sh, const T* dsh,
                          const T* w, const T* dw, const int64_t* sender_ptr, const int64_t* sender_edges,
-                         int64_t begin, int64_t end, T* grad_x, T* grad_sh, T* grad_w, T* weight_grad, T* scratch) {
+                         int64_t begin, int64_t end, T* grad_x, T* grad_sh, T* grad_w, T* scratch) {
   switch (active_isa()) {
 #if defined(MLIPKIT_X86_KERNELS)
     case Isa::avx512:
       return avx512::double_backward(p, grad_out, x, dx, sh, dsh, w, dw, sender_ptr, sender_edges, begin, end, grad_x,
-                                     grad_sh, grad_w, weight_grad, scratch);
+                                     grad_sh, grad_w, scratch);
     case Isa::avx2:
       return avx2::double_backward(p, grad_out, x, dx, sh, dsh, w, dw, sender_ptr, sender_edges, begin, end, grad_x,
-                                   grad_sh, grad_w, weight_grad, scratch);
+                                   grad_sh, grad_w, scratch);
 #endif
     default:
       return baseline::double_backward(p, grad_out, x, dx, sh, dsh, w, dw, sender_ptr, sender_edges, begin, end,
-                                       grad_x, grad_sh, grad_w, weight_grad, scratch);
+                                       grad_x, grad_sh, grad_w, scratch);
   }
 }
 
@@ -338,17 +338,17 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> call_backward(const at::Te
   return op.call(grad_out, x, sh, w, edge_index, couplings, paths);
 }
 
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_double_backward(
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_double_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w, const at::Tensor& dx,
     const at::Tensor& dsh, const at::Tensor& dw, const at::Tensor& edge_index, const at::Tensor& couplings,
-    at::IntArrayRef paths, bool weight_gradient) {
+    at::IntArrayRef paths) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("mlipkit::tensor_product_convolution_double_backward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                           const at::Tensor&, at::IntArrayRef, bool)>();
-  return op.call(grad_out, x, sh, w, dx, dsh, dw, edge_index, couplings, paths, weight_gradient);
+                           const at::Tensor&, at::IntArrayRef)>();
+  return op.call(grad_out, x, sh, w, dx, dsh, dw, edge_index, couplings, paths);
 }
 
 // t, or zeros shaped like `like` where t is undefined (a zero cotangent)
@@ -368,22 +368,21 @@ inline at::Tensor add_defined(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // The derivative of the backward op given the cotangents (dx, dsh, dw; undefined = zero) of its outputs:
-// (grad of grad_out, of x, of sh, of w) and, with weight_gradient, the backward's own weight gradient.
-// Without grad mode one fused double-backward call; with it (a graph is being built) three forward and
-// three backward calls with swapped operands, differentiable again.
+// the gradients of grad_out, x, sh and w. Without grad mode one fused double-backward call; with it (a graph
+// is being built) three forward and three backward calls with swapped operands, differentiable again.
 struct DoubleBackward {
-  at::Tensor grad_out, x, sh, w, weight_gradient;
+  at::Tensor grad_out, x, sh, w;
 };
 
 inline DoubleBackward double_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& sh,
                                       const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dsh,
                                       const at::Tensor& dw, const at::Tensor& edge_index, const at::Tensor& couplings,
-                                      at::IntArrayRef paths, bool weight_gradient) {
+                                      at::IntArrayRef paths) {
   if (!at::GradMode::is_enabled()) {
-    auto [grad_g, grad_x, grad_sh, grad_w, weight_grad] =
+    auto [grad_g, grad_x, grad_sh, grad_w] =
         call_double_backward(g, x, sh, w, defined_or_zeros(dx, x), defined_or_zeros(dsh, sh), defined_or_zeros(dw, w),
-                             edge_index, couplings, paths, weight_gradient);
-    return {grad_g, grad_x, grad_sh, grad_w, weight_gradient ? weight_grad : at::Tensor()};
+                             edge_index, couplings, paths);
+    return {grad_g, grad_x, grad_sh, grad_w};
   }
   const int64_t num_out = g.size(1);
   DoubleBackward result;
@@ -405,7 +404,6 @@ inline DoubleBackward double_backward(const at::Tensor& g, const at::Tensor& x, 
     result.x = add_defined(result.x, by_x);
     result.sh = add_defined(result.sh, by_sh);
   }
-  if (weight_gradient) result.weight_gradient = std::get<2>(call_backward(g, x, sh, w, edge_index, couplings, paths));
   return result;
 }
 

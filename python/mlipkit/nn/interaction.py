@@ -90,10 +90,13 @@ class Convolution(nn.Module):
         edge_index: torch.Tensor,
     ) -> torch.Tensor:
         x = self.linear_in(node_features)
-        if self.tensor_product_kernel == "fused" and x.device.type == "cpu" and self.training:
-            aggregated = self.fused(x, edge_sh, self.radial(edge_radial), edge_index)
-        elif self.tensor_product_kernel == "fused" and x.device.type == "cpu":
-            aggregated = self.fused.with_radial_mlp(x, edge_sh, edge_radial, self.radial, self.radial_activation, edge_index)
+        if self.tensor_product_kernel == "fused" and x.device.type == "cpu":
+            if self.training:
+                aggregated = self.fused(x, edge_sh, self.radial(edge_radial), edge_index)
+            else:
+                aggregated = self.fused.with_radial_mlp(
+                    x, edge_sh, edge_radial, self.radial, self.radial_activation, edge_index
+                )
         else:
             edge_weights = self.radial(edge_radial)
             messages = self.tensor_product(x.index_select(0, edge_index[0]), edge_sh, edge_weights)
