@@ -11,8 +11,8 @@ import torch
 from e3nn import o3
 
 from mlipkit import ops
-from mlipkit.nn.fused_convolution import mlp_operands
 from mlipkit.nn.interaction import Convolution
+from mlipkit.nn.mlp import mlp_operands
 from test_convolution_kernel import (
     KERNEL_MODELS,
     SMALL_AND_EMPTY_GRAPHS,

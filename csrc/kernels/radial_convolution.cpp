@@ -19,9 +19,9 @@
 //
 // Derivatives of the first order use the backward op. Under create_graph
 // (force training) the backward is composed instead of differentiable ops:
-// the MLP on all edges, tensor_product_convolution_backward (differentiable to
-// any order) and the MLP's backward written in ATen, so higher derivatives
-// follow without new kernels.
+// the MLP on all edges, tensor_product_convolution_backward and the MLP's
+// backward (matmuls and mlipkit::activation_derivative), all differentiable to
+// any order, so higher derivatives follow without new kernels.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "../ops/sorted_segments.hpp"
+#include "activation.hpp"
 #include "convolution_problem.hpp"
 #include "fixed_size.hpp"
 
@@ -50,67 +51,17 @@ constexpr int64_t kWeightGradientChunks = 64;
 
 // ---------------------------------------------------------------- the MLP
 
-enum class Activation { silu, tanh, sigmoid, softplus, gelu, relu };
-
-Activation parse_activation(const std::string& name) {
-  if (name == "silu" || name == "swish") return Activation::silu;
-  if (name == "tanh") return Activation::tanh;
-  if (name == "sigmoid") return Activation::sigmoid;
-  if (name == "softplus") return Activation::softplus;
-  if (name == "gelu") return Activation::gelu;
-  if (name == "relu") return Activation::relu;
-  TORCH_CHECK(false, kRadialOp, ": unknown activation '", name,
-              "'; known: gelu, relu, sigmoid, silu, softplus, swish, tanh");
-}
-
-// torch.nn.functional's activations at their defaults, and their derivatives from the pre-activation,
-// written with ops that are differentiable again (ATen's *_backward functions are not all).
-at::Tensor activate(Activation activation, const at::Tensor& pre) {
-  switch (activation) {
-    case Activation::silu: return at::silu(pre);
-    case Activation::tanh: return at::tanh(pre);
-    case Activation::sigmoid: return at::sigmoid(pre);
-    case Activation::softplus: return at::softplus(pre, 1, 20);
-    case Activation::gelu: return at::gelu(pre);
-    case Activation::relu: return at::relu(pre);
-  }
-  return pre;
-}
-
-at::Tensor activation_backward(Activation activation, const at::Tensor& grad, const at::Tensor& pre) {
-  switch (activation) {
-    case Activation::silu: {
-      const auto s = at::sigmoid(pre);
-      return grad * s * (1 + pre * (1 - s));
-    }
-    case Activation::tanh: {
-      const auto t = at::tanh(pre);
-      return grad * (1 - t * t);
-    }
-    case Activation::sigmoid: {
-      const auto s = at::sigmoid(pre);
-      return grad * s * (1 - s);
-    }
-    case Activation::softplus: return at::where(pre > 20, grad, grad * at::sigmoid(pre));
-    case Activation::gelu: {
-      const double inverse_sqrt_2 = 0.70710678118654752440, inverse_sqrt_2pi = 0.39894228040143267794;
-      return grad * (0.5 * (1 + at::erf(pre * inverse_sqrt_2)) + pre * at::exp(-0.5 * pre * pre) * inverse_sqrt_2pi);
-    }
-    case Activation::relu: return grad * (pre > 0).to(grad.scalar_type());
-  }
-  return grad;
-}
-
 struct Mlp {
   std::vector<at::Tensor> weights;  // [widths[i], widths[i+1]] views of the flat weights
-  Activation activation;
-  double scale;
+  std::string activation;
+  double scale;  // after each hidden activation
 };
 
 Mlp mlp_of(const at::Tensor& flat, at::IntArrayRef widths, const std::string& activation, double scale) {
   TORCH_CHECK(widths.size() >= 2, kRadialOp, ": mlp_widths must name the input and output widths, got ", widths);
   TORCH_CHECK(flat.dim() == 1, kRadialOp, ": mlp_weights must be 1-D, got shape ", flat.sizes());
-  Mlp mlp{{}, parse_activation(activation), scale};
+  activation::check_name(kRadialOp, activation);
+  Mlp mlp{{}, activation, scale};
   int64_t offset = 0;
   for (size_t i = 0; i + 1 < widths.size(); ++i) {
     TORCH_CHECK(widths[i] > 0 && widths[i + 1] > 0, kRadialOp, ": mlp_widths must be positive, got ", widths);
@@ -140,7 +91,7 @@ at::Tensor mlp_forward(const Mlp& mlp, const at::Tensor& radial, MlpTrace* trace
     at::Tensor z = at::mm(h, mlp.weights[i]);
     if (i == last) return z;
     if (trace != nullptr) trace->pre.push_back(z);
-    h = activate(mlp.activation, z) * mlp.scale;
+    h = activation::derivative(z, mlp.activation, 0, mlp.scale);
   }
   return h;
 }
@@ -153,7 +104,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> mlp_backward(const Mlp& mlp, cons
   for (size_t i = mlp.weights.size(); i-- > 0;) {
     if (weight_gradients) grad_weights[i] = at::mm(trace.inputs[i].t(), g);
     g = at::mm(g, mlp.weights[i].t());
-    if (i > 0) g = activation_backward(mlp.activation, g * mlp.scale, trace.pre[i - 1]);
+    if (i > 0) g = activation::derivative(trace.pre[i - 1], mlp.activation, 1, mlp.scale, g);
   }
   return {g, grad_weights};
 }

@@ -18,6 +18,7 @@ from e3nn.nn import FullyConnectedNet
 from torch import nn
 
 from mlipkit import ops
+from mlipkit.nn.mlp import mlp_operands
 
 
 def component_major_columns(irreps: o3.Irreps) -> torch.Tensor:
@@ -26,21 +27,6 @@ def component_major_columns(irreps: o3.Irreps) -> torch.Tensor:
     for (mul, ir), block in zip(irreps, irreps.slices()):
         columns.append(block.start + torch.arange(mul * ir.dim).view(mul, ir.dim).t().reshape(-1))
     return torch.cat(columns) if columns else torch.zeros(0, dtype=torch.long)
-
-
-def mlp_operands(mlp: FullyConnectedNet) -> tuple[torch.Tensor, list[int], float]:
-    """e3nn's MLP as the radial op takes it: its weight matrices scaled as its layers scale them, flattened;
-    the widths; the factor after each hidden activation (normalize2mom's constant)."""
-    weights, scale = [], 1.0
-    for index, layer in enumerate(mlp):
-        if layer.act is not None:
-            weights.append(layer.weight / (layer.h_in * layer.var_in) ** 0.5)
-            scale = (1.0 if layer.act._is_id else layer.act.cst) * layer.var_out**0.5
-        else:
-            if index != len(mlp) - 1:
-                raise ValueError("the radial convolution takes MLPs whose hidden layers all have an activation")
-            weights.append(layer.weight / (layer.h_in * layer.var_in / layer.var_out) ** 0.5)
-    return torch.cat([w.reshape(-1) for w in weights]), list(mlp.hs), scale
 
 
 class FusedConvolution(nn.Module):

@@ -12,7 +12,7 @@ from mlipkit.nn.activations import activation
 from mlipkit.nn.fused_convolution import FusedConvolution
 from mlipkit.nn.gate import Gate
 from mlipkit.nn.linear import Linear, NodeAttributeLinear
-from mlipkit.nn.mlp import radial_mlp
+from mlipkit.nn.mlp import mlp_with_activation_op, radial_mlp
 from mlipkit.nn.scatter import sum_into_segments
 
 
@@ -34,7 +34,7 @@ class Convolution(nn.Module):
     the fused op also runs the radial MLP inside, so the per-edge weights are
     never stored; in training mode they are made once and kept, since force
     training's loss gradient needs them several times (recomputing them cost
-    more time than the memory saved).
+    more time than the memory saved), by the MLP with the activation op.
     """
 
     def __init__(
@@ -92,7 +92,8 @@ class Convolution(nn.Module):
         x = self.linear_in(node_features)
         if self.tensor_product_kernel == "fused" and x.device.type == "cpu":
             if self.training:
-                aggregated = self.fused(x, edge_sh, self.radial(edge_radial), edge_index)
+                edge_weights = mlp_with_activation_op(self.radial, edge_radial, self.radial_activation)
+                aggregated = self.fused(x, edge_sh, edge_weights, edge_index)
             else:
                 aggregated = self.fused.with_radial_mlp(
                     x, edge_sh, edge_radial, self.radial, self.radial_activation, edge_index

@@ -1,6 +1,7 @@
 """Python face of the C++ op library (``torch.ops.mlipkit``) and its references."""
 
 from mlipkit.ops.library import (
+    activation_derivative,
     channelwise_polynomial,
     halo_exchange,
     kernel_isa,
@@ -20,6 +21,7 @@ from mlipkit.ops.reference import (
 )
 
 __all__ = [
+    "activation_derivative",
     "channelwise_polynomial",
     "channelwise_polynomial_reference",
     "halo_exchange",

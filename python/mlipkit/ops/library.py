@@ -60,6 +60,15 @@ def tensor_product_convolution(
     )
 
 
+def activation_derivative(
+    x: torch.Tensor, activation: str, order: int = 0, scale: float = 1.0, factor: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``scale * f^(order)(x) * factor`` for an activation ``f`` by its config name, in one pass; its
+    derivatives are the op again (see csrc/kernels/activation.cpp)."""
+    load_library()
+    return torch.ops.mlipkit.activation_derivative(x, activation, order, scale, factor)
+
+
 def radial_convolution(
     node_features: torch.Tensor,
     edge_sh: torch.Tensor,
