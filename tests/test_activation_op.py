@@ -116,3 +116,18 @@ def test_radial_mlp_with_the_op_equals_e3nn_through_force_training(activation):
     reference = force_training(mlp)
     for a, b in zip(fused, reference):
         assert float((a - b).abs().max() / b.abs().max()) <= 1e-12
+
+
+def test_bitwise_independent_of_thread_count():
+    """Chunks start on whole vectors, so no element's value depends on where a thread's share begins."""
+    x = torch.randn(100_003, generator=torch.Generator().manual_seed(3))
+    factor = torch.randn(100_003, generator=torch.Generator().manual_seed(4))
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(ops.activation_derivative(x, "silu", 2, 0.9, factor))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(result, results[0]) for result in results[1:])

@@ -9,10 +9,10 @@
 // (order + 1 for x, the same order for the factor), so a radial MLP's force
 // training (activation, its derivative under create_graph, then that one's
 // derivative) runs a few element passes per hidden layer where autograd's own
-// formulas run dozens. The transcendental part (sigmoid(x), tanh(x), the normal
-// density) comes from ATen; the rest is a polynomial in it (the sigmoid's
-// derivatives are polynomials in the sigmoid, tanh's in tanh, the normal
-// density's are Hermite polynomials times the density), written by the kernel.
+// formulas run dozens. The transcendental part is the sigmoid (made by the
+// kernel), tanh or the normal density (from ATen); the rest is a polynomial in
+// it (the sigmoid's derivatives are polynomials in the sigmoid, tanh's in tanh,
+// the normal density's are Hermite polynomials times the density).
 
 #include "activation.hpp"
 
@@ -21,6 +21,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -36,6 +37,7 @@ constexpr const char* kOp = "mlipkit::activation_derivative";
 // Orders beyond this would only come from differentiating a model more than seven times.
 constexpr int64_t kMaxOrder = 8;
 constexpr int64_t kGrain = 16384;
+constexpr int64_t kAlignment = 64;  // elements; a multiple of every instruction set's lanes
 
 enum class Activation { silu, tanh, sigmoid, softplus, gelu, relu };
 
@@ -215,8 +217,15 @@ at::Tensor derivative_cpu(const at::Tensor& x_in, c10::string_view name, int64_t
                                 static_cast<scalar_t>(f.above_threshold * scale)};
     const Operands<scalar_t> operands{x.data_ptr<scalar_t>(), pointer(base), pointer(multiplier),
                                       pointer(addend), pointer(factor), out.data_ptr<scalar_t>()};
-    at::parallel_for(0, x.numel(), kGrain,
-                     [&](int64_t begin, int64_t end) { run_evaluate(terms, operands, begin, end); });
+    // chunks start at multiples of kAlignment, so only the last elements take the kernel's scalar path
+    // (std::exp rather than the vectorised exp): results do not depend on the number of threads
+    const int64_t size = x.numel();
+    const auto aligned = [size](int64_t i) {
+      return std::min(size, (i + kAlignment - 1) / kAlignment * kAlignment);
+    };
+    at::parallel_for(0, size, kGrain, [&](int64_t begin, int64_t end) {
+      run_evaluate(terms, operands, aligned(begin), aligned(end));
+    });
   });
   return out;
 }
