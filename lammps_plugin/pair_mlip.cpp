@@ -1,11 +1,10 @@
 #include "pair_mlip.h"
 
-#include <mlipkit/runtime.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 
@@ -22,6 +21,8 @@
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
+
+#include "lammps_compat.h"
 
 using namespace LAMMPS_NS;
 
@@ -118,7 +119,7 @@ void PairMLIP::settings(int narg, char** arg) {
       }
       required_dtype_ = value;
     } else if (keyword == "charge") {
-      total_charge_ = utils::numeric(FLERR, value, false, lmp);
+      total_charge_ = utils::numeric(FLERR, value.c_str(), false, lmp);
       charge_given_ = true;
     } else if (keyword == "comm") {
       if (value != "halo" && value != "shell") {
@@ -143,57 +144,59 @@ void PairMLIP::coeff(int narg, char** arg) {
   }
   model_path_ = arg[2];
   try {
-    model_ = std::make_unique<mlipkit::Model>(model_path_);
+    model_ = std::make_unique<mlipkit_lammps::ArtifactModel>(model_path_.c_str());
   } catch (const std::exception& failure) {
     error->all(FLERR, "pair_coeff: cannot use '{}' as an mlipkit artifact: {}", model_path_, failure.what());
   }
-  const auto& metadata = model_->metadata();
-  if (!metadata.has_output("edge_forces") && !(metadata.direct_forces() && metadata.takes_node_energy_mask())) {
+  const mlipkit_lammps::ArtifactInfo& info = model_->info();
+  if (!info.edge_forces && !(info.direct_forces && info.takes_node_energy_mask)) {
     error->all(FLERR, "pair_coeff: {} computes no edge forces (target '{}'); compile it with --target lammps",
-               model_path_, metadata.target);
+               model_path_, info.target);
   }
-  const std::string dtype = metadata.dtype == torch::kFloat64 ? "float64" : "float32";
+  const std::string dtype = info.dtype;
   if (!required_dtype_.empty() && dtype != required_dtype_) {
     error->all(FLERR, "pair_coeff: {} computes in {}, but pair_style mlip asks for dtype {}; compile it with --dtype {}",
                model_path_, dtype, required_dtype_, required_dtype_);
   }
   std::string known;
-  for (const auto& name : metadata.type_names) known += " " + name;
+  for (const char* name : info.type_names) known += std::string(" ") + name;
   if (!allocated) allocate();
   model_type_.assign(num_types + 1, -1);
   for (int type = 1; type <= num_types; ++type) {
     const std::string element = arg[2 + type];
-    auto found = std::find(metadata.type_names.begin(), metadata.type_names.end(), element);
-    if (found == metadata.type_names.end()) {
+    auto found = std::find_if(info.type_names.begin(), info.type_names.end(),
+                              [&element](const char* name) { return element == name; });
+    if (found == info.type_names.end()) {
       error->all(FLERR, "pair_coeff: element '{}' (atom type {}) is not one of the types of {}:{}", element, type,
                  model_path_, known);
     }
-    model_type_[type] = found - metadata.type_names.begin();
+    model_type_[type] = found - info.type_names.begin();
   }
   for (int i = 1; i <= num_types; ++i) {
     for (int j = i; j <= num_types; ++j) setflag[i][j] = 1;
   }
-  r_max_ = metadata.r_max;
-  num_layers_ = std::max(metadata.num_message_passing_layers, 1);
-  energy_uncertainty_ = metadata.has_output("node_energy_uncertainty");
-  direct_forces_ = metadata.direct_forces();
-  long_range_cutoff_ = metadata.long_range_cutoff;
-  ewald_ = metadata.coulomb_method == "ewald";
-  if (comm_mode_ == "halo" && !metadata.halo_exchange) {
-    const std::string why = metadata.model_name == "gemnet_oc"
-                                ? "GemNet-OC's messages live on edges and triplets, not on atoms"
-                            : metadata.coulomb_method == "ewald" ? "its Ewald sum runs on one rank"
-                            : metadata.target != "lammps"        ? "it was compiled for target '" + metadata.target + "'"
-                                                                 : "it was compiled before mlipkit had the halo exchange";
+  r_max_ = info.r_max;
+  num_layers_ = std::max(info.num_message_passing_layers, 1);
+  energy_uncertainty_ = info.energy_uncertainty;
+  direct_forces_ = info.direct_forces;
+  long_range_cutoff_ = info.long_range_cutoff;
+  ewald_ = info.ewald;
+  if (comm_mode_ == "halo" && !info.halo_exchange) {
+    const std::string model_name = info.model_name;
+    const std::string target = info.target;
+    const std::string why = model_name == "gemnet_oc" ? "GemNet-OC's messages live on edges and triplets, not on atoms"
+                            : info.ewald              ? "its Ewald sum runs on one rank"
+                            : target != "lammps"      ? "it was compiled for target '" + target + "'"
+                                                      : "it was compiled before mlipkit had the halo exchange";
     error->all(FLERR, "pair_style mlip comm halo: {} cannot exchange node features between ranks ({}); use comm shell{}",
-               model_path_, why, metadata.model_name == "gemnet_oc" || metadata.coulomb_method == "ewald"
+               model_path_, why, model_name == "gemnet_oc" || info.ewald
                                      ? "" : ", or recompile it with mlip-compile --target lammps");
   }
-  if (charge_given_ && !metadata.takes("total_charge")) {
+  if (charge_given_ && !info.takes_total_charge) {
     error->all(FLERR, "pair_style mlip charge: {} takes no total charge (it predicts no charges and has no total-charge "
                "embedding); leave the keyword out", model_path_);
   }
-  const auto& known_charges = metadata.available_total_charges;
+  const auto& known_charges = info.available_total_charges;
   if (!known_charges.empty() && std::find(known_charges.begin(), known_charges.end(), total_charge_) == known_charges.end()) {
     std::string listed;
     for (double charge : known_charges) listed += fmt::format(" {}", charge);
@@ -215,17 +218,19 @@ void PairMLIP::init_style() {
   }
   if (atom->tag_enable == 0) error->all(FLERR, "pair_style mlip requires atom IDs (atom_modify id yes)");
   const std::string units = update->unit_style;
-  const auto& metadata = model_->metadata();
+  const mlipkit_lammps::ArtifactInfo& info = model_->info();
   if (units != "metal" && units != "real") {
     error->all(FLERR, "pair_style mlip supports 'units metal' and 'units real', not '{}' ({} was trained in {}/{})",
-               units, model_path_, metadata.energy_unit, metadata.length_unit);
+               units, model_path_, info.energy_unit, info.length_unit);
   }
-  if (metadata.units != "metal" && metadata.units != "real") {
-    error->all(FLERR, "pair_style mlip: {} was trained in unknown units '{}'", model_path_, metadata.units);
+  const std::string model_units = info.units;
+  if (model_units != "metal" && model_units != "real") {
+    error->all(FLERR, "pair_style mlip: {} was trained in unknown units '{}'", model_path_, model_units);
   }
-  energy_factor_ = energy_factor(metadata.units, units);
+  energy_factor_ = energy_factor(model_units, units);
   if (direct_forces_) {
-    for (const auto* fix : modify->get_fix_list()) {
+    for (int index = 0; index < modify->nfix; ++index) {
+      const Fix* fix = modify->fix[index];
       const std::string style = fix->style;
       const bool barostat = style.rfind("npt", 0) == 0 || style.rfind("nph", 0) == 0 || style.rfind("press/", 0) == 0 ||
                             style.rfind("box/relax", 0) == 0;
@@ -236,7 +241,7 @@ void PairMLIP::init_style() {
     }
   }
 
-  if (metadata.predicts_charges() && force->kspace != nullptr) {
+  if (info.predicts_charges && force->kspace != nullptr) {
     error->all(FLERR, "pair_style mlip: {} predicts its charges and computes their electrostatics itself; a kspace_style "
                "would add a Coulomb energy of those charges without the forces from their change with the positions, "
                "which does not conserve energy: remove kspace_style", model_path_);
@@ -253,14 +258,13 @@ void PairMLIP::init_style() {
   }
 
   ghost_nodes_ = comm->nprocs > 1;
-  halo_ = ghost_nodes_ && metadata.halo_exchange && comm_mode_ != "shell";
+  halo_ = ghost_nodes_ && info.halo_exchange && comm_mode_ != "shell";
   ghostneigh = ghost_nodes_ && !halo_ ? 1 : 0;
-  int request = NeighConst::REQ_FULL;
-  if (ghost_nodes_ && !metadata.takes_node_energy_mask()) {
+  if (ghost_nodes_ && !info.takes_node_energy_mask) {
     error->all(FLERR, "pair_style mlip: {} (target '{}') cannot leave ghost atoms' energies out, which runs on "
-               "several MPI ranks need; compile it with --target lammps", model_path_, metadata.target);
+               "several MPI ranks need; compile it with --target lammps", model_path_, info.target);
   }
-  comm_forward = comm_reverse = halo_ ? std::max(metadata.halo_exchange_width, 1) : 0;
+  comm_forward = comm_reverse = halo_ ? std::max(info.halo_exchange_width, 1) : 0;
   if (halo_ && comm->me == 0) {
     // LAMMPS's own ghost cutoff, the largest pair cutoff + skin, is all the edges into owned atoms need
     utils::logmesg(lmp, "pair mlip: comm halo: node features of up to {} values per atom cross between ranks before "
@@ -273,14 +277,13 @@ void PairMLIP::init_style() {
     const double ghost_cutoff = num_layers_ * r_max_ + long_range_cutoff_ + neighbor->skin;
     if (comm->me == 0) {
       utils::logmesg(lmp, "pair mlip: comm shell{}: ghost atoms within {} layers x {} + long-range cutoff {} + skin = {} of "
-                     "each subdomain\n", metadata.halo_exchange ? "" : " (the artifact has no halo exchange)", num_layers_,
+                     "each subdomain\n", info.halo_exchange ? "" : " (the artifact has no halo exchange)", num_layers_,
                      r_max_, long_range_cutoff_, ghost_cutoff);
     }
     comm->cutghostuser = std::max(comm->cutghostuser, ghost_cutoff);
-    request |= NeighConst::REQ_GHOST;
   }
-  neighbor->add_request(this, request);
-  torch::set_num_threads(std::max(comm->nthreads, 1));
+  mlipkit_lammps::request_full_neighbor_list(neighbor, this, instance_me, ghostneigh != 0);
+  model_->set_num_threads(comm->nthreads);
   evaluations_ = 0;
   model_time_ = total_time_ = exchange_time_ = std::chrono::duration<double>(0.0);
   compute_cpu_seconds_ = exchange_cpu_seconds_ = owned_node_count_ = ghost_node_count_ = 0.0;
@@ -390,6 +393,30 @@ void PairMLIP::add_long_range_edges() {
   }
 }
 
+mlipkit_lammps::Graph PairMLIP::graph(const std::vector<int64_t>& types) {
+  mlipkit_lammps::Graph graph;
+  graph.num_nodes = static_cast<int64_t>(node_atom_.size());
+  graph.num_owned = atom->nlocal;
+  graph.num_edges = static_cast<int64_t>(receivers_.size());
+  graph.types = types.data();
+  graph.senders = senders_.data();
+  graph.receivers = receivers_.data();
+  graph.edge_vectors = edge_vectors_.data();
+  graph.total_charge = total_charge_;
+  if (long_range_cutoff_ > 0.0) {
+    graph.num_long_range_edges = static_cast<int64_t>(lr_receivers_.size());
+    graph.long_range_senders = lr_senders_.data();
+    graph.long_range_receivers = lr_receivers_.data();
+    graph.long_range_edge_vectors = lr_edge_vectors_.data();
+  }
+  if (ewald_) {
+    // one rank: the nodes are the owned atoms
+    graph.positions = atom->x[0];
+    graph.box_h = domain->h;
+  }
+  return graph;
+}
+
 void PairMLIP::compute(int eflag, int vflag) {
   const auto start = Clock::now();
   const double cpu_start = cpu_seconds();
@@ -398,52 +425,48 @@ void PairMLIP::compute(int eflag, int vflag) {
 
   const int nlocal = atom->nlocal;
   const auto num_nodes = static_cast<int64_t>(node_atom_.size());
-  const auto num_edges = static_cast<int64_t>(receivers_.size());
   std::vector<int64_t> types(num_nodes);
   for (int64_t node = 0; node < num_nodes; ++node) types[node] = model_type_[atom->type[node_atom_[node]]];
-  auto atom_types = torch::from_blob(types.data(), {num_nodes}, torch::kInt64);
-  auto edge_index = torch::stack({torch::from_blob(senders_.data(), {num_edges}, torch::kInt64),
-                                  torch::from_blob(receivers_.data(), {num_edges}, torch::kInt64)});
-  auto edge_vectors = torch::from_blob(edge_vectors_.data(), {num_edges, 3}, torch::kFloat64);
-  auto node_energy_mask = torch::arange(num_nodes) < nlocal;
-  const auto dtype = model_->metadata().dtype;
-  mlipkit::ChargeInputs charge_inputs = long_range_inputs(num_nodes, dtype);
+  const mlipkit_lammps::Graph step_graph = graph(types);
 
-  mlipkit::Results results;
+  mlipkit_lammps::Evaluation results;
   const auto model_start = Clock::now();
   try {
-    std::optional<mlipkit::HaloExchangeScope> exchange;
-    if (halo_) exchange.emplace(&ghost_feature_exchange_);
-    if (ghost_nodes_ && model_->metadata().global_charge_correction()) correct_charges_across_ranks(atom_types, edge_index, edge_vectors.to(dtype), node_energy_mask, charge_inputs);
-    results = model_->evaluate(atom_types, edge_index, edge_vectors.to(dtype), node_energy_mask, charge_inputs);
+    double charge_shift = std::numeric_limits<double>::quiet_NaN();
+    double charge_shift_weight = 0.0;
+    if (ghost_nodes_ && model_->info().global_charge_correction) {
+      // First of two evaluations (the artifact's forward-only charge_correction_terms entry): each rank's
+      // raw-charge sums and dE/dc terms at c = 0 (E is quadratic in c), summed over ranks into the shift
+      // c = (sum q~ - Q) / sum f and the weight (dE/dc) / sum f that the second one takes.
+      double terms[4];
+      double summed[4];
+      model_->charge_correction_terms(step_graph, terms);
+      MPI_Allreduce(terms, summed, 4, MPI_DOUBLE, MPI_SUM, world);
+      charge_shift = (summed[0] - total_charge_) / summed[1];
+      charge_shift_weight = (summed[2] + charge_shift * summed[3]) / summed[1];
+    }
+    model_->evaluate(step_graph, charge_shift, charge_shift_weight, halo_ ? &ghost_feature_exchange_ : nullptr, results);
   } catch (const std::exception& failure) {
     error->one(FLERR, "pair mlip: {}", failure.what());
   }
   model_time_ += Clock::now() - model_start;
 
-  auto node_energies = results.atomic_energies.to(torch::kCPU, torch::kFloat64).contiguous();
-  torch::Tensor node_forces, node_virials;
+  // direct forces are predicted per atom: a ghost node's force comes from a truncated environment and is not
+  // summed onto its owner
+  const int64_t force_rows = direct_forces_ ? nlocal : num_nodes;
   if (direct_forces_) {
-    // predicted per atom: a ghost node's force comes from a truncated environment and is not summed onto its owner
     if (vflag_either && !virial_warned_ && comm->me == 0) {
       error->warning(FLERR, "pair mlip: {} predicts forces directly (direct_forces), not as the gradient of its energy, "
                      "so it has no virial: pressures and per-atom stresses leave it out", model_path_);
     }
     virial_warned_ = virial_warned_ || vflag_either;
-    node_forces = results.forces.to(torch::kCPU, torch::kFloat64).slice(0, 0, nlocal).contiguous();
-    node_virials = torch::zeros({0, 3, 3}, torch::kFloat64);
-  } else {
-    node_forces = results.forces.to(torch::kCPU, torch::kFloat64).contiguous();
-    node_virials = results.atomic_virials.to(torch::kCPU, torch::kFloat64).contiguous();
   }
-  if (results.charges.defined() && atom->q_flag) {
-    auto charges = results.charges.to(torch::kCPU, torch::kFloat64).contiguous();
-    auto charge = charges.accessor<double, 1>();
-    for (int i = 0; i < nlocal; ++i) atom->q[i] = charge[i];
+  if (!results.charges.empty() && atom->q_flag) {
+    for (int i = 0; i < nlocal; ++i) atom->q[i] = results.charges[i];
   }
-  auto energy = node_energies.accessor<double, 1>();
-  auto force = node_forces.accessor<double, 2>();
-  auto node_virial = node_virials.accessor<double, 3>();
+  const std::vector<double>& energy = results.energies;
+  const std::vector<double>& force = results.forces;
+  const std::vector<double>& node_virial = results.virials;
 
   double** f = atom->f;
   for (int i = 0; i < nlocal; ++i) {
@@ -454,15 +477,13 @@ void PairMLIP::compute(int eflag, int vflag) {
     if (eflag_global) eng_vdwl += atom_energy;
     if (eflag_atom) eatom[i] += atom_energy;
   }
-  for (int64_t node = 0; node < node_forces.size(0); ++node) {
+  for (int64_t node = 0; node < force_rows; ++node) {
     const int i = node_atom_[node];
-    for (int k = 0; k < 3; ++k) f[i][k] += energy_factor_ * force[node][k];
+    for (int k = 0; k < 3; ++k) f[i][k] += energy_factor_ * force[3 * node + k];
     if (vflag_either && !direct_forces_) {
       // xx yy zz xy xz yz, off-diagonals symmetrised (the sums over atoms are symmetric anyway)
-      const double v[6] = {node_virial[node][0][0], node_virial[node][1][1], node_virial[node][2][2],
-                           0.5 * (node_virial[node][0][1] + node_virial[node][1][0]),
-                           0.5 * (node_virial[node][0][2] + node_virial[node][2][0]),
-                           0.5 * (node_virial[node][1][2] + node_virial[node][2][1])};
+      const double* w = node_virial.data() + 9 * node;
+      const double v[6] = {w[0], w[4], w[8], 0.5 * (w[1] + w[3]), 0.5 * (w[2] + w[6]), 0.5 * (w[5] + w[7])};
       for (int k = 0; k < 6; ++k) {
         if (vflag_global) virial[k] += energy_factor_ * v[k];
         if (vflag_atom) vatom[i][k] += energy_factor_ * v[k];
@@ -470,53 +491,15 @@ void PairMLIP::compute(int eflag, int vflag) {
     }
   }
   if (energy_uncertainty_) {
-    auto terms = results.atomic_energy_uncertainty.slice(0, 0, nlocal);
-    publish_energy_uncertainty(terms.to(torch::kCPU, torch::kFloat64).sum().item<double>());
+    double owned_terms_sum = 0.0;
+    for (int i = 0; i < nlocal; ++i) owned_terms_sum += results.energy_uncertainty[i];
+    publish_energy_uncertainty(owned_terms_sum);
   }
   ++evaluations_;
   owned_node_count_ += nlocal;
   ghost_node_count_ += static_cast<double>(num_nodes - nlocal);
   total_time_ += Clock::now() - start;
   compute_cpu_seconds_ += cpu_seconds() - cpu_start;
-}
-
-mlipkit::ChargeInputs PairMLIP::long_range_inputs(int64_t num_nodes, torch::Dtype dtype) {
-  mlipkit::ChargeInputs inputs;
-  inputs.total_charge = total_charge_;
-  if (long_range_cutoff_ <= 0.0) return inputs;
-  const auto num_lr_edges = static_cast<int64_t>(lr_receivers_.size());
-  inputs.lr_edge_index = torch::stack({torch::from_blob(lr_senders_.data(), {num_lr_edges}, torch::kInt64),
-                                       torch::from_blob(lr_receivers_.data(), {num_lr_edges}, torch::kInt64)});
-  inputs.lr_edge_vectors = torch::from_blob(lr_edge_vectors_.data(), {num_lr_edges, 3}, torch::kFloat64).to(dtype);
-  if (ewald_) {
-    // one rank: the nodes are the owned atoms; the lattice vectors are the rows of LAMMPS's (lower triangular) h
-    auto positions = torch::from_blob(atom->x[0], {num_nodes, 3}, torch::kFloat64).to(dtype);
-    const double* h = domain->h;
-    auto cell = torch::tensor({h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]}, torch::kFloat64).reshape({3, 3});
-    inputs.positions = positions;
-    inputs.cell = cell.to(dtype);
-    inputs.pbc = torch::ones({3}, torch::kBool);
-    inputs.k_indices = mlipkit::ewald_k_indices(cell, model_->metadata().ewald_k_max, dtype);
-  }
-  return inputs;
-}
-
-// First of two evaluations (the artifact's forward-only charge_correction_terms entry): each rank's raw-charge
-// sums and dE/dc terms at c = 0 (E is quadratic in c), summed
-// over ranks into the shift c = (sum q~ - Q) / sum f and the weight (dE/dc) / sum f that the second one takes.
-void PairMLIP::correct_charges_across_ranks(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
-                                            const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
-                                            mlipkit::ChargeInputs& charge_inputs) {
-  charge_inputs.charge_shift = 0.0;
-  charge_inputs.charge_shift_weight = 0.0;
-  auto terms = model_->charge_correction_terms(atom_types, edge_index, edge_vectors, node_energy_mask, charge_inputs)
-                   .to(torch::kCPU, torch::kFloat64)
-                   .contiguous();
-  double summed[4];
-  MPI_Allreduce(terms.data_ptr<double>(), summed, 4, MPI_DOUBLE, MPI_SUM, world);
-  const double shift = (summed[0] - total_charge_) / summed[1];
-  charge_inputs.charge_shift = shift;
-  charge_inputs.charge_shift_weight = (summed[2] + shift * summed[3]) / summed[1];
 }
 
 void PairMLIP::publish_energy_uncertainty(double owned_terms_sum) {
@@ -527,6 +510,7 @@ void PairMLIP::publish_energy_uncertainty(double owned_terms_sum) {
   pvector[0] = comm->me == 0 ? energy_factor_ * std::abs(total) / num_atoms : 0.0;
 }
 
+#if MLIPKIT_PAIR_HAS_FINISH
 void PairMLIP::finish() {
   double local[8] = {static_cast<double>(evaluations_), model_time_.count(), total_time_.count(), exchange_time_.count(),
                      compute_cpu_seconds_, exchange_cpu_seconds_, owned_node_count_, ghost_node_count_};
@@ -551,53 +535,45 @@ void PairMLIP::finish() {
                  (summed[4] - summed[5]) / evaluations, summed[5] / evaluations, summed[6] / summed[0],
                  summed[7] / summed[0], largest_peak);
 }
+#endif
 
-// Sizes halo_rows_ (zeros) for one exchange of ``rows``; returns the number of graph nodes.
-int64_t PairMLIP::prepare_halo_rows(const at::Tensor& rows, const char* what) {
+// Sizes halo_rows_ (zeros) for one exchange of [num_rows, width] rows.
+void PairMLIP::prepare_halo_rows(int64_t num_rows, int width, const char* what) {
   const auto num_nodes = static_cast<int64_t>(node_atom_.size());
-  halo_width_ = static_cast<int>(rows.size(1));
-  if (rows.size(0) < num_nodes || halo_width_ > comm_forward) {
+  halo_width_ = width;
+  if (num_rows < num_nodes || halo_width_ > comm_forward) {
     throw std::runtime_error(fmt::format("{} exchanges {} rows [{}, {}], but the graph has {} nodes and the artifact's "
                                          "metadata promises at most {} values per atom", model_path_, what,
-                                         rows.size(0), halo_width_, num_nodes, comm_forward));
+                                         num_rows, halo_width_, num_nodes, comm_forward));
   }
   halo_rows_.assign(static_cast<size_t>(atom->nlocal + atom->nghost) * halo_width_, 0.0);
-  return num_nodes;
 }
 
 // One halo exchange: the owned atoms' rows go to their ghost copies on every rank; each ghost node takes the row
 // of the atom that speaks for it.
-void PairMLIP::send_features_to_ghosts(at::Tensor& node_features) {
+void PairMLIP::send_features_to_ghosts(double* rows, int64_t num_rows, int width) {
   ExchangeClock clock(exchange_time_, exchange_cpu_seconds_);
   const int nlocal = atom->nlocal;
-  const int64_t num_nodes = prepare_halo_rows(node_features, "node feature");
-  auto owned = node_features.slice(0, 0, nlocal).to(torch::kCPU, torch::kFloat64).contiguous();
-  std::copy_n(owned.data_ptr<double>(), owned.numel(), halo_rows_.begin());
-  comm->forward_comm(this, halo_width_);
-  auto ghosts = torch::empty({num_nodes - nlocal, halo_width_}, torch::kFloat64);
-  double* ghost_rows = ghosts.data_ptr<double>();
-  for (int64_t node = nlocal; node < num_nodes; ++node) {
-    std::copy_n(halo_rows_.begin() + static_cast<size_t>(node_atom_[node]) * halo_width_, halo_width_,
-                ghost_rows + (node - nlocal) * halo_width_);
+  prepare_halo_rows(num_rows, width, "node feature");
+  std::copy_n(rows, static_cast<size_t>(nlocal) * width, halo_rows_.begin());
+  mlipkit_lammps::forward_comm(comm, this, halo_width_);
+  for (size_t node = nlocal; node < node_atom_.size(); ++node) {
+    std::copy_n(halo_rows_.begin() + static_cast<size_t>(node_atom_[node]) * width, width, rows + node * width);
   }
-  node_features.slice(0, nlocal, num_nodes).copy_(ghosts);
 }
 
 // Its adjoint: the ghost nodes' gradients go home and add onto their owners' rows; ghost rows become zero.
-void PairMLIP::return_ghost_gradients(at::Tensor& gradients) {
+void PairMLIP::return_ghost_gradients(double* rows, int64_t num_rows, int width) {
   ExchangeClock clock(exchange_time_, exchange_cpu_seconds_);
   const int nlocal = atom->nlocal;
-  const int64_t num_nodes = prepare_halo_rows(gradients, "gradient");
-  auto ghosts = gradients.slice(0, nlocal, num_nodes).to(torch::kCPU, torch::kFloat64).contiguous();
-  const double* ghost_rows = ghosts.data_ptr<double>();
-  for (int64_t node = nlocal; node < num_nodes; ++node) {
-    double* row = halo_rows_.data() + static_cast<size_t>(node_atom_[node]) * halo_width_;
-    for (int k = 0; k < halo_width_; ++k) row[k] += ghost_rows[(node - nlocal) * halo_width_ + k];
+  prepare_halo_rows(num_rows, width, "gradient");
+  for (size_t node = nlocal; node < node_atom_.size(); ++node) {
+    double* row = halo_rows_.data() + static_cast<size_t>(node_atom_[node]) * width;
+    for (int k = 0; k < width; ++k) row[k] += rows[node * width + k];
+    std::fill_n(rows + node * width, width, 0.0);
   }
-  comm->reverse_comm(this, halo_width_);
-  auto owned = torch::from_blob(halo_rows_.data(), {nlocal, halo_width_}, torch::kFloat64);
-  gradients.slice(0, 0, nlocal).add_(owned.to(gradients.device(), gradients.scalar_type()));
-  gradients.slice(0, nlocal, num_nodes).zero_();
+  mlipkit_lammps::reverse_comm(comm, this, halo_width_);
+  for (size_t k = 0; k < static_cast<size_t>(nlocal) * width; ++k) rows[k] += halo_rows_[k];
 }
 
 int PairMLIP::pack_forward_comm(int n, int* list, double* buf, int, int*) {

@@ -39,17 +39,26 @@
 // gives each rank's raw-charge sums and dE/dc terms, summed over ranks into the
 // shift c and its weight, which the second takes (exact, see README).
 // Ewald sums run on one rank of a periodic box.
-#pragma once
+// Compiled into LAMMPS (install_into_lammps.sh), LAMMPS's style registry reads the PairStyle line.
+#ifdef PAIR_CLASS
+// clang-format off
+PairStyle(mlip, PairMLIP);
+// clang-format on
+#else
+
+#ifndef MLIPKIT_PAIR_MLIP_H
+#define MLIPKIT_PAIR_MLIP_H
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "lammps_compat.h"
 #include "pair.h"
-
-#include <mlipkit/runtime.hpp>
+#include "pair_mlip_model.h"
 
 namespace LAMMPS_NS {
 
@@ -63,7 +72,9 @@ class PairMLIP : public Pair {
   void init_style() override;
   void init_list(int id, class NeighList* list) override;
   double init_one(int i, int j) override;
+#if MLIPKIT_PAIR_HAS_FINISH
   void finish() override;
+#endif
   int pack_forward_comm(int n, int* list, double* buf, int pbc_flag, int* pbc) override;
   void unpack_forward_comm(int n, int first, double* buf) override;
   int pack_reverse_comm(int n, int first, double* buf) override;
@@ -71,31 +82,28 @@ class PairMLIP : public Pair {
 
  private:
   // What the artifact's halo exchange ops call during an evaluation (comm halo).
-  class GhostFeatureExchange : public mlipkit::HaloExchange {
+  class GhostFeatureExchange : public mlipkit_lammps::FeatureExchange {
    public:
     explicit GhostFeatureExchange(PairMLIP& pair) : pair_(pair) {}
-    void forward(at::Tensor& node_features) override { pair_.send_features_to_ghosts(node_features); }
-    void reverse(at::Tensor& gradients) override { pair_.return_ghost_gradients(gradients); }
+    void forward(double* rows, int64_t num_rows, int width) override { pair_.send_features_to_ghosts(rows, num_rows, width); }
+    void reverse(double* rows, int64_t num_rows, int width) override { pair_.return_ghost_gradients(rows, num_rows, width); }
 
    private:
     PairMLIP& pair_;
   };
-  int64_t prepare_halo_rows(const at::Tensor& rows, const char* what);
-  void send_features_to_ghosts(at::Tensor& node_features);
-  void return_ghost_gradients(at::Tensor& gradients);
+  void prepare_halo_rows(int64_t num_rows, int width, const char* what);
+  void send_features_to_ghosts(double* rows, int64_t num_rows, int width);
+  void return_ghost_gradients(double* rows, int64_t num_rows, int width);
   GhostFeatureExchange ghost_feature_exchange_{*this};
 
   void allocate();
   void build_graph();
   void add_long_range_edges();
   int node_of(int atom_index);
-  mlipkit::ChargeInputs long_range_inputs(int64_t num_nodes, torch::Dtype dtype);
-  void correct_charges_across_ranks(const torch::Tensor& atom_types, const torch::Tensor& edge_index,
-                                    const torch::Tensor& edge_vectors, const torch::Tensor& node_energy_mask,
-                                    mlipkit::ChargeInputs& charge_inputs);
+  mlipkit_lammps::Graph graph(const std::vector<int64_t>& types);
   void publish_energy_uncertainty(double owned_terms_sum);
 
-  std::unique_ptr<mlipkit::Model> model_;
+  std::unique_ptr<mlipkit_lammps::ArtifactModel> model_;
   std::string model_path_;
   std::string required_dtype_;         // "" or the dtype `pair_style mlip dtype ...` insists on
   std::vector<int64_t> model_type_;    // LAMMPS type (1-based) -> model type index
@@ -137,3 +145,6 @@ class PairMLIP : public Pair {
 };
 
 }  // namespace LAMMPS_NS
+
+#endif  // MLIPKIT_PAIR_MLIP_H
+#endif  // PAIR_CLASS
