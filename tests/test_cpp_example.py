@@ -25,7 +25,9 @@ def tool(name: str) -> str:
 @pytest.fixture(scope="module")
 def example_binary(tmp_path_factory):
     build = tmp_path_factory.mktemp("example_build")
-    configure = [tool("cmake"), "-S", str(EXAMPLE), "-B", str(build), f"-DPython_EXECUTABLE={sys.executable}"]
+    from mlipkit.lammps import cmake_prefix_path
+
+    configure = [tool("cmake"), "-S", str(EXAMPLE), "-B", str(build), f"-DCMAKE_PREFIX_PATH={cmake_prefix_path()}"]
     configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}"]
     subprocess.run(configure, check=True, capture_output=True, text=True)
     subprocess.run([tool("cmake"), "--build", str(build)], check=True, capture_output=True, text=True)

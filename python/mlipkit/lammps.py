@@ -16,6 +16,11 @@ def plugin_directory() -> str:
     return str(Path(__file__).resolve().parent / "lib")
 
 
+def cmake_prefix_path() -> str:
+    """The prefix for CMake's find_package(mlipkit) (C++ programs, LAMMPS builds): like torch.utils.cmake_prefix_path."""
+    return str(Path(__file__).resolve().parent)
+
+
 def plugin_path() -> Path:
     """The plugin file, for ``plugin load``; FileNotFoundError when mlipkit was built without LAMMPS."""
     path = Path(plugin_directory()) / PLUGIN_FILE
