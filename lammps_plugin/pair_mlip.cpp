@@ -432,6 +432,7 @@ void PairMLIP::compute(int eflag, int vflag) {
   mlipkit_lammps::Evaluation results;
   const auto model_start = Clock::now();
   try {
+    mlipkit_lammps::FeatureExchange* exchange = halo_ ? &ghost_feature_exchange_ : nullptr;
     double charge_shift = std::numeric_limits<double>::quiet_NaN();
     double charge_shift_weight = 0.0;
     if (ghost_nodes_ && model_->info().global_charge_correction) {
@@ -440,12 +441,12 @@ void PairMLIP::compute(int eflag, int vflag) {
       // c = (sum q~ - Q) / sum f and the weight (dE/dc) / sum f that the second one takes.
       double terms[4];
       double summed[4];
-      model_->charge_correction_terms(step_graph, terms);
+      model_->charge_correction_terms(step_graph, exchange, terms);
       MPI_Allreduce(terms, summed, 4, MPI_DOUBLE, MPI_SUM, world);
       charge_shift = (summed[0] - total_charge_) / summed[1];
       charge_shift_weight = (summed[2] + charge_shift * summed[3]) / summed[1];
     }
-    model_->evaluate(step_graph, charge_shift, charge_shift_weight, halo_ ? &ghost_feature_exchange_ : nullptr, results);
+    model_->evaluate(step_graph, charge_shift, charge_shift_weight, exchange, results);
   } catch (const std::exception& failure) {
     error->one(FLERR, "pair mlip: {}", failure.what());
   }

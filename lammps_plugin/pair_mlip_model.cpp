@@ -37,6 +37,20 @@ class TensorRowsExchange : public mlipkit::HaloExchange {
   FeatureExchange& rows_;
 };
 
+// The runtime's halo exchange for the duration of one call (none when `exchange` is null).
+class ExchangeDuringCall {
+ public:
+  explicit ExchangeDuringCall(FeatureExchange* exchange) {
+    if (exchange == nullptr) return;
+    rows_.emplace(*exchange);
+    scope_.emplace(&*rows_);
+  }
+
+ private:
+  std::optional<TensorRowsExchange> rows_;
+  std::optional<mlipkit::HaloExchangeScope> scope_;
+};
+
 }  // namespace
 
 struct ArtifactModel::Impl {
@@ -116,8 +130,9 @@ const ArtifactInfo& ArtifactModel::info() const { return impl_->info; }
 
 void ArtifactModel::set_num_threads(int num_threads) { torch::set_num_threads(std::max(num_threads, 1)); }
 
-void ArtifactModel::charge_correction_terms(const Graph& graph, double terms[4]) {
+void ArtifactModel::charge_correction_terms(const Graph& graph, FeatureExchange* exchange, double terms[4]) {
   Impl::Inputs in = impl_->inputs(graph);
+  ExchangeDuringCall during(exchange);
   in.charges.charge_shift = 0.0;
   in.charges.charge_shift_weight = 0.0;
   const auto values = to_doubles(impl_->model.charge_correction_terms(in.atom_types, in.edge_index, in.edge_vectors,
@@ -132,12 +147,7 @@ void ArtifactModel::evaluate(const Graph& graph, double charge_shift, double cha
   Impl::Inputs in = impl_->inputs(graph);
   in.charges.charge_shift = charge_shift;
   in.charges.charge_shift_weight = charge_shift_weight;
-  std::optional<TensorRowsExchange> rows_exchange;
-  std::optional<mlipkit::HaloExchangeScope> scope;
-  if (exchange != nullptr) {
-    rows_exchange.emplace(*exchange);
-    scope.emplace(&*rows_exchange);
-  }
+  ExchangeDuringCall during(exchange);
   const mlipkit::Results results =
       impl_->model.evaluate(in.atom_types, in.edge_index, in.edge_vectors, in.node_energy_mask, in.charges);
   evaluation.energies = to_doubles(results.atomic_energies);

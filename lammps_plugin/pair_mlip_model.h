@@ -92,8 +92,9 @@ class ArtifactModel {
 
   const ArtifactInfo& info() const;
   void set_num_threads(int num_threads);
-  // The four sums of the charge correction's first pass (see Model::charge_correction_terms), this rank's part.
-  void charge_correction_terms(const Graph& graph, double terms[4]);
+  // The four sums of the charge correction's first pass (see Model::charge_correction_terms), this rank's part;
+  // `exchange` as for evaluate.
+  void charge_correction_terms(const Graph& graph, FeatureExchange* exchange, double terms[4]);
   // `exchange`: null for no halo exchange; charge_shift NaN: the model corrects the charges itself.
   void evaluate(const Graph& graph, double charge_shift, double charge_shift_weight, FeatureExchange* exchange,
                 Evaluation& evaluation);

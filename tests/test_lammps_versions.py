@@ -7,6 +7,7 @@ these tests skip, saying so; under CI they fail instead, so CI always exercises 
 """
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,46 @@ def test_plugin_of_another_version_is_refused(artifacts, tmp_path, direction):
     expected = (f"ERROR: mlipkit: pair_style mlip was not loaded: it was built against the headers of LAMMPS {built} "
                 f"and this LAMMPS is {running}")
     assert expected in output and "Unrecognized pair style 'mlip'" in output, output[-2000:]
+
+
+INSTALL_SCRIPT = Path(__file__).resolve().parent.parent / "lammps_plugin" / "install_into_lammps.sh"
+
+
+def fake_lammps_tree(root: Path, version_line: str) -> Path:
+    """The files install_into_lammps.sh looks for in a LAMMPS source tree."""
+    (root / "src").mkdir(parents=True)
+    (root / "cmake").mkdir()
+    (root / "src" / "pair.h").write_text("// LAMMPS's pair.h\n")
+    (root / "src" / "version.h").write_text(version_line + '\n#define LAMMPS_UPDATE "Update 2"\n')
+    (root / "cmake" / "CMakeLists.txt").write_text("project(lammps CXX)\n")
+    return root
+
+
+def install(tree: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(INSTALL_SCRIPT), str(tree)], capture_output=True, text=True)
+
+
+def test_install_into_lammps_adds_the_pair_style_once(tmp_path):
+    """Sources into src/ (the torch-facing one apart), the version header from version.h, the CMake lines once."""
+    tree = fake_lammps_tree(tmp_path / "lammps", '#define LAMMPS_VERSION "29 Sep 2021"')
+    for _ in range(2):
+        run = install(tree)
+        assert run.returncode == 0, run.stderr
+    assert "#define MLIPKIT_LAMMPS_NUM_VERSION 20210929" in (tree / "src" / "mlipkit_lammps_version.h").read_text()
+    for name in ("pair_mlip.h", "pair_mlip.cpp", "pair_mlip_model.h", "lammps_compat.h"):
+        assert (tree / "src" / name).is_file()
+    assert not (tree / "src" / "pair_mlip_model.cpp").exists() and (tree / "src" / "ML-MLIPKIT" / "pair_mlip_model.cpp").is_file()
+    cmake = (tree / "cmake" / "CMakeLists.txt").read_text()
+    assert cmake.count("find_package(mlipkit REQUIRED)") == 1 and "target_link_libraries(lammps PRIVATE mlipkit_pair_mlip_model)" in cmake
+
+
+@pytest.mark.parametrize("problem", ["not_a_tree", "unreadable_version"])
+def test_install_into_lammps_says_what_is_wrong(tmp_path, problem):
+    if problem == "not_a_tree":
+        tree, expected = tmp_path, "is not a LAMMPS source tree with a CMake build (src/pair.h is missing)"
+    else:
+        tree = fake_lammps_tree(tmp_path / "lammps", '#define LAMMPS_VERSION "someday"')
+        expected = "cannot read the version in"
+    run = install(tree)
+    assert run.returncode == 1 and expected in run.stderr, run.stderr
+    assert not (tmp_path / "lammps" / "src" / "pair_mlip.cpp").exists()
