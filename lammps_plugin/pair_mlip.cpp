@@ -5,7 +5,6 @@
 #include <cstring>
 #include <ctime>
 #include <limits>
-#include <optional>
 #include <stdexcept>
 
 #include <sys/resource.h>

@@ -3,8 +3,9 @@
 
 #include <mlipkit/runtime.hpp>
 
-#include <cmath>
+#include <algorithm>
 #include <optional>
+#include <string>
 
 namespace mlipkit_lammps {
 
@@ -16,15 +17,16 @@ std::vector<double> to_doubles(const torch::Tensor& tensor) {
   return {values.data_ptr<double>(), values.data_ptr<double>() + values.numel()};
 }
 
-// The runtime's halo exchange on tensors, through the pair style's on rows of doubles.
+// The runtime's halo exchange on tensors, through the pair style's on rows of doubles (in place for float64 on
+// the CPU; otherwise through a float64 copy, of which forward changes only the other ranks' rows).
 class TensorRowsExchange : public mlipkit::HaloExchange {
  public:
-  explicit TensorRowsExchange(FeatureExchange& rows) : rows_(rows) {}
+  TensorRowsExchange(FeatureExchange& rows, int64_t num_owned) : rows_(rows), num_owned_(num_owned) {}
 
   void forward(at::Tensor& node_features) override {
     auto rows = node_features.to(torch::kCPU, torch::kFloat64).contiguous();
     rows_.forward(rows.data_ptr<double>(), rows.size(0), static_cast<int>(rows.size(1)));
-    if (!rows.is_same(node_features)) node_features.copy_(rows);
+    if (!rows.is_same(node_features)) node_features.slice(0, num_owned_).copy_(rows.slice(0, num_owned_));
   }
 
   void reverse(at::Tensor& gradients) override {
@@ -35,14 +37,15 @@ class TensorRowsExchange : public mlipkit::HaloExchange {
 
  private:
   FeatureExchange& rows_;
+  int64_t num_owned_;
 };
 
 // The runtime's halo exchange for the duration of one call (none when `exchange` is null).
 class ExchangeDuringCall {
  public:
-  explicit ExchangeDuringCall(FeatureExchange* exchange) {
+  ExchangeDuringCall(FeatureExchange* exchange, int64_t num_owned) {
     if (exchange == nullptr) return;
-    rows_.emplace(*exchange);
+    rows_.emplace(*exchange, num_owned);
     scope_.emplace(&*rows_);
   }
 
@@ -132,7 +135,7 @@ void ArtifactModel::set_num_threads(int num_threads) { torch::set_num_threads(st
 
 void ArtifactModel::charge_correction_terms(const Graph& graph, FeatureExchange* exchange, double terms[4]) {
   Impl::Inputs in = impl_->inputs(graph);
-  ExchangeDuringCall during(exchange);
+  ExchangeDuringCall during(exchange, graph.num_owned);
   in.charges.charge_shift = 0.0;
   in.charges.charge_shift_weight = 0.0;
   const auto values = to_doubles(impl_->model.charge_correction_terms(in.atom_types, in.edge_index, in.edge_vectors,
@@ -147,7 +150,7 @@ void ArtifactModel::evaluate(const Graph& graph, double charge_shift, double cha
   Impl::Inputs in = impl_->inputs(graph);
   in.charges.charge_shift = charge_shift;
   in.charges.charge_shift_weight = charge_shift_weight;
-  ExchangeDuringCall during(exchange);
+  ExchangeDuringCall during(exchange, graph.num_owned);
   const mlipkit::Results results =
       impl_->model.evaluate(in.atom_types, in.edge_index, in.edge_vectors, in.node_energy_mask, in.charges);
   evaluation.energies = to_doubles(results.atomic_energies);
