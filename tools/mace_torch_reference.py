@@ -218,13 +218,121 @@ def write_training_step_fixture(path: str, data_file: str) -> None:
     print(f"wrote {path}: losses {[step['loss'] for step in steps]}")
 
 
+#: the mace-torch model files tests/test_import.py imports: a ScaleShiftMACE per interaction-block combination,
+#: 1 and 3 elements, correlation 1-3, both coupling conventions, a plain MACE, a float32 file and a state-dict
+#: checkpoint with its run arguments
+IMPORT_MODELS = {
+    "scaleshift_cu_c3": dict(model="ScaleShiftMACE", elements=[29], dtype="float64", E0s=[-3.7], scale=1.3, shift=0.02,
+                             options={"hidden_irreps": "8x0e + 8x1o", "max_ell": 2, "correlation": 3, "radial_MLP": [16],
+                                      "use_reduced_cg": False, "num_bessel": 6}),
+    "scaleshift_hco_c2_reduced": dict(model="ScaleShiftMACE", elements=[1, 6, 8], dtype="float64", E0s=[-13.6, -1029.8, -2041.8],
+                                      scale=0.7, shift=-0.1,
+                                      options={"hidden_irreps": "8x0e + 8x1o + 8x2e", "max_ell": 3, "correlation": 2,
+                                               "radial_MLP": [16, 16], "use_reduced_cg": True, "num_interactions": 3,
+                                               "interaction_cls_first": "RealAgnosticInteractionBlock", "num_polynomial_cutoff": 6}),
+    "mace_hco_c1_tanh": dict(model="MACE", elements=[1, 6, 8], dtype="float64", E0s=[-1.0, -2.0, -3.0],
+                             options={"hidden_irreps": "8x0e + 8x1o", "max_ell": 2, "correlation": 1, "radial_MLP": [16],
+                                      "gate": "tanh", "MLP_irreps": "4x0e", "keep_last_layer_irreps": True}),
+    "scaleshift_hco_float32": dict(model="ScaleShiftMACE", elements=[1, 6, 8], dtype="float32", E0s=[-1.5, -4.0, -6.5],
+                                   scale=1.1, shift=0.3,
+                                   options={"hidden_irreps": "8x0e + 8x1o", "max_ell": 2, "correlation": 3, "radial_MLP": [16],
+                                            "use_reduced_cg": True}),
+}
+#: the run arguments mace_run_train would have been given for the state-dict checkpoint (the first model's)
+IMPORT_CHECKPOINT_ARGUMENTS = {
+    "model": "ScaleShiftMACE", "interaction": "RealAgnosticResidualInteractionBlock",
+    "interaction_first": "RealAgnosticResidualInteractionBlock", "hidden_irreps": "8x0e + 8x1o", "max_ell": 2, "correlation": 3,
+    "radial_MLP": "[16]", "MLP_irreps": "16x0e", "gate": "silu", "num_radial_basis": 6, "num_cutoff_basis": 5, "r_max": 4.5,
+    "avg_num_neighbors": 11.0, "num_interactions": 2, "use_reduced_cg": False, "default_dtype": "float64",
+}
+
+
+def build_import_model(recipe: dict) -> torch.nn.Module:
+    """A mace-torch model of the recipe, random weights (seed 0), in its dtype."""
+    options = recipe["options"]
+    torch.set_default_dtype(getattr(torch, recipe["dtype"]))
+    torch.manual_seed(0)
+    gates = {"silu": torch.nn.functional.silu, "tanh": torch.tanh}
+    arguments = dict(
+        r_max=4.5, num_bessel=options.get("num_bessel", 8), num_polynomial_cutoff=options.get("num_polynomial_cutoff", 5),
+        max_ell=options["max_ell"], interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes[options.get("interaction_cls_first", "RealAgnosticResidualInteractionBlock")],
+        num_interactions=options.get("num_interactions", 2), num_elements=len(recipe["elements"]),
+        hidden_irreps=o3.Irreps(options["hidden_irreps"]), MLP_irreps=o3.Irreps(options.get("MLP_irreps", "16x0e")),
+        atomic_energies=np.array(recipe["E0s"]), avg_num_neighbors=11.0, atomic_numbers=recipe["elements"],
+        correlation=options["correlation"], gate=gates[options.get("gate", "silu")], radial_MLP=options["radial_MLP"],
+        use_reduced_cg=options.get("use_reduced_cg", True), keep_last_layer_irreps=options.get("keep_last_layer_irreps", False),
+    )
+    if recipe["model"] == "ScaleShiftMACE":
+        return modules.ScaleShiftMACE(atomic_inter_scale=recipe["scale"], atomic_inter_shift=recipe["shift"], **arguments)
+    return modules.MACE(**arguments)
+
+
+def import_structures(elements: list[int]) -> list:
+    """A periodic triclinic cell and an isolated cluster of the model's elements."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(3)
+    if elements == [29]:
+        periodic = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+        periodic.set_cell(periodic.cell.array + [[0.0, 0.0, 0.0], [0.4, 0.0, 0.0], [0.2, -0.3, 0.0]], scale_atoms=True)
+        periodic.rattle(0.1, seed=1)
+        cluster = Atoms("Cu4", positions=[[0, 0, 0], [2.5, 0, 0], [0.3, 2.4, 0], [1.1, 0.9, 2.2]])
+        return [periodic, cluster]
+    structures = []
+    for count, box, pbc in ((16, 5.2, True), (6, 4.0, False)):
+        positions = []
+        while len(positions) < count:
+            candidate = rng.uniform(0, box, 3)
+            if all(np.linalg.norm(candidate - other) > 1.0 for other in positions):
+                positions.append(candidate)
+        cell = np.diag([box, box * 1.1, box * 0.95]) + (np.array([[0, 0, 0], [0.3, 0, 0], [0, 0.2, 0]]) if pbc else 0)
+        structures.append(Atoms(numbers=rng.choice(elements, count), positions=positions, cell=cell if pbc else None, pbc=pbc))
+    return structures
+
+
+def evaluate(model: torch.nn.Module, atoms, elements: list[int]) -> dict:
+    batch = data.AtomicData.from_config(data.config_from_atoms(atoms), z_table=tools.AtomicNumberTable(elements), cutoff=4.5)
+    batch = next(iter(tools.torch_geometric.dataloader.DataLoader([batch], batch_size=1))).to_dict()
+    out = model(batch, compute_force=True, compute_stress=bool(atoms.pbc.all()))
+    result = {"numbers": torch.tensor(atoms.numbers), "positions": torch.tensor(atoms.positions), "pbc": bool(atoms.pbc.all()),
+              "cell": torch.tensor(atoms.cell.array), "energy": out["energy"].detach()[0].double(), "forces": out["forces"].detach().double()}
+    if atoms.pbc.all():
+        result["stress"] = out["stress"].detach()[0].double()
+    return result
+
+
+def write_import_fixtures(directory: str) -> None:
+    """Each IMPORT_MODELS model as mace_run_train writes it (torch.save of the module) beside its energies, forces and
+    stress on import_structures; the first also as a state-dict checkpoint with its run arguments."""
+    from pathlib import Path
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, recipe in IMPORT_MODELS.items():
+        model = build_import_model(recipe)
+        torch.save(model, out / f"{name}.model")
+        structures = [evaluate(model, atoms, recipe["elements"]) for atoms in import_structures(recipe["elements"])]
+        torch.save({"structures": structures, "dtype": recipe["dtype"], "mace_torch_version": __import__("mace").__version__,
+                    "parameters": sum(p.numel() for p in model.parameters())}, out / f"{name}.reference.pt")
+        if name == "scaleshift_cu_c3":
+            torch.save({"model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}}, out / f"{name}_run-0_epoch-4.pt")
+            (out / f"{name}_run-0.json").write_text(json.dumps(IMPORT_CHECKPOINT_ARGUMENTS, indent=1) + "\n")
+        print(f"wrote {out / name}.model ({(out / f'{name}.model').stat().st_size // 1024} KB)")
+    torch.set_default_dtype(torch.float64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="energy+forces calls timed for the default model")
     parser.add_argument("--fixture", help="also write the weights-and-results fixture of tests/test_mace.py here")
     parser.add_argument("--training-step-fixture", help="also write the training-step fixture of tests/test_train_parity.py here")
     parser.add_argument("--data", default="examples/data/cu_emt.xyz", help="frames of the training-step fixture")
+    parser.add_argument("--import-fixtures", help="write the model files of tests/test_import.py into this directory and stop")
     arguments = parser.parse_args()
+    if arguments.import_fixtures:
+        write_import_fixtures(arguments.import_fixtures)
+        return
     if arguments.fixture:
         write_fixture(arguments.fixture)
     if arguments.training_step_fixture:

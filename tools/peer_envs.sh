@@ -41,6 +41,8 @@ for peer in "${peers[@]}"; do
       # ones its model code imports, then the package without dependencies.
       "${pip[@]}" install -c "$constraints" "e3nn==0.4.4" opt_einsum opt-einsum-fx ase matscipy torch-ema \
         prettytable h5py torchmetrics python-hostlist configargparse GitPython pyyaml tqdm lmdb orjson pandas
+      # the reduced coupling coefficients (use_reduced_cg) of the import fixtures come from cuequivariance
+      "${pip[@]}" install -c "$constraints" "cuequivariance==0.13.0" "cuequivariance-torch==0.13.0" networkx scipy sympy
       "${pip[@]}" install --no-deps "mace-torch==0.3.16" ;;
     fairchem)
       # the GemNet-OC modules import these; torch_scatter/torch_sparse are compiled

@@ -1,0 +1,156 @@
+"""Reading other packages' pickled model files without running anything from them.
+
+A ``torch.save`` of a whole module (mace-torch's ``.model`` files) is a pickle
+that names the classes to rebuild; ordinary unpickling imports and calls them,
+so a crafted file runs whatever it names. Here every class of the packages a
+model file may legitimately name becomes an inert ``PickledObject`` that only
+records its arguments and state; tensors are rebuilt by torch's own
+weights-only rebuild functions; any other global is refused, by name, before
+anything is called.
+"""
+
+from __future__ import annotations
+
+import pickle
+import types
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import _weights_only_unpickler
+
+#: Packages whose classes and functions a model file may name; they become inert records.
+RECORDED_PACKAGES = (
+    "mace.",
+    "e3nn.",
+    "opt_einsum_fx.",
+    "cuequivariance.",
+    "cuequivariance_torch.",
+    "torch.nn.modules.",
+    "torch.nn.functional.",
+    "torch.fx.",
+    "nequip.",
+    "fairchem.",
+)
+#: Single torch functions a model file names as activations.
+RECORDED_GLOBALS = {"torch.tanh", "torch.sigmoid", "torch.abs", "torch.nn.functional.silu"}
+
+
+class FileHoldsCode(ValueError):
+    """The file names a global outside what a model file may contain: loading it would run code."""
+
+
+class PickledObject:
+    """An object of the class ``global_name`` as the file describes it, never constructed for real."""
+
+    global_name = ""
+
+    def __new__(cls, *args, **kwargs):
+        record = super().__new__(cls)
+        record.args, record.kwargs, record.state = args, kwargs, None
+        return record
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The instance dictionary the file stored (modules: their __dict__)."""
+        state = self.state
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict | None):
+            state = {**(state[0] or {}), **(state[1] or {})}
+        return state if isinstance(state, dict) else {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        attributes = self.attributes
+        for group in ("_parameters", "_buffers", "_modules"):
+            if name in attributes.get(group, {}):
+                return attributes[group][name]
+        if name in attributes:
+            return attributes[name]
+        raise AttributeError(f"{self.global_name} in the file has no attribute '{name}'")
+
+    def __repr__(self) -> str:
+        return f"<pickled {self.global_name}>"
+
+
+_record_classes: dict[str, type[PickledObject]] = {}
+
+
+def record_class(global_name: str) -> type[PickledObject]:
+    """One inert class per global name, so that records of the same class compare by type."""
+    if global_name not in _record_classes:
+        _record_classes[global_name] = type(global_name.rsplit(".", 1)[-1], (PickledObject,), {"global_name": global_name})
+    return _record_classes[global_name]
+
+
+def is_recorded(global_name: str) -> bool:
+    return global_name in RECORDED_GLOBALS or global_name.startswith(RECORDED_PACKAGES)
+
+
+class RecordingUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        global_name = f"{module}.{name}"
+        allowed = _weights_only_unpickler._get_allowed_globals()
+        if global_name in allowed:
+            return allowed[global_name]
+        if is_recorded(global_name):
+            return record_class(global_name)
+        raise FileHoldsCode(
+            f"the file holds code: it names the global '{global_name}', which is not part of a model file; "
+            "mlipkit refused it before running anything"
+        )
+
+
+#: what torch.load needs of a pickle module
+RECORDING_PICKLE_MODULE = types.SimpleNamespace(
+    __name__="mlipkit_recording_pickle",
+    Unpickler=RecordingUnpickler,
+    load=lambda file, **kwargs: RecordingUnpickler(file, **kwargs).load(),
+)
+
+
+def load_records(path: str | Path) -> Any:
+    """The file's object tree, with tensors real and every other object a ``PickledObject``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RECORDING_PICKLE_MODULE)
+    except FileHoldsCode as error:
+        raise FileHoldsCode(f"{path}: {error}") from None
+    except RuntimeError as error:
+        if "TorchScript" in str(error) or "torch.jit.load" in str(error):
+            raise ValueError(f"{path}: a TorchScript archive (a deployed or compiled model), not a saved model or checkpoint") from None
+        raise ValueError(f"{path}: the archive is damaged ({str(error).splitlines()[0][:200]})") from None
+    except Exception as error:  # damaged archives raise many types
+        raise ValueError(f"{path}: the archive is damaged ({type(error).__name__}: {str(error)[:200]})") from None
+
+
+def named_tensors(module: PickledObject, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """A recorded module's parameters and buffers by their state-dict names."""
+    attributes = module.attributes
+    for group in ("_parameters", "_buffers"):
+        for name, tensor in (attributes.get(group) or {}).items():
+            if isinstance(tensor, torch.Tensor):
+                yield prefix + name, tensor.detach()
+    for name, child in (attributes.get("_modules") or {}).items():
+        if isinstance(child, PickledObject):
+            yield from named_tensors(child, f"{prefix}{name}.")
+
+
+def named_modules(module: PickledObject, prefix: str = "") -> Iterator[tuple[str, PickledObject]]:
+    yield prefix.rstrip("."), module
+    for name, child in (module.attributes.get("_modules") or {}).items():
+        if isinstance(child, PickledObject):
+            yield from named_modules(child, f"{prefix}{name}.")
+
+
