@@ -237,13 +237,24 @@ IMPORT_MODELS = {
                                    scale=1.1, shift=0.3,
                                    options={"hidden_irreps": "8x0e + 8x1o", "max_ell": 2, "correlation": 3, "radial_MLP": [16],
                                             "use_reduced_cg": True}),
+    # a block mlipkit's MACE lacks: its import is refused by name (no reference results)
+    "unsupported_density_block": dict(model="ScaleShiftMACE", elements=[29], dtype="float64", E0s=[-3.7], scale=1.0, shift=0.0,
+                                      unsupported=True,
+                                      options={"hidden_irreps": "4x0e + 4x1o", "max_ell": 1, "correlation": 2, "radial_MLP": [8],
+                                               "interaction_cls": "RealAgnosticDensityResidualInteractionBlock"}),
 }
-#: the run arguments mace_run_train would have been given for the state-dict checkpoint (the first model's)
+#: MACE-MP-0 (medium)'s published hyperparameters: tests/test_import.py builds mlipkit's MACE at them and checks
+#: the parameter count that ``--mp0-parameters`` measures here
+MP0_OPTIONS = {"hidden_irreps": "128x0e + 128x1o", "max_ell": 3, "correlation": 3, "radial_MLP": [64, 64, 64],
+               "num_interactions": 2, "use_reduced_cg": False, "num_bessel": 10, "num_polynomial_cutoff": 5}
+MP0_ELEMENTS = list(range(1, 90))
+#: the state-dict checkpoint's mace_run_train arguments (the first model's), as a --config YAML
 IMPORT_CHECKPOINT_ARGUMENTS = {
     "model": "ScaleShiftMACE", "interaction": "RealAgnosticResidualInteractionBlock",
     "interaction_first": "RealAgnosticResidualInteractionBlock", "hidden_irreps": "8x0e + 8x1o", "max_ell": 2, "correlation": 3,
     "radial_MLP": "[16]", "MLP_irreps": "16x0e", "gate": "silu", "num_radial_basis": 6, "num_cutoff_basis": 5, "r_max": 4.5,
     "avg_num_neighbors": 11.0, "num_interactions": 2, "use_reduced_cg": False, "default_dtype": "float64",
+    "name": "scaleshift_cu_c3", "seed": 0, "train_file": "train.xyz", "E0s": "average", "batch_size": 4, "max_num_epochs": 5,
 }
 
 
@@ -254,9 +265,10 @@ def build_import_model(recipe: dict) -> torch.nn.Module:
     torch.manual_seed(0)
     gates = {"silu": torch.nn.functional.silu, "tanh": torch.tanh}
     arguments = dict(
-        r_max=4.5, num_bessel=options.get("num_bessel", 8), num_polynomial_cutoff=options.get("num_polynomial_cutoff", 5),
-        max_ell=options["max_ell"], interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        interaction_cls_first=modules.interaction_classes[options.get("interaction_cls_first", "RealAgnosticResidualInteractionBlock")],
+        r_max=recipe.get("r_max", 4.5), num_bessel=options.get("num_bessel", 8), num_polynomial_cutoff=options.get("num_polynomial_cutoff", 5),
+        max_ell=options["max_ell"], interaction_cls=modules.interaction_classes[options.get("interaction_cls", "RealAgnosticResidualInteractionBlock")],
+        interaction_cls_first=modules.interaction_classes[
+            options.get("interaction_cls_first", options.get("interaction_cls", "RealAgnosticResidualInteractionBlock"))],
         num_interactions=options.get("num_interactions", 2), num_elements=len(recipe["elements"]),
         hidden_irreps=o3.Irreps(options["hidden_irreps"]), MLP_irreps=o3.Irreps(options.get("MLP_irreps", "16x0e")),
         atomic_energies=np.array(recipe["E0s"]), avg_num_neighbors=11.0, atomic_numbers=recipe["elements"],
@@ -307,17 +319,21 @@ def write_import_fixtures(directory: str) -> None:
     stress on import_structures; the first also as a state-dict checkpoint with its run arguments."""
     from pathlib import Path
 
+    import yaml
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     for name, recipe in IMPORT_MODELS.items():
         model = build_import_model(recipe)
         torch.save(model, out / f"{name}.model")
+        if recipe.get("unsupported"):
+            continue
         structures = [evaluate(model, atoms, recipe["elements"]) for atoms in import_structures(recipe["elements"])]
         torch.save({"structures": structures, "dtype": recipe["dtype"], "mace_torch_version": __import__("mace").__version__,
                     "parameters": sum(p.numel() for p in model.parameters())}, out / f"{name}.reference.pt")
         if name == "scaleshift_cu_c3":
             torch.save({"model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}}, out / f"{name}_run-0_epoch-4.pt")
-            (out / f"{name}_run-0.json").write_text(json.dumps(IMPORT_CHECKPOINT_ARGUMENTS, indent=1) + "\n")
+            (out / f"{name}_config.yaml").write_text(yaml.safe_dump(IMPORT_CHECKPOINT_ARGUMENTS, sort_keys=False))
         print(f"wrote {out / name}.model ({(out / f'{name}.model').stat().st_size // 1024} KB)")
     torch.set_default_dtype(torch.float64)
 
@@ -329,9 +345,17 @@ def main() -> None:
     parser.add_argument("--training-step-fixture", help="also write the training-step fixture of tests/test_train_parity.py here")
     parser.add_argument("--data", default="examples/data/cu_emt.xyz", help="frames of the training-step fixture")
     parser.add_argument("--import-fixtures", help="write the model files of tests/test_import.py into this directory and stop")
+    parser.add_argument("--mp0-model", help="write a MACE-MP-0-sized model (random weights) here, print its parameter count, stop")
     arguments = parser.parse_args()
     if arguments.import_fixtures:
         write_import_fixtures(arguments.import_fixtures)
+        return
+    if arguments.mp0_model:
+        recipe = dict(model="ScaleShiftMACE", elements=MP0_ELEMENTS, dtype="float64", E0s=[0.0] * len(MP0_ELEMENTS), scale=1.0,
+                      shift=0.0, r_max=6.0, options=MP0_OPTIONS)
+        model = build_import_model(recipe)
+        torch.save(model, arguments.mp0_model)
+        print(json.dumps({"mp0_parameters": sum(p.numel() for p in model.parameters()), "file": arguments.mp0_model}))
         return
     if arguments.fixture:
         write_fixture(arguments.fixture)

@@ -8,7 +8,8 @@ import importlib
 
 from mlipkit.version import __version__
 
-_LAZY_NAMES = {"build_model": "mlipkit.models", "load_checkpoint": "mlipkit.models", "save_checkpoint": "mlipkit.models"}
+_LAZY_NAMES = {"build_model": "mlipkit.models", "load_checkpoint": "mlipkit.models", "save_checkpoint": "mlipkit.models",
+              "import_model": "mlipkit.importers"}
 
 __all__ = ["__version__", *_LAZY_NAMES]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +21,9 @@ def parser() -> argparse.ArgumentParser:
         prog="mlip-compile",
         description="Compile an mlipkit checkpoint into a verified artifact for LAMMPS, ASE and C++.",
     )
-    parser.add_argument("checkpoint", nargs="?", help="model.ckpt written by mlipkit")
+    parser.add_argument(
+        "checkpoint", nargs="?", help="model.ckpt written by mlipkit, or a model file mlip-import reads (imported first)"
+    )
     parser.add_argument("output", nargs="?", help="artifact path: .pt2 (AOTInductor) or .pt (TorchScript)")
     parser.add_argument("--mode", choices=list(EXTENSIONS), help="export route (default: from the output's extension)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="precision (default: the checkpoint's)")
@@ -40,7 +43,23 @@ def parser() -> argparse.ArgumentParser:
         help="apply a modifier before export (repeatable, in order); see --list-modifiers",
     )
     parser.add_argument("--list-modifiers", action="store_true", help="list the modifiers and exit")
+    parser.add_argument("--run-arguments", metavar="CONFIG", help="a mace_run_train state-dict checkpoint's arguments (see mlip-import)")
     return parser
+
+
+def imported_checkpoint(source: str, run_arguments: str | None, directory: Path) -> str:
+    """``source`` itself if it is an mlipkit checkpoint, else the checkpoint ``mlip-import`` makes of it."""
+    from mlipkit.importers import import_checkpoint
+    from mlipkit.models.checkpoint import NotACheckpoint, read_checkpoint
+
+    try:
+        read_checkpoint(source)
+        return source
+    except NotACheckpoint:
+        pass
+    imported = import_checkpoint(source, directory / "imported.ckpt", run_arguments)
+    print(f"imported {source} ({imported.imported_from['format']}, {imported.imported_from['source_class']})")
+    return str(directory / "imported.ckpt")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,16 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         mode = arguments.mode or mode_of_path(Path(arguments.output))
         print(f"mlip-compile {arguments.checkpoint} -> {arguments.output} ({mode}, target {arguments.target})")
         start = time.perf_counter()
-        report = compile_checkpoint(
-            arguments.checkpoint,
-            arguments.output,
-            mode=mode,
-            dtype=getattr(torch, arguments.dtype) if arguments.dtype else None,
-            device=arguments.device,
-            target=arguments.target,
-            modifiers=arguments.modifier,
-            log=print,
-        )
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = imported_checkpoint(arguments.checkpoint, arguments.run_arguments, Path(directory))
+            report = compile_checkpoint(
+                checkpoint,
+                arguments.output,
+                mode=mode,
+                dtype=getattr(torch, arguments.dtype) if arguments.dtype else None,
+                device=arguments.device,
+                target=arguments.target,
+                modifiers=arguments.modifier,
+                log=print,
+            )
     except (CompileError, ModifierError, ValueError, FileNotFoundError) as error:
         print(f"mlip-compile: error: {error}", file=sys.stderr)
         return 1

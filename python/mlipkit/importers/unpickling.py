@@ -33,8 +33,11 @@ RECORDED_PACKAGES = (
     "nequip.",
     "fairchem.",
 )
-#: Single torch functions a model file names as activations.
-RECORDED_GLOBALS = {"torch.tanh", "torch.sigmoid", "torch.abs", "torch.nn.functional.silu"}
+#: Single torch functions a model file names as activations (torch.tanh pickles as an attribute of the
+#: functions' class, read with getattr).
+RECORDED_GLOBALS = {"torch.tanh", "torch.sigmoid", "torch.abs", "torch.nn.functional.silu", "torch._C._VariableFunctionsClass"}
+#: Containers that build data and nothing else (protocol-2 files name them under ``__builtin__``).
+DATA_BUILTINS = {"set": set, "frozenset": frozenset, "slice": slice, "complex": complex, "bytearray": bytearray}
 
 
 class FileHoldsCode(ValueError):
@@ -94,8 +97,19 @@ def is_recorded(global_name: str) -> bool:
     return global_name in RECORDED_GLOBALS or global_name.startswith(RECORDED_PACKAGES)
 
 
+def recorded_attribute(owner: Any, name: str) -> type[PickledObject]:
+    """``getattr`` as a file may call it: on a recorded class only, giving another record."""
+    if not (isinstance(owner, type) and issubclass(owner, PickledObject)) or not isinstance(name, str):
+        raise FileHoldsCode(f"the file holds code: it calls getattr on {owner!r}; mlipkit refused it before running anything")
+    return record_class(f"{owner.global_name}.{name}")
+
+
 class RecordingUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if module in ("builtins", "__builtin__") and name in DATA_BUILTINS:
+            return DATA_BUILTINS[name]
+        if module in ("builtins", "__builtin__") and name == "getattr":
+            return recorded_attribute
         global_name = f"{module}.{name}"
         allowed = _weights_only_unpickler._get_allowed_globals()
         if global_name in allowed:

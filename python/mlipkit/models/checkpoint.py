@@ -18,6 +18,10 @@ CHECKPOINT_FORMAT = "mlipkit-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 
 
+class NotACheckpoint(ValueError):
+    """The file is another kind of file (possibly another package's model, which mlip-import reads)."""
+
+
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
     for tensor in list(model.parameters()) + list(model.buffers()):
         if tensor.is_floating_point():
@@ -52,18 +56,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     not_a_checkpoint = f"{path} is not an mlipkit checkpoint"
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{not_a_checkpoint}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
+        raise NotACheckpoint(f"{not_a_checkpoint}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
     # torch's own messages advise loading without weights_only, which would run code from the file: never relay them
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise ValueError(
+        raise NotACheckpoint(
             f"{not_a_checkpoint}: it holds Python objects other than tensors and plain data, which mlipkit never loads"
         ) from None
     except Exception as error:  # torch.load raises many types for damaged archives
         raise ValueError(f"{not_a_checkpoint}: the archive is damaged ({type(error).__name__})") from None
     if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an mlipkit checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+        raise NotACheckpoint(f"{path} is not an mlipkit checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     version = contents.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise ValueError(
