@@ -176,7 +176,10 @@ ARTIFACT_SPECS = {
     "charges_torchscript_float64_ase": ("nequip", "torchscript", torch.float64, "ase"),
     "charges_aotinductor_float64": ("mace", "aotinductor", torch.float64, "lammps"),
     "ewald_torchscript_float64": ("nequip", "torchscript", torch.float64, "lammps"),
+    "imported_mace_torchscript_float64": ("imported", "torchscript", torch.float64, "lammps"),
 }
+#: the mace-torch model file behind the "imported" artifact (tools/mace_torch_reference.py --import-fixtures)
+IMPORTED_MODEL_FILE = os.path.join(os.path.dirname(__file__), "data", "mace_import", "scaleshift_hco_c2_reduced.model")
 #: Partial charges, the categorical total-charge embedding and a Coulomb term (README, "Charges and electrostatics")
 CHARGE_OPTIONS = dict(use_coulomb_term=True, use_total_charge_embedding=True, available_total_charges=[-1.0, 0.0, 1.0])
 
@@ -199,6 +202,10 @@ ARTIFACT_OPTIONS = {
 
 def artifact_model(name: str, dtype=torch.float64) -> mlipkit.models.Potential:
     """The eager model a shared artifact was compiled from."""
+    if ARTIFACT_SPECS[name][0] == "imported":
+        from mlipkit.importers import import_model
+
+        return import_model(IMPORTED_MODEL_FILE).to(dtype)
     return build_small(ARTIFACT_SPECS[name][0], dtype, **ARTIFACT_OPTIONS.get(name, {}))
 
 
@@ -212,10 +219,14 @@ class SharedArtifacts:
         """The small model's checkpoint (seed 0; an artifact's own options), written once per run."""
         from filelock import FileLock
 
+        from mlipkit.importers import import_checkpoint
+
         options = ARTIFACT_OPTIONS.get(artifact, {})
         path = self.directory / (f"small_{artifact}.ckpt" if options else f"small_{model_name}.ckpt")
         with FileLock(str(path) + ".lock"):
-            if not path.exists():
+            if not path.exists() and model_name == "imported":
+                import_checkpoint(IMPORTED_MODEL_FILE, path)
+            elif not path.exists():
                 mlipkit.save_checkpoint(build_small(model_name, **options), path)
         return path
 
@@ -274,30 +285,15 @@ def results_per_instruction_set(script: str, name: str) -> dict[str, list]:
 
 
 def mace_torch_weights_in_mlipkit_layout(model, reference) -> dict[str, torch.Tensor]:
-    """mace-torch's parameters renamed, with radial-MLP columns in mlipkit's instruction order and
-    product-basis weights moved to mlipkit's coupling paths by their fingerprints: a path's values on
-    symmetric powers of probe vectors, all that matters when it multiplies A^nu (equal up to sign:
-    e3nn 0.4.4 and 0.6 differ in the sign of some Wigner 3j symbols)."""
+    """mace-torch's parameters renamed and radial-MLP columns reordered as mlip-import does, and the
+    product-basis weights moved one to one (which training parity needs; mlip-import's least squares need
+    not give it) to mlipkit's twin coupling paths by their fingerprints: a path's values on symmetric powers
+    of probe vectors, all that matters when it multiplies A^nu (equal up to sign: e3nn 0.4.4 and 0.6 differ
+    in the sign of some Wigner 3j symbols)."""
+    from mlipkit.importers.mace import radial_output_columns, renamed_tensors
+
     weights = reference["weights"]
-    renamed = {
-        "node_embedding.linear.weight": "core.embedding.linear.weight",
-        "readouts.0.linear.weight": "core.readouts.0.weight",
-        "readouts.1.linear_1.weight": "core.readouts.1.hidden.weight",
-        "readouts.1.linear_2.weight": "core.readouts.1.out.weight",
-    }
-    for i, layer in enumerate(model.core.layers):
-        renamed.update({
-            f"interactions.{i}.linear_up.weight": f"core.layers.{i}.convolution.linear_in.weight",
-            f"interactions.{i}.linear.weight": f"core.layers.{i}.convolution.linear_out.weight",
-            f"interactions.{i}.skip_tp.weight": f"core.layers.{i}.self_connection.weight",
-            f"products.{i}.linear.weight": f"core.layers.{i}.linear.weight",
-        })
-        hidden_layers = len(model.config.radial_mlp_hidden)
-        renamed.update({
-            f"interactions.{i}.conv_tp_weights.layer{k}.weight": f"core.layers.{i}.convolution.radial.layer{k}.weight"
-            for k in range(hidden_layers)
-        })
-    state = {ours: weights[theirs] for theirs, ours in renamed.items()}
+    state = {ours: weights[theirs] for theirs, ours in renamed_tensors(model).items()}
     powers = torch.ones(len(reference["probes"]), 1, dtype=torch.float64)
     probe_powers = []
     for _ in range(3):
@@ -305,13 +301,9 @@ def mace_torch_weights_in_mlipkit_layout(model, reference) -> dict[str, torch.Te
         probe_powers.append(powers)
     sh_irreps = o3.Irreps.spherical_harmonics(model.config.max_ell)
     for i, layer in enumerate(model.core.layers):
-        instructions = layer.convolution.tensor_product.instructions
-        widths = [int(torch.tensor(ins.path_shape).prod()) for ins in instructions]
-        mace_order = sorted(range(len(widths)), key=lambda n: instructions[n].i_out)  # mace-torch sorts by output
         last = f"layer{len(model.config.radial_mlp_hidden)}"
-        columns = weights[f"interactions.{i}.conv_tp_weights.{last}.weight"].split([widths[n] for n in mace_order], dim=1)
-        by_instruction = dict(zip(mace_order, columns))
-        state[f"core.layers.{i}.convolution.radial.{last}.weight"] = torch.cat([by_instruction[n] for n in range(len(widths))], dim=1)
+        state[f"core.layers.{i}.convolution.radial.{last}.weight"] = radial_output_columns(
+            model, i, weights[f"interactions.{i}.conv_tp_weights.{last}.weight"])
         product = layer.product
         for index, (_, ir_out) in enumerate(product.irreps_out):
             for order in range(1, product.correlation + 1):

@@ -137,14 +137,14 @@ def load_records(path: str | Path) -> Any:
         raise FileNotFoundError(f"model file not found: {path}")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
+    with zipfile.ZipFile(path) as archive:
+        # torch.load hands these to torch.jit.load, which would run the TorchScript code they hold
+        if any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist()):
+            raise ValueError(f"{path}: a TorchScript archive (a deployed or compiled model), not a saved model or checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RECORDING_PICKLE_MODULE)
     except FileHoldsCode as error:
         raise FileHoldsCode(f"{path}: {error}") from None
-    except RuntimeError as error:
-        if "TorchScript" in str(error) or "torch.jit.load" in str(error):
-            raise ValueError(f"{path}: a TorchScript archive (a deployed or compiled model), not a saved model or checkpoint") from None
-        raise ValueError(f"{path}: the archive is damaged ({str(error).splitlines()[0][:200]})") from None
     except Exception as error:  # damaged archives raise many types
         raise ValueError(f"{path}: the archive is damaged ({type(error).__name__}: {str(error)[:200]})") from None
 

@@ -1,0 +1,214 @@
+"""mlip-import: other packages' model files give those packages' numbers in mlipkit, without running the files.
+
+The mace-torch files and their energies, forces and stress come from mace-torch
+0.3.16 itself (tools/mace_torch_reference.py --import-fixtures, run in
+tools/peer_envs.sh's environment); mace-torch is not installed here.
+"""
+
+import collections
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.data import chemical_symbols
+
+import mlipkit
+from conftest import IMPORTED_MODEL_FILE, relative_error
+from mlipkit.cli import compile as compile_cli
+from mlipkit.cli import import_ as import_cli
+from mlipkit.cli import info as info_cli
+from mlipkit.data import graph_from_atoms, keys
+from mlipkit.importers import read_foreign_model
+from mlipkit.importers.mace import UnsupportedModel
+from mlipkit.importers.unpickling import FileHoldsCode
+
+DATA = Path(__file__).parent / "data" / "mace_import"
+#: every supported interaction-block pair, 1 and 3 elements, correlation 1-3, both coupling conventions, plain
+#: MACE and ScaleShiftMACE, silu and tanh gates, float64 and float32
+MACE_FILES = ["scaleshift_cu_c3", "scaleshift_hco_c2_reduced", "mace_hco_c1_tanh", "scaleshift_hco_float32"]
+TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+#: MACE-MP-0 (medium): tools/mace_torch_reference.py --mp0-model measures mace-torch's count at its hyperparameters
+MP0_PARAMETERS = 4_688_656
+
+
+def reference_atoms(structure: dict) -> Atoms:
+    return Atoms(numbers=structure["numbers"].numpy(), positions=structure["positions"].numpy(),
+                 cell=structure["cell"].numpy(), pbc=structure["pbc"])
+
+
+def assert_equals_mace_torch(model, reference: dict) -> None:
+    dtype = getattr(torch, reference["dtype"])
+    tolerance = TOLERANCE[reference["dtype"]]
+    for structure in reference["structures"]:
+        out = model(graph_from_atoms(reference_atoms(structure), model.r_max, model.type_names, dtype))
+        assert relative_error(out[keys.ENERGY][0], structure["energy"]) <= tolerance
+        assert relative_error(out[keys.FORCES], structure["forces"]) <= tolerance
+        if "stress" in structure:
+            assert relative_error(out[keys.STRESS].reshape(3, 3), structure["stress"].reshape(3, 3)) <= tolerance
+
+
+@pytest.mark.parametrize("name", MACE_FILES)
+def test_imported_mace_model_equals_mace_torch(name, tmp_path, capsys):
+    """mlip-import writes a checkpoint whose model gives mace-torch's energies, forces and stress."""
+    reference = torch.load(DATA / f"{name}.reference.pt", weights_only=True)
+    checkpoint = tmp_path / "model.ckpt"
+    assert import_cli.main([str(DATA / f"{name}.model"), str(checkpoint)]) == 0
+    printed = capsys.readouterr().out
+    elements = sorted({chemical_symbols[int(z)] for s in reference["structures"] for z in s["numbers"]}, key=chemical_symbols.index)
+    for line in ("format      mace-torch model file", f"elements    {' '.join(elements)}",
+                 f"parameters  {reference['parameters']:,}", "cutoff      4.5 A", f"dtype       {reference['dtype']}",
+                 f"wrote {checkpoint}"):
+        assert line in printed, printed
+    model = mlipkit.load_checkpoint(checkpoint)
+    assert sum(p.numel() for p in model.parameters()) == reference["parameters"]
+    assert_equals_mace_torch(model, reference)
+
+
+def test_state_dict_checkpoint_with_its_run_arguments():
+    """mace_run_train's {'model': state_dict} checkpoint, with the YAML it was trained from."""
+    imported = read_foreign_model(DATA / "scaleshift_cu_c3_run-0_epoch-4.pt", DATA / "scaleshift_cu_c3_config.yaml")
+    assert imported.imported_from["format"] == "mace-torch state-dict checkpoint"
+    assert_equals_mace_torch(imported.model, torch.load(DATA / "scaleshift_cu_c3.reference.pt", weights_only=True))
+
+
+def test_state_dict_checkpoint_without_avg_num_neighbors_names_it(tmp_path):
+    lines = (DATA / "scaleshift_cu_c3_config.yaml").read_text().splitlines()
+    arguments = tmp_path / "config.yaml"
+    arguments.write_text("\n".join(line for line in lines if not line.startswith("avg_num_neighbors")))
+    with pytest.raises(ValueError, match="avg_num_neighbors is missing.*Average number of neighbors"):
+        read_foreign_model(DATA / "scaleshift_cu_c3_run-0_epoch-4.pt", arguments)
+
+
+def test_mlip_info_shows_where_an_imported_checkpoint_came_from(tmp_path, capsys):
+    checkpoint = tmp_path / "model.ckpt"
+    assert import_cli.main([IMPORTED_MODEL_FILE, str(checkpoint)]) == 0
+    capsys.readouterr()
+    assert info_cli.main([str(checkpoint)]) == 0
+    printed = capsys.readouterr().out
+    digest = hashlib.sha256(Path(IMPORTED_MODEL_FILE).read_bytes()).hexdigest()
+    for line in ("imported_from.format", "mace-torch model file", f"imported_from.sha256          {digest}",
+                 "imported_from.source_class    ScaleShiftMACE", "parameters                    11904"):
+        assert line in printed, printed
+
+
+def test_mace_mp0_sized_model_has_mace_torch_parameter_count():
+    """MACE-MP-0's published hyperparameters (89 elements) give mace-torch's parameter count in mlipkit."""
+    model = mlipkit.build_model(
+        "mace", type_names=chemical_symbols[1:90], r_max=6.0, hidden_irreps="128x0e + 128x1o", max_ell=3, correlation=3,
+        radial_mlp_hidden=[64, 64, 64], num_bessel=10, num_polynomial_cutoff=5, use_reduced_cg=False,
+    )
+    assert sum(p.numel() for p in model.parameters()) == MP0_PARAMETERS
+
+
+def test_mlip_compile_takes_a_mace_file(tmp_path, capsys):
+    """mlip-compile imports a foreign file first; the artifact gives mace-torch's numbers."""
+    from mlipkit.calculators import MLIPCalculator
+
+    artifact = tmp_path / "model.pt"
+    arguments = [str(DATA / "scaleshift_cu_c3_run-0_epoch-4.pt"), str(artifact), "--run-arguments", str(DATA / "scaleshift_cu_c3_config.yaml")]
+    assert compile_cli.main(arguments) == 0
+    assert "imported" in capsys.readouterr().out
+    reference = torch.load(DATA / "scaleshift_cu_c3.reference.pt", weights_only=True)
+    for structure in reference["structures"]:
+        atoms = reference_atoms(structure)
+        atoms.calc = MLIPCalculator(artifact)
+        assert atoms.get_potential_energy() == pytest.approx(float(structure["energy"]), rel=1e-10)
+        assert relative_error(torch.from_numpy(atoms.get_forces()), structure["forces"]) <= 1e-10
+
+
+def test_imported_artifact_equals_eager(artifacts):
+    from conftest import artifact_model
+    from mlipkit.compile.artifact import Artifact
+
+    path, dtype = artifacts["imported_mace_torchscript_float64"]
+    model = artifact_model("imported_mace_torchscript_float64", dtype)
+    reference = torch.load(DATA / "scaleshift_hco_c2_reduced.reference.pt", weights_only=True)
+    for structure in reference["structures"]:
+        graph = graph_from_atoms(reference_atoms(structure), model.r_max, model.type_names, dtype)
+        eager, compiled = model(graph), Artifact(path)(graph)
+        for name in (keys.ENERGY, keys.NODE_ENERGIES, keys.FORCES, keys.VIRIAL):
+            assert relative_error(compiled[name], eager[name]) <= 1e-10, name
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_lammps_runs_the_imported_model_with_mace_torch_numbers(artifacts, tmp_path, ranks):
+    """pair_style mlip on the imported artifact: mace-torch's energy and forces, ASE's per-atom virials."""
+    from test_lammps import AGREEMENT, ase_reference, largest_relative_difference, single_point
+
+    path = artifacts["imported_mace_torchscript_float64"][0]
+    reference = torch.load(DATA / "scaleshift_hco_c2_reduced.reference.pt", weights_only=True)
+    structure = next(s for s in reference["structures"] if s["pbc"])
+    atoms = reference_atoms(structure)
+    result = single_point(tmp_path, atoms, path, ranks=ranks)
+    assert result["energy"] == pytest.approx(float(structure["energy"]), rel=1e-10)
+    assert np.abs(result["forces"] - structure["forces"].numpy()).max() <= 1e-9 * np.abs(structure["forces"].numpy()).max()
+    differences = largest_relative_difference(result, ase_reference(atoms, path))
+    assert max(differences.values()) <= AGREEMENT, differences
+
+
+class RunsACommand:
+    """What a hostile model file holds: unpickling it calls os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class CallsGetattr:
+    """getattr on an allowed class: the way to reach a function no file may name."""
+
+    def __reduce__(self):
+        return (getattr, (collections.OrderedDict, "fromkeys"))
+
+
+def test_a_file_that_would_run_a_command_is_refused_before_anything_runs(tmp_path, capsys):
+    marker = tmp_path / "the_command_ran"
+    path = tmp_path / "hostile.model"
+    torch.save({"model": RunsACommand(marker)}, path)
+    with pytest.raises(FileHoldsCode, match=r"holds code: it names the global 'posix\.system'"):
+        read_foreign_model(path)
+    assert import_cli.main([str(path), str(tmp_path / "out.ckpt")]) == 1
+    error = capsys.readouterr().err
+    assert "holds code" in error and "posix.system" in error and len(error.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "out.ckpt").exists()
+    torch.save([CallsGetattr()], path)
+    with pytest.raises(FileHoldsCode, match="calls getattr"):
+        read_foreign_model(path)
+
+
+def scripted_module(path: Path) -> None:
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+
+
+def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """A file each way an import goes wrong, and what its one-line error must say."""
+    model_bytes = (DATA / "scaleshift_cu_c3.model").read_bytes()
+    (tmp_path / "truncated.model").write_bytes(model_bytes[: len(model_bytes) // 2])
+    (tmp_path / "structure.xyz").write_text("1\n\nCu 0 0 0\n")
+    scripted_module(tmp_path / "deployed.pt")
+    mlipkit.save_checkpoint(mlipkit.build_model("mace", type_names=["Cu"], r_max=3.0, hidden_irreps="4x0e", max_ell=1,
+                                                correlation=1, radial_mlp_hidden=[4]), tmp_path / "own.ckpt")
+    return {
+        "truncated": (tmp_path / "truncated.model", "truncated or damaged"),
+        "another format": (tmp_path / "structure.xyz", "not a PyTorch archive"),
+        "TorchScript": (tmp_path / "deployed.pt", "a TorchScript archive"),
+        "mlipkit checkpoint": (tmp_path / "own.ckpt", "already an mlipkit checkpoint"),
+        "unsupported block": (DATA / "unsupported_density_block.model", "RealAgnosticDensityResidualInteractionBlock, which mlipkit's MACE does not have"),
+        "missing file": (tmp_path / "absent.model", "not found"),
+        "not a model": (DATA / "scaleshift_cu_c3.reference.pt", "not a model file mlipkit imports"),
+    }
+
+
+def test_each_bad_file_gives_a_one_line_error_naming_the_problem(tmp_path, capsys):
+    for case, (path, message) in bad_files(tmp_path).items():
+        assert import_cli.main([str(path), str(tmp_path / "out.ckpt")]) == 1, case
+        error = capsys.readouterr().err.strip()
+        assert message in error and len(error.splitlines()) == 1, (case, error)
+    with pytest.raises(UnsupportedModel):
+        read_foreign_model(DATA / "unsupported_density_block.model")
