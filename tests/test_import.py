@@ -27,6 +27,8 @@ from mlipkit.importers.mace import UnsupportedModel
 from mlipkit.importers.unpickling import FileHoldsCode
 
 DATA = Path(__file__).parent / "data" / "mace_import"
+#: fairchem-core 1.10.0 trainer checkpoints and predictions (tools/fairchem_reference.py --import-fixtures)
+FAIRCHEM = Path(__file__).parent / "data" / "fairchem_import"
 #: every supported interaction-block pair, 1 and 3 elements, correlation 1-3, both coupling conventions, plain
 #: MACE and ScaleShiftMACE, silu and tanh gates, float64 and float32
 MACE_FILES = ["scaleshift_cu_c3", "scaleshift_hco_c2_reduced", "mace_hco_c1_tanh", "scaleshift_hco_float32"]
@@ -148,6 +150,49 @@ def test_lammps_runs_the_imported_model_with_mace_torch_numbers(artifacts, tmp_p
     assert np.abs(result["forces"] - structure["forces"].numpy()).max() <= 1e-9 * np.abs(structure["forces"].numpy()).max()
     differences = largest_relative_difference(result, ase_reference(atoms, path))
     assert max(differences.values()) <= AGREEMENT, differences
+
+
+@pytest.mark.parametrize("name", ["gemnet_oc_direct_ema", "gemnet_oc_conservative"])
+def test_imported_gemnet_oc_equals_fairchem(name, tmp_path, capsys):
+    """What fairchem's trainer predicts (EMA weights, normalisers, element references); fairchem runs in float32,
+    so forces are compared by norm (its own rounding reaches 1e-5 of the largest component)."""
+    reference = torch.load(FAIRCHEM / f"{name}.reference.pt", weights_only=True)
+    checkpoint = tmp_path / "model.ckpt"
+    assert import_cli.main([str(FAIRCHEM / f"{name}.pt"), str(checkpoint), "--elements", "O", "Cu"]) == 0
+    printed = capsys.readouterr().out
+    assert "format      fairchem checkpoint" in printed and "GemNetOC -> mlipkit gemnet_oc" in printed and "elements    O Cu" in printed
+    model = mlipkit.load_checkpoint(checkpoint)
+    assert next(model.parameters()).dtype == torch.float32
+    for structure in reference["structures"]:
+        atoms = Atoms(numbers=structure["numbers"].numpy(), positions=structure["positions"].numpy(),
+                      cell=structure["cell"].numpy(), pbc=True)
+        out = model(graph_from_atoms(atoms, model.r_max, model.type_names, torch.float32))
+        assert float(out[keys.ENERGY][0]) == pytest.approx(structure["energy"], rel=1e-6)
+        forces = out[keys.FORCES].detach().double()
+        assert float((forces - structure["forces"].double()).norm() / structure["forces"].double().norm()) <= 1e-5
+
+
+def test_gemnet_oc_keeps_every_element_of_its_embedding_by_default():
+    imported = read_foreign_model(FAIRCHEM / "gemnet_oc_conservative.pt")
+    assert imported.model.type_names == chemical_symbols[1:84] and imported.imported_from["weights"] == "last"
+
+
+def test_fairchem_checkpoints_mlipkit_cannot_reproduce_are_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"config": {"model": {"name": "equiformer_v2"}}, "state_dict": {}}, path)
+    with pytest.raises(UnsupportedModel, match="'equiformer_v2' model; mlipkit imports fairchem's GemNet-OC"):
+        read_foreign_model(path)
+    checkpoint = torch.load(FAIRCHEM / "gemnet_oc_direct_ema.pt", weights_only=True)
+    checkpoint["normalizers"]["energy"]["mean"] = torch.tensor(-0.75)
+    torch.save(checkpoint, path)
+    with pytest.raises(UnsupportedModel, match="means .*a constant per structure"):
+        read_foreign_model(path)
+    checkpoint = torch.load(FAIRCHEM / "gemnet_oc_direct_ema.pt", weights_only=True)
+    checkpoint["ema"]["shadow_params"].pop()
+    torch.save(checkpoint, path)
+    with pytest.raises(UnsupportedModel, match="EMA .*do not line up"):
+        read_foreign_model(path)
+    assert read_foreign_model(path, use_ema=False).imported_from["weights"] == "last"
 
 
 class RunsACommand:

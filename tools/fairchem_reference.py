@@ -6,6 +6,7 @@
     .peers/fairchem/bin/python tools/fairchem_reference.py --bases-fixture tests/data/fairchem_gemnet_oc_bases.json
     .peers/fairchem/bin/python tools/fairchem_reference.py --indices
     .peers/fairchem/bin/python tools/fairchem_reference.py --parity-fixture tests/data/fairchem_gemnet_oc_parity.pt
+    .peers/fairchem/bin/python tools/fairchem_reference.py --import-fixtures tests/data/fairchem_import
 
 fairchem-core is installed without its dependencies; its GemNet-OC imports
 torch_scatter and torch_sparse, for which tools/fairchem_standins provides
@@ -301,6 +302,80 @@ def write_parity_fixture(path: Path) -> None:
     print(f"wrote {path}")
 
 
+#: checkpoints as fairchem-core's trainer saves them, for tests/test_import.py: a direct-forces model with EMA
+#: weights, normalizers and element references (fairchem 1.x layout), and a conservative one in the older
+#: layout (config "model" a name beside "model_attributes"; normalizers "target"/"grad_target" with "std")
+IMPORT_CHECKPOINTS = {
+    "gemnet_oc_direct_ema": dict(options=dict(SMALL_GEMNET_OC, direct_forces=True), ema=True, layout="1.x",
+                                 energy=(0.0, 1.7), forces=(0.0, 1.7), references={8: -4.9, 29: -3.6}),
+    "gemnet_oc_conservative": dict(options=SMALL_GEMNET_OC, ema=False, layout="ocp", energy=(0.0, 2.3), forces=(0.0, 2.3),
+                                   references=None),
+}
+
+
+def write_import_fixtures(directory: Path) -> None:
+    """Each IMPORT_CHECKPOINTS checkpoint (random weights and scale factors; EMA weights moved off the
+    weights) beside the energies and forces fairchem's trainer predicts with it (denormalised, element
+    references added, EMA weights in place) on parity_structures()."""
+    import torch
+
+    GemNetOC = import_gemnet_oc()
+    directory.mkdir(parents=True, exist_ok=True)
+    structures = parity_structures()
+    for name, recipe in IMPORT_CHECKPOINTS.items():
+        torch.manual_seed(0)
+        model = GemNetOC(**recipe["options"])
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for module in model.modules():
+                if type(module).__name__ == "ScaleFactor":
+                    module.scale_factor.fill_(float(torch.rand((), generator=generator)) + 0.5)
+        # as torch.save keeps them: one copy of a tensor registered under two names
+        copies = {}
+        state_dict = {f"module.{key}": copies.setdefault(id(value), value.detach().clone()) for key, value in model.state_dict().items()}
+        ema = None
+        if recipe["ema"]:
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            shadow = [p.detach() + 0.01 * torch.randn(p.shape, generator=generator) for p in trainable]
+            ema = {"decay": 0.999, "num_updates": 100, "shadow_params": shadow, "collected_params": []}
+            with torch.no_grad():
+                for parameter, value in zip(trainable, shadow):
+                    parameter.copy_(value)
+        (energy_mean, energy_rmsd), (forces_mean, forces_rmsd) = recipe["energy"], recipe["forces"]
+        references = torch.zeros(119)
+        for z, value in (recipe["references"] or {}).items():
+            references[z] = value
+        results = []
+        for atoms in structures:
+            out = model(fairchem_batch(atoms))
+            energy = float(out["energy"].detach()[0]) * energy_rmsd + energy_mean + float(references[atoms.numbers].sum())
+            results.append({"numbers": torch.tensor(atoms.numbers), "positions": torch.tensor(atoms.positions),
+                            "cell": torch.tensor(atoms.cell.array), "energy": energy,
+                            "forces": out["forces"].detach() * forces_rmsd + forces_mean})
+        model_config = {"name": "gemnet_oc", **recipe["options"], "scale_file": "configs/s2ef/all/gemnet/scaling_factors/gemnet-oc.pt"}
+        if recipe["layout"] == "1.x":
+            checkpoint = {
+                "state_dict": state_dict, "config": {"model": model_config, "trainer": "ocp", "optim": {"batch_size": 8}},
+                "normalizers": {"energy": {"mean": torch.tensor(energy_mean), "rmsd": torch.tensor(energy_rmsd)},
+                                "forces": {"mean": torch.tensor(forces_mean), "rmsd": torch.tensor(forces_rmsd)}},
+                "elementrefs": {"energy": {"element_references": references}},
+                "epoch": 3, "step": 1200, "ema": ema, "amp": None, "val_metrics": None,
+            }
+        else:
+            attributes = {key: value for key, value in model_config.items() if key != "name"}
+            checkpoint = {
+                "state_dict": state_dict, "config": {"model": "gemnet_oc", "model_attributes": attributes, "trainer": "forces"},
+                "normalizers": {"target": {"mean": torch.tensor(energy_mean), "std": torch.tensor(energy_rmsd)},
+                                "grad_target": {"mean": torch.tensor(forces_mean), "std": torch.tensor(forces_rmsd)}},
+                "epoch": 3, "step": 1200, "ema": ema, "amp": None,
+            }
+        torch.save(checkpoint, directory / f"{name}.pt")
+        torch.save({"structures": results, "dtype": "float32", "fairchem_core": "1.10.0",
+                    "parameters": sum(p.numel() for p in model.parameters())}, directory / f"{name}.reference.pt")
+        print(f"wrote {directory / name}.pt ({(directory / f'{name}.pt').stat().st_size // 1024} KB): energies "
+              f"{[round(r['energy'], 5) for r in results]}")
+
+
 def parameter_counts() -> None:
     GemNetOC = import_gemnet_oc()
     for direct_forces in (True, False):
@@ -319,11 +394,14 @@ def main() -> None:
     parser.add_argument("--indices", action="store_true", help="triplet and quadruplet counts, fairchem's and mlipkit's")
     parser.add_argument("--bases-fixture", type=Path, help="write fairchem's radial, circular and spherical basis values to this JSON file")
     parser.add_argument("--parity-fixture", type=Path, help="write fairchem's weights, energies and forces (several configurations) to this .pt file")
+    parser.add_argument("--import-fixtures", type=Path, help="write trainer checkpoints and their predictions (tests/test_import.py) here")
     arguments = parser.parse_args()
     if arguments.bases_fixture:
         write_bases_fixture(arguments.bases_fixture)
     if arguments.parity_fixture:
         write_parity_fixture(arguments.parity_fixture)
+    if arguments.import_fixtures:
+        write_import_fixtures(arguments.import_fixtures)
     if arguments.indices:
         compare_indices()
     if arguments.fixture:
@@ -333,7 +411,7 @@ def main() -> None:
     if arguments.evaluate:
         evaluate_small()
     if not (arguments.counts or arguments.evaluate or arguments.fixture or arguments.indices or arguments.bases_fixture
-            or arguments.parity_fixture):
+            or arguments.parity_fixture or arguments.import_fixtures):
         parser.print_help()
 
 

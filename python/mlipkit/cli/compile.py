@@ -57,7 +57,7 @@ def imported_checkpoint(source: str, run_arguments: str | None, directory: Path)
         return source
     except NotACheckpoint:
         pass
-    imported = import_checkpoint(source, directory / "imported.ckpt", run_arguments)
+    imported = import_checkpoint(source, directory / "imported.ckpt", run_arguments=run_arguments)
     print(f"imported {source} ({imported.imported_from['format']}, {imported.imported_from['source_class']})")
     return str(directory / "imported.ckpt")
 

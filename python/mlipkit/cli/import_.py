@@ -13,21 +13,31 @@ from mlipkit.importers.unpickling import FileHoldsCode
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlip-import",
-        description="Import a model trained with mace-torch into an mlipkit checkpoint (read without running "
-        "anything from the file; the other package need not be installed).",
+        description="Import a model trained with mace-torch or fairchem (GemNet-OC) into an mlipkit checkpoint "
+        "(read without running anything from the file; the other package need not be installed).",
     )
-    parser.add_argument("source", help="mace-torch .model file or mace_run_train state-dict checkpoint (.pt)")
+    parser.add_argument(
+        "source", help="mace-torch .model file, mace_run_train state-dict checkpoint (.pt) or fairchem GemNet-OC checkpoint (.pt)"
+    )
     parser.add_argument("output", help="mlipkit checkpoint to write (model.ckpt)")
     parser.add_argument(
         "--run-arguments",
         metavar="CONFIG",
         help="for a mace_run_train state-dict checkpoint: the YAML (or JSON) of the arguments it was trained with",
     )
+    parser.add_argument("--no-ema", action="store_true", help="fairchem: the last weights, not the averaged (EMA) ones it predicts with")
+    parser.add_argument("--elements", nargs="+", metavar="SYMBOL", help="fairchem: the elements to keep (default: all of its embedding)")
     arguments = parser.parse_args(argv)
     start = time.perf_counter()
-    print(f"mlip-import {arguments.source} -> {arguments.output}")
+    print(f"mlip-import {arguments.source} -> {arguments.output}", flush=True)
     try:
-        imported = import_checkpoint(arguments.source, arguments.output, arguments.run_arguments)
+        imported = import_checkpoint(
+            arguments.source,
+            arguments.output,
+            run_arguments=arguments.run_arguments,
+            use_ema=not arguments.no_ema,
+            type_names=arguments.elements,
+        )
     except (FileHoldsCode, ValueError, FileNotFoundError) as error:
         print(f"mlip-import: error: {error}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mlipkit.importers import mace
+from mlipkit.importers import fairchem, mace
 from mlipkit.importers.unpickling import PickledObject, load_records
 from mlipkit.models.checkpoint import CHECKPOINT_FORMAT, model_dtype, save_checkpoint
 from mlipkit.models.potential import Potential
@@ -56,16 +56,34 @@ def is_mace_state_dict(value: Any) -> bool:
     return isinstance(value, dict) and all(name in value for name in MACE_STATE_DICT_NAMES)
 
 
-def read_foreign_model(path: str | Path, run_arguments: str | Path | None = None) -> ImportedModel:
-    """The mlipkit model equal to the model in ``path`` (a mace-torch model file or state-dict checkpoint).
+def read_foreign_model(
+    path: str | Path,
+    run_arguments: str | Path | None = None,
+    use_ema: bool = True,
+    type_names: list[str] | None = None,
+) -> ImportedModel:
+    """The mlipkit model equal to the model in ``path``: a mace-torch model file or state-dict checkpoint, or
+    a fairchem GemNet-OC trainer checkpoint.
 
     ``run_arguments``: for a mace-torch state-dict checkpoint, the YAML (or
-    JSON) of mace_run_train arguments it was trained with.
+    JSON) of mace_run_train arguments it was trained with. ``use_ema``: a
+    fairchem checkpoint's averaged weights (what fairchem predicts with)
+    rather than its last ones. ``type_names``: a fairchem model's elements
+    (default: every element of its embedding).
     """
     path = Path(path)
     records = load_records(path)
     provenance: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path)}
     try:
+        if fairchem.is_fairchem_checkpoint(records):
+            model = fairchem.build_gemnet_oc_model(records, use_ema, type_names)
+            commit = (records["config"].get("cmd") or {}).get("commit")
+            provenance.update(
+                format="fairchem checkpoint", source_class="GemNetOC",
+                source_version=f"commit {commit}" if commit else "not recorded (the checkpoint's config names no commit)",
+                weights="EMA" if use_ema and records.get("ema") else "last",
+            )
+            return ImportedModel(model, provenance)
         description = describe_mace(records, path, run_arguments, provenance)
         model = mace.build_mace_model(description)
     except mace.UnsupportedModel as error:
@@ -108,13 +126,14 @@ def describe_contents(records: Any) -> str:
     return f"the file holds a {type(records).__name__}"
 
 
-def import_model(path: str | Path, run_arguments: str | Path | None = None) -> Potential:
-    """An mlipkit model equal to another package's trained model (see ``read_foreign_model``)."""
-    return read_foreign_model(path, run_arguments).model
+def import_model(path: str | Path, **options: Any) -> Potential:
+    """An mlipkit model equal to another package's trained model (options: see ``read_foreign_model``)."""
+    return read_foreign_model(path, **options).model
 
 
-def import_checkpoint(path: str | Path, output: str | Path, run_arguments: str | Path | None = None) -> ImportedModel:
-    """Import ``path`` and write it as an mlipkit checkpoint that records where it came from."""
-    imported = read_foreign_model(path, run_arguments)
+def import_checkpoint(path: str | Path, output: str | Path, **options: Any) -> ImportedModel:
+    """Import ``path`` (options: see ``read_foreign_model``) and write it as an mlipkit checkpoint that records
+    where it came from."""
+    imported = read_foreign_model(path, **options)
     save_checkpoint(imported.model, output, extra={"imported_from": imported.imported_from})
     return imported

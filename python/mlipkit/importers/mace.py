@@ -28,8 +28,7 @@ import torch
 from ase.data import chemical_symbols
 from e3nn import o3
 
-from mlipkit.data import keys
-from mlipkit.data.graph import graph_from_atoms
+from mlipkit.importers.isolated_atoms import isolated_atom_network_energies
 from mlipkit.importers.unpickling import PickledObject, named_modules, named_tensors
 from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_model
@@ -350,20 +349,6 @@ def product_weights(model: Potential, layer: int, tensors: dict[str, torch.Tenso
     return weights
 
 
-def isolated_atom_network_energies(model: Potential) -> list[float]:
-    """What the network (before scale and shift) gives an atom of each type without neighbours."""
-    import ase
-
-    spacing = 10.0 * model.r_max
-    atoms = ase.Atoms(symbols=model.type_names, positions=[[spacing * i, 0.0, 0.0] for i in range(len(model.type_names))])
-    graph = graph_from_atoms(atoms, model.r_max, model.type_names, torch.float64)
-    edge_vectors = graph[keys.POSITIONS].new_zeros(0, 3)
-    with torch.no_grad():
-        _, node_features, *_ = model.core(graph, edge_vectors, edge_vectors.new_zeros(0))
-        energies = model.core.read_out(model.core.readouts, node_features)
-    return [float(value) for value in energies[:, 0]]
-
-
 def build_mace_model(description: MaceModel) -> Potential:
     """The mlipkit MACE model equal to the described mace-torch model, in its dtype."""
     tensors = description.tensors
@@ -393,7 +378,7 @@ def build_mace_model(description: MaceModel) -> Potential:
     unset = [name for name, _ in model.named_parameters() if name not in state]
     if unset:
         raise UnsupportedModel(f"no mace-torch weights for {unset[:4]}")
-    network = isolated_atom_network_energies(model)
+    network = isolated_atom_network_energies(model, lambda features: model.core.read_out(model.core.readouts, features))
     shifts = [e0 + description.shift + description.scale * value for e0, value in zip(description.atomic_energies, network)]
     model.scale_shift.shifts.copy_(torch.tensor(shifts, dtype=torch.float64))
     model.scale_shift.scales.fill_(description.scale)

@@ -606,13 +606,17 @@ def load_scale_factors(module: nn.Module, source: str | Path | dict[str, float])
             factor.scale_factor.fill_(value if value != 0.0 else 1.0)
 
 
+#: fairchem registers each output block's first MLP under a second name as well; its state dicts list both
+FAIRCHEM_SECOND_NAME = ".seq_energy_pre."
+
+
 def load_fairchem_state_dict(core: GemNetOC, state_dict: dict[str, torch.Tensor]) -> None:
     """Load the weights of a fairchem-core GemNetOC (a checkpoint's model state dict, ``module.`` prefixes
     removed) built with the same options; fairchem's unfitted scale factors (0) become 1."""
     renamed = {}
     for key, value in state_dict.items():
         key = key.removeprefix("module.")
-        if ".seq_energy_pre." in key:  # fairchem registers each output block's first MLP under two names
+        if FAIRCHEM_SECOND_NAME in key:
             continue
         key = key.replace(".cosφ_basis.offset", ".gaussians.centres").replace(".offset", ".centres")
         if key.endswith(".scale_factor") and float(value) == 0.0:
