@@ -73,6 +73,8 @@ def read_foreign_model(
     """
     path = Path(path)
     records = load_records(path)
+    if isinstance(records, dict) and records.get("format") == CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is already an mlipkit checkpoint: load or compile it as it is")
     provenance: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path)}
     try:
         if fairchem.is_fairchem_checkpoint(records):
@@ -110,8 +112,6 @@ def describe_mace(records: Any, path: Path, run_arguments: str | Path | None, pr
                           source_version="not recorded (mace_run_train checkpoints do not store it)",
                           run_arguments=Path(run_arguments).name)
         return description
-    if isinstance(records, dict) and records.get("format") == CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is already an mlipkit checkpoint: load or compile it as it is")
     raise ValueError(f"{path}: {describe_contents(records)}, not a model file mlipkit imports")
 
 

@@ -34,7 +34,12 @@ MAYBE_AVERAGED = (".offset",)
 
 
 def is_fairchem_checkpoint(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("config"), dict) and isinstance(value.get("state_dict"), dict)
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("config"), dict)
+        and "model" in value["config"]
+        and isinstance(value.get("state_dict"), dict)
+    )
 
 
 def model_options(config: dict[str, Any]) -> dict[str, Any]:
