@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mlipkit.importers import fairchem, mace
+from mlipkit.importers import fairchem, mace, nequip
 from mlipkit.importers.unpickling import PickledObject, load_records
 from mlipkit.models.checkpoint import CHECKPOINT_FORMAT, model_dtype, save_checkpoint
 from mlipkit.models.potential import Potential
@@ -62,8 +62,8 @@ def read_foreign_model(
     use_ema: bool = True,
     type_names: list[str] | None = None,
 ) -> ImportedModel:
-    """The mlipkit model equal to the model in ``path``: a mace-torch model file or state-dict checkpoint, or
-    a fairchem GemNet-OC trainer checkpoint.
+    """The mlipkit model equal to the model in ``path``: a mace-torch model file or state-dict checkpoint, a
+    nequip (0.7 to 0.19) Lightning checkpoint, or a fairchem GemNet-OC trainer checkpoint.
 
     ``run_arguments``: for a mace-torch state-dict checkpoint, the YAML (or
     JSON) of mace_run_train arguments it was trained with. ``use_ema``: a
@@ -77,6 +77,15 @@ def read_foreign_model(
         raise ValueError(f"{path} is already an mlipkit checkpoint: load or compile it as it is")
     provenance: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path)}
     try:
+        if nequip.is_nequip_checkpoint(records):
+            model = nequip.build_nequip_model(records)
+            builder = records["hyper_parameters"]["model"].get("_target_", "")
+            provenance.update(
+                format="nequip checkpoint", source_class=builder.rsplit(".", 1)[-1],
+                source_version=f"nequip {nequip.nequip_version(records)}",
+                weights="EMA" if any(name.startswith("ema.ema_weight_") for name in records["state_dict"]) else "last",
+            )
+            return ImportedModel(model, provenance)
         if fairchem.is_fairchem_checkpoint(records):
             model = fairchem.build_gemnet_oc_model(records, use_ema, type_names)
             commit = (records["config"].get("cmd") or {}).get("commit")
