@@ -7,6 +7,7 @@ tools/peer_envs.sh's environment); mace-torch is not installed here.
 
 import collections
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from mlipkit.importers.mace import UnsupportedModel
 from mlipkit.importers.unpickling import FileHoldsCode
 
 DATA = Path(__file__).parent / "data" / "mace_import"
+#: nequip 0.19.1 nequip-train checkpoints, their predictions and parameter counts (tools/nequip_reference.py)
+NEQUIP = Path(__file__).parent / "data" / "nequip_import"
 #: fairchem-core 1.10.0 trainer checkpoints and predictions (tools/fairchem_reference.py --import-fixtures)
 FAIRCHEM = Path(__file__).parent / "data" / "fairchem_import"
 #: every supported interaction-block pair, 1 and 3 elements, correlation 1-3, both coupling conventions, plain
@@ -42,7 +45,7 @@ def reference_atoms(structure: dict) -> Atoms:
                  cell=structure["cell"].numpy(), pbc=structure["pbc"])
 
 
-def assert_equals_mace_torch(model, reference: dict) -> None:
+def assert_equals_peer(model, reference: dict) -> None:
     dtype = getattr(torch, reference["dtype"])
     tolerance = TOLERANCE[reference["dtype"]]
     for structure in reference["structures"]:
@@ -67,14 +70,14 @@ def test_imported_mace_model_equals_mace_torch(name, tmp_path, capsys):
         assert line in printed, printed
     model = mlipkit.load_checkpoint(checkpoint)
     assert sum(p.numel() for p in model.parameters()) == reference["parameters"]
-    assert_equals_mace_torch(model, reference)
+    assert_equals_peer(model, reference)
 
 
 def test_state_dict_checkpoint_with_its_run_arguments():
     """mace_run_train's {'model': state_dict} checkpoint, with the YAML it was trained from."""
     imported = read_foreign_model(DATA / "scaleshift_cu_c3_run-0_epoch-4.pt", DATA / "scaleshift_cu_c3_config.yaml")
     assert imported.imported_from["format"] == "mace-torch state-dict checkpoint"
-    assert_equals_mace_torch(imported.model, torch.load(DATA / "scaleshift_cu_c3.reference.pt", weights_only=True))
+    assert_equals_peer(imported.model, torch.load(DATA / "scaleshift_cu_c3.reference.pt", weights_only=True))
 
 
 def test_state_dict_checkpoint_without_avg_num_neighbors_names_it(tmp_path):
@@ -150,6 +153,46 @@ def test_lammps_runs_the_imported_model_with_mace_torch_numbers(artifacts, tmp_p
     assert np.abs(result["forces"] - structure["forces"].numpy()).max() <= 1e-9 * np.abs(structure["forces"].numpy()).max()
     differences = largest_relative_difference(result, ase_reference(atoms, path))
     assert max(differences.values()) <= AGREEMENT, differences
+
+
+@pytest.mark.parametrize("name", ["nequip_cu_ema", "nequip_hco_natural_parity", "nequip_cu_float32"])
+def test_imported_nequip_checkpoint_equals_nequip(name, tmp_path, capsys):
+    """nequip's evaluation model (EMA weights where kept): both parities, per-l widths, a readout MLP, trainable
+    Bessel roots and shifts, float64 and float32."""
+    reference = torch.load(NEQUIP / f"{name}.reference.pt", weights_only=True)
+    checkpoint = tmp_path / "model.ckpt"
+    assert import_cli.main([str(NEQUIP / f"{name}.ckpt"), str(checkpoint)]) == 0
+    printed = capsys.readouterr().out
+    assert "format      nequip checkpoint" in printed and "NequIPGNNModel -> mlipkit nequip" in printed
+    assert f"dtype       {reference['dtype']}" in printed
+    assert_equals_peer(mlipkit.load_checkpoint(checkpoint), reference)
+
+
+COUNTS = json.loads((NEQUIP / "counts.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS["configurations"]))
+def test_nequip_configurations_have_nequips_parameter_counts(name):
+    """nequip's builder arguments (its presets too), through mlip-import's translation, give nequip's count."""
+    from mlipkit.importers import nequip
+
+    configuration = COUNTS["configurations"][name]
+    options = nequip.mlipkit_options({**nequip.builder_arguments(configuration["arguments"]), "avg_num_neighbors": 20.0})
+    model = mlipkit.build_model("nequip", type_names=COUNTS["type_names"], r_max=4.0, **options)
+    assert sum(p.numel() for p in model.parameters()) == configuration["parameters"]
+
+
+def test_nequip_checkpoints_mlipkit_cannot_reproduce_are_refused(tmp_path):
+    checkpoint = torch.load(NEQUIP / "nequip_cu_ema.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["model"]["convnet_resnet"] = True
+    torch.save(checkpoint, tmp_path / "resnet.ckpt")
+    with pytest.raises(UnsupportedModel, match="convnet_resnet=True"):
+        read_foreign_model(tmp_path / "resnet.ckpt")
+    checkpoint = torch.load(NEQUIP / "nequip_cu_ema.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["model"]["_target_"] = "allegro.model.AllegroModel"
+    torch.save(checkpoint, tmp_path / "allegro.ckpt")
+    with pytest.raises(UnsupportedModel, match="'allegro.model.AllegroModel'"):
+        read_foreign_model(tmp_path / "allegro.ckpt")
 
 
 @pytest.mark.parametrize("name", ["gemnet_oc_direct_ema", "gemnet_oc_conservative"])
@@ -237,6 +280,9 @@ def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     (tmp_path / "truncated.model").write_bytes(model_bytes[: len(model_bytes) // 2])
     (tmp_path / "structure.xyz").write_text("1\n\nCu 0 0 0\n")
     scripted_module(tmp_path / "deployed.pt")
+    old_nequip = torch.load(NEQUIP / "nequip_cu_ema.ckpt", weights_only=True)
+    old_nequip["hyper_parameters"]["info_dict"]["versions"]["nequip"] = "0.6.2"
+    torch.save(old_nequip, tmp_path / "old_nequip.ckpt")
     mlipkit.save_checkpoint(mlipkit.build_model("mace", type_names=["Cu"], r_max=3.0, hidden_irreps="4x0e", max_ell=1,
                                                 correlation=1, radial_mlp_hidden=[4]), tmp_path / "own.ckpt")
     return {
@@ -246,6 +292,7 @@ def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "mlipkit checkpoint": (tmp_path / "own.ckpt", "already an mlipkit checkpoint"),
         "unsupported block": (DATA / "unsupported_density_block.model", "RealAgnosticDensityResidualInteractionBlock, which mlipkit's MACE does not have"),
         "missing file": (tmp_path / "absent.model", "not found"),
+        "unknown nequip version": (tmp_path / "old_nequip.ckpt", "written by nequip 0.6.2; mlipkit reads nequip 0.7 to 0.19.x"),
         "not a model": (DATA / "scaleshift_cu_c3.reference.pt", "not a model file mlipkit imports"),
     }
 

@@ -13,11 +13,13 @@ from mlipkit.importers.unpickling import FileHoldsCode
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlip-import",
-        description="Import a model trained with mace-torch or fairchem (GemNet-OC) into an mlipkit checkpoint "
+        description="Import a model trained with mace-torch, nequip (0.7-0.19) or fairchem (GemNet-OC) into an mlipkit checkpoint "
         "(read without running anything from the file; the other package need not be installed).",
     )
     parser.add_argument(
-        "source", help="mace-torch .model file, mace_run_train state-dict checkpoint (.pt) or fairchem GemNet-OC checkpoint (.pt)"
+        "source",
+        help="mace-torch .model file, mace_run_train state-dict checkpoint (.pt), nequip-train checkpoint (.ckpt) "
+        "or fairchem GemNet-OC checkpoint (.pt)",
     )
     parser.add_argument("output", help="mlipkit checkpoint to write (model.ckpt)")
     parser.add_argument(

@@ -169,26 +169,27 @@ def odd_edge_columns(convolution: torch.nn.Module) -> torch.Tensor:
     return torch.tensor(signs, dtype=torch.float64)
 
 
-def model_state(checkpoint: dict[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:
+def model_state(checkpoint: dict[str, Any], arguments: dict[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:
     """The weights' common prefix and the state dict, the EMA weights (what nequip evaluates with) in place."""
     state = checkpoint["state_dict"]
     prefixes = [m[1] for name in state if (m := WEIGHTS_PREFIX.match(name))]
     if len(prefixes) != 1:
         raise UnsupportedModel(f"the checkpoint holds {len(prefixes)} models ({prefixes}); mlipkit imports one")
     prefix = prefixes[0]
-    ema = sorted((int(name.rsplit("_", 1)[1]), value) for name, value in state.items() if name.startswith("ema.ema_weight_"))
+    ema = [value for _, value in sorted((int(name.rsplit("_", 1)[1]), value) for name, value in state.items() if name.startswith("ema.ema_weight_"))]
     if not ema:
         return prefix, dict(state)
-    # parameters in registration order: what the state dict lists under the model, less buffers and empty tensors
-    parameters = [name for name, value in state.items() if name.startswith("model.") and value.numel()
-                  and not name.endswith(("output_mask", "_rmax_recip", "_empty"))
-                  and (name.rsplit(".", 1)[-1] not in ("bessel_weights", "scales", "shifts"))]
-    averaged = [value for _, value in ema]
-    extra = [name for name, value in state.items() if name.rsplit(".", 1)[-1] in ("bessel_weights", "scales", "shifts") and name.startswith(prefix)]
-    for candidates in (parameters, sorted(parameters + extra, key=list(state).index)):
-        if len(candidates) == len(averaged) and all(state[n].shape == v.shape for n, v in zip(candidates, averaged)):
-            return prefix, {**state, **dict(zip(candidates, averaged))}
-    raise UnsupportedModel(f"the checkpoint's {len(averaged)} EMA weights do not line up with its model's parameters")
+    # the model's parameters in registration order: its state-dict entries less buffers and empty tensors
+    buffers = {"output_mask", "_rmax_recip", "_empty"}
+    for name, trainable in (("bessel_weights", "bessel_trainable"), ("scales", "per_type_energy_scales_trainable"),
+                            ("shifts", "per_type_energy_shifts_trainable")):
+        if not arguments[trainable]:
+            buffers.add(name)
+    parameters = [name for name, value in state.items()
+                  if name.startswith(prefix) and value.numel() and name.rsplit(".", 1)[-1] not in buffers]
+    if len(parameters) != len(ema) or any(state[n].shape != v.shape for n, v in zip(parameters, ema)):
+        raise UnsupportedModel(f"the checkpoint's {len(ema)} EMA weights do not line up with its model's {len(parameters)} parameters")
+    return prefix, {**state, **dict(zip(parameters, ema))}
 
 
 def build_nequip_model(checkpoint: dict[str, Any]) -> Potential:
@@ -197,7 +198,7 @@ def build_nequip_model(checkpoint: dict[str, Any]) -> Potential:
     model_config = dict(checkpoint["hyper_parameters"]["model"])
     arguments = builder_arguments(model_config)
     options = mlipkit_options(arguments)
-    prefix, state = model_state(checkpoint)
+    prefix, state = model_state(checkpoint, arguments)
     type_names = [str(name) for name in model_config["type_names"]]
     dtype = torch.float32 if str(model_config.get("model_dtype", "float32")) == "float32" else torch.float64
     model = build_model("nequip", type_names=type_names, r_max=float(model_config["r_max"]), **options)
@@ -237,7 +238,7 @@ def build_nequip_model(checkpoint: dict[str, Any]) -> Potential:
                                    f"{expected[name].numel() if name in expected else 'none'}")
         weights[name] = value.reshape(expected[name].shape)
     model.load_state_dict(weights, strict=False)
-    unset = [name for name, _ in model.named_parameters() if name not in weights]
+    unset = [name for name, _ in model.named_parameters() if name not in weights and not name.startswith("scale_shift.")]
     if unset:
         raise UnsupportedModel(f"no nequip weights for {unset[:4]}")
     count = len(type_names)
