@@ -177,9 +177,21 @@ ARTIFACT_SPECS = {
     "charges_aotinductor_float64": ("mace", "aotinductor", torch.float64, "lammps"),
     "ewald_torchscript_float64": ("nequip", "torchscript", torch.float64, "lammps"),
     "imported_mace_torchscript_float64": ("imported", "torchscript", torch.float64, "lammps"),
+    "imported_nequip_torchscript_float64": ("imported", "torchscript", torch.float64, "lammps"),
+    "imported_gemnet_oc_torchscript_float32": ("imported", "torchscript", torch.float32, "lammps"),
 }
-#: the mace-torch model file behind the "imported" artifact (tools/mace_torch_reference.py --import-fixtures)
-IMPORTED_MODEL_FILE = os.path.join(os.path.dirname(__file__), "data", "mace_import", "scaleshift_hco_c2_reduced.model")
+#: the other packages' files behind the "imported" artifacts (tools/*_reference.py --import-fixtures), and
+#: read_foreign_model's options for each
+IMPORTED_SOURCES = {
+    "imported_mace_torchscript_float64": ("mace_import/scaleshift_hco_c2_reduced.model", {}),
+    "imported_nequip_torchscript_float64": ("nequip_import/nequip_hco_natural_parity.ckpt", {}),
+    "imported_gemnet_oc_torchscript_float32": ("fairchem_import/gemnet_oc_direct_ema.pt", {"type_names": ["O", "Cu"]}),
+}
+
+
+def imported_source(name: str) -> tuple[str, dict]:
+    path, options = IMPORTED_SOURCES[name]
+    return os.path.join(os.path.dirname(__file__), "data", path), options
 #: Partial charges, the categorical total-charge embedding and a Coulomb term (README, "Charges and electrostatics")
 CHARGE_OPTIONS = dict(use_coulomb_term=True, use_total_charge_embedding=True, available_total_charges=[-1.0, 0.0, 1.0])
 
@@ -205,7 +217,8 @@ def artifact_model(name: str, dtype=torch.float64) -> mlipkit.models.Potential:
     if ARTIFACT_SPECS[name][0] == "imported":
         from mlipkit.importers import import_model
 
-        return import_model(IMPORTED_MODEL_FILE).to(dtype)
+        path, options = imported_source(name)
+        return import_model(path, **options).to(dtype)
     return build_small(ARTIFACT_SPECS[name][0], dtype, **ARTIFACT_OPTIONS.get(name, {}))
 
 
@@ -222,10 +235,11 @@ class SharedArtifacts:
         from mlipkit.importers import import_checkpoint
 
         options = ARTIFACT_OPTIONS.get(artifact, {})
-        path = self.directory / (f"small_{artifact}.ckpt" if options else f"small_{model_name}.ckpt")
+        path = self.directory / (f"small_{artifact}.ckpt" if options or model_name == "imported" else f"small_{model_name}.ckpt")
         with FileLock(str(path) + ".lock"):
             if not path.exists() and model_name == "imported":
-                import_checkpoint(IMPORTED_MODEL_FILE, path)
+                source, import_options = imported_source(artifact)
+                import_checkpoint(source, path, **import_options)
             elif not path.exists():
                 mlipkit.save_checkpoint(build_small(model_name, **options), path)
         return path
