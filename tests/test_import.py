@@ -166,15 +166,18 @@ def test_lammps_runs_the_imported_model_with_the_peers_numbers(artifacts, tmp_pa
     assert max(differences.values()) <= AGREEMENT, differences
 
 
-@pytest.mark.parametrize("name", ["nequip_cu_ema", "nequip_hco_natural_parity", "nequip_cu_float32"])
-def test_imported_nequip_checkpoint_equals_nequip(name, tmp_path, capsys):
-    """nequip's evaluation model (EMA weights where kept): both parities, per-l widths, a readout MLP, trainable
-    Bessel roots and shifts, float64 and float32."""
+@pytest.mark.parametrize("name, file", [("nequip_cu_ema", "nequip_cu_ema.ckpt"), ("nequip_cu_ema", "nequip_cu_ema.nequip.zip"),
+                                        ("nequip_hco_natural_parity", "nequip_hco_natural_parity.ckpt"),
+                                        ("nequip_cu_float32", "nequip_cu_float32.ckpt")])
+def test_imported_nequip_model_equals_nequip(name, file, tmp_path, capsys):
+    """nequip's evaluation model (EMA weights where kept), from a checkpoint or a nequip-package archive: both
+    parities, per-l widths, a readout MLP, trainable Bessel roots and shifts, float64 and float32."""
     reference = torch.load(NEQUIP / f"{name}.reference.pt", weights_only=True)
     checkpoint = tmp_path / "model.ckpt"
-    assert import_cli.main([str(NEQUIP / f"{name}.ckpt"), str(checkpoint)]) == 0
+    assert import_cli.main([str(NEQUIP / file), str(checkpoint)]) == 0
     printed = capsys.readouterr().out
-    assert "format      nequip checkpoint" in printed and "NequIPGNNModel -> mlipkit nequip" in printed
+    kind = "package" if file.endswith(".zip") else "checkpoint"
+    assert f"format      nequip {kind}" in printed and "NequIPGNNModel -> mlipkit nequip" in printed
     assert f"dtype       {reference['dtype']}" in printed
     assert_equals_peer(mlipkit.load_checkpoint(checkpoint), reference)
 
@@ -279,6 +282,23 @@ def test_a_file_that_would_run_a_command_is_refused_before_anything_runs(tmp_pat
     torch.save([CallsGetattr()], path)
     with pytest.raises(FileHoldsCode, match="calls getattr"):
         read_foreign_model(path)
+
+
+def test_a_nequip_package_is_read_without_its_code(tmp_path):
+    """The archive's Python files are never imported: replaced by code that would leave a mark, nothing changes."""
+    import zipfile
+
+    marker = tmp_path / "the_package_code_ran"
+    package = tmp_path / "model.nequip.zip"
+    with zipfile.ZipFile(NEQUIP / "nequip_cu_ema.nequip.zip") as source, zipfile.ZipFile(package, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.endswith(".py"):
+                data = f"open({str(marker)!r}, 'w').close()\n".encode() + data
+            target.writestr(item, data)
+    reference = torch.load(NEQUIP / "nequip_cu_ema.reference.pt", weights_only=True)
+    assert_equals_peer(read_foreign_model(package).model, reference)
+    assert not marker.exists()
 
 
 def scripted_module(path: Path) -> None:

@@ -4,7 +4,7 @@
     .peers/nequip/bin/python tools/nequip_reference.py --import-fixtures tests/data/nequip_import
 
 Each checkpoint comes from nequip-train itself (one short epoch on frames of
-the shipped data), beside the energies, forces and stress that nequip's own
+the shipped data; one also as nequip-package's ``.nequip.zip``), beside the energies, forces and stress that nequip's own
 evaluation model of it (``ModelFromCheckpoint``, EMA weights where the
 training module keeps them) gives on a few structures. ``counts.json`` holds
 nequip's parameter counts of several model configurations.
@@ -26,7 +26,7 @@ R_MAX = 4.0
 #: checkpoint name -> training data, nequip training module, dtype and model arguments
 IMPORT_CHECKPOINTS = {
     "nequip_cu_ema": dict(
-        data="cu_emt.xyz", elements=["Cu"], module="nequip.train.EMALightningModule", dtype="float64",
+        data="cu_emt.xyz", elements=["Cu"], module="nequip.train.EMALightningModule", dtype="float64", package=True,
         model={"num_layers": 2, "l_max": 1, "num_features": 8, "radial_mlp_width": 16},
     ),
     "nequip_hco_natural_parity": dict(
@@ -143,6 +143,7 @@ def write_import_fixtures(directory: Path) -> None:
     from nequip.utils.global_state import set_global_state
 
     set_global_state()
+    directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     for name, recipe in IMPORT_CHECKPOINTS.items():
         with tempfile.TemporaryDirectory() as scratch:
@@ -159,6 +160,12 @@ def write_import_fixtures(directory: Path) -> None:
                             f"hydra.run.dir={scratch / 'hydra'}"], check=True, capture_output=True, cwd=scratch)
             checkpoint = directory / f"{name}.ckpt"
             checkpoint.write_bytes((scratch / "best.ckpt").read_bytes())
+            if recipe.get("package"):
+                # nequip-package reads the training data, which lives in the scratch directory only
+                package = directory / f"{name}.nequip.zip"
+                subprocess.run([str(Path(sys.executable).parent / "nequip-package"), "build", str(scratch / "best.ckpt"),
+                                str(package)], check=True, capture_output=True, cwd=scratch)
+                print(f"wrote {package} ({package.stat().st_size // 1024} KB)")
         results = evaluate(checkpoint, recipe)
         torch.save({"structures": results, "dtype": recipe["dtype"], "nequip": "0.19.1"}, directory / f"{name}.reference.pt")
         print(f"wrote {checkpoint} ({checkpoint.stat().st_size // 1024} KB): energies {[round(r['energy'], 6) for r in results]}")

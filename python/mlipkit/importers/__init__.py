@@ -72,20 +72,15 @@ def read_foreign_model(
     (default: every element of its embedding).
     """
     path = Path(path)
+    if path.is_file() and nequip.is_nequip_package(path):
+        return read_nequip(nequip.read_package(path), path, "nequip package")
     records = load_records(path)
     if isinstance(records, dict) and records.get("format") == CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is already an mlipkit checkpoint: load or compile it as it is")
     provenance: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path)}
     try:
         if nequip.is_nequip_checkpoint(records):
-            model = nequip.build_nequip_model(records)
-            builder = records["hyper_parameters"]["model"].get("_target_", "")
-            provenance.update(
-                format="nequip checkpoint", source_class=builder.rsplit(".", 1)[-1],
-                source_version=f"nequip {nequip.nequip_version(records)}",
-                weights="EMA" if any(name.startswith("ema.ema_weight_") for name in records["state_dict"]) else "last",
-            )
-            return ImportedModel(model, provenance)
+            return read_nequip(records, path, "nequip checkpoint")
         if fairchem.is_fairchem_checkpoint(records):
             model = fairchem.build_gemnet_oc_model(records, use_ema, type_names)
             commit = (records["config"].get("cmd") or {}).get("commit")
@@ -99,6 +94,22 @@ def read_foreign_model(
         model = mace.build_mace_model(description)
     except mace.UnsupportedModel as error:
         raise mace.UnsupportedModel(f"{path}: {error}") from None
+    return ImportedModel(model, provenance)
+
+
+def read_nequip(checkpoint: dict[str, Any], path: Path, kind: str) -> ImportedModel:
+    """A nequip checkpoint or package (read into the checkpoint's layout) as an mlipkit NequIP."""
+    try:
+        model = nequip.build_nequip_model(checkpoint)
+    except mace.UnsupportedModel as error:
+        raise mace.UnsupportedModel(f"{path}: {error}") from None
+    builder = checkpoint["hyper_parameters"]["model"].get("_target_", "")
+    averaged = any(name.startswith("ema.ema_weight_") for name in checkpoint["state_dict"])
+    provenance = {
+        "file": path.name, "sha256": file_sha256(path), "format": kind, "source_class": builder.rsplit(".", 1)[-1],
+        "source_version": f"nequip {nequip.nequip_version(checkpoint)}",
+        "weights": "EMA" if averaged else ("packaged" if kind == "nequip package" else "last"),
+    }
     return ImportedModel(model, provenance)
 
 

@@ -58,11 +58,44 @@ REQUIRED = {
 }
 #: arguments of nequip's model builder that do not shape the network
 IGNORED = ("_target_", "seed", "model_dtype", "compile_mode", "type_names", "r_max", "preset")
-WEIGHTS_PREFIX = re.compile(r"^(model\.(?:.*\.)?)type_embed\.embed_module\.weight$")
+WEIGHTS_PREFIX = re.compile(r"^((?:\w+\.)*)type_embed\.embed_module\.weight$")
+#: what nequip-package writes under the package root
+PACKAGE_MODEL, PACKAGE_CONFIG, PACKAGE_METADATA = "model/eager_model.pkl", "model/config.yaml", "model/package_metadata.txt"
 
 
 def is_nequip_checkpoint(value: Any) -> bool:
     return isinstance(value, dict) and "pytorch-lightning_version" in value and isinstance(value.get("hyper_parameters"), dict)
+
+
+def is_nequip_package(path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/" + PACKAGE_METADATA) for name in archive.namelist())
+
+
+def read_package(path) -> dict[str, Any]:
+    """A ``.nequip.zip`` (nequip-package) as a checkpoint-like dict: its config's model arguments, the versions
+    it records and the packaged (evaluation) model's weights. Its Python code is never read."""
+    import yaml
+
+    from mlipkit.importers.unpickling import load_package_records, named_tensors
+
+    records, files = load_package_records(path, PACKAGE_MODEL)
+    try:
+        config = yaml.safe_load(files[PACKAGE_CONFIG])
+        metadata = yaml.safe_load(files[PACKAGE_METADATA])
+    except (KeyError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: the package's config or metadata is missing or unreadable ({error})") from None
+    model = (config.get("training_module") or {}).get("model")
+    if not isinstance(model, dict):
+        raise ValueError(f"{path}: the package's config.yaml has no training_module.model section")
+    return {
+        "hyper_parameters": {"model": model, "info_dict": {"versions": metadata.get("versions") or {}}},
+        "state_dict": dict(named_tensors(records)),
+    }
 
 
 def nequip_version(checkpoint: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ anything is called.
 
 from __future__ import annotations
 
+import io
 import pickle
 import types
 import zipfile
@@ -147,6 +148,56 @@ def load_records(path: str | Path) -> Any:
         raise FileHoldsCode(f"{path}: {error}") from None
     except Exception as error:  # damaged archives raise many types
         raise ValueError(f"{path}: the archive is damaged ({type(error).__name__}: {str(error)[:200]})") from None
+
+
+class PackageRecordingUnpickler(RecordingUnpickler):
+    """A torch.package pickle (nequip's ``.nequip.zip``): storages from the archive's ``.data/``, nothing else.
+
+    torch.package's own importer runs the Python code packaged beside the
+    pickle; here that code is never read: classes become records, as above,
+    and objects that rebuild themselves through package code are refused.
+    """
+
+    def __init__(self, file, archive: zipfile.ZipFile, root: str):
+        super().__init__(file)
+        self.archive, self.root, self.storages = archive, root, {}
+
+    def persistent_load(self, saved_id: Any) -> Any:
+        kind = saved_id[0].decode() if isinstance(saved_id[0], bytes) else saved_id[0]
+        if kind != "storage":
+            raise FileHoldsCode(f"the package rebuilds an object with its own code ('{kind}'); mlipkit refused it before running anything")
+        storage_type, key, _, size = saved_id[1:]
+        dtype = torch.uint8 if storage_type is torch.UntypedStorage else storage_type.dtype
+        if key not in self.storages:
+            data = bytearray(self.archive.read(f"{self.root}/.data/{key}.storage"))
+            untyped = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else torch.UntypedStorage(0)
+            if untyped.nbytes() != size * torch.empty((), dtype=dtype).element_size():
+                raise ValueError(f"the package's storage {key} holds {untyped.nbytes()} bytes, not {size} {dtype} values")
+            self.storages[key] = untyped
+        return torch.storage.TypedStorage(wrap_storage=self.storages[key], dtype=dtype, _internal=True)
+
+
+def load_package_records(path: str | Path, member: str) -> tuple[Any, dict[str, bytes]]:
+    """A torch.package archive's pickle ``member`` (e.g. ``model/eager_model.pkl``) as records, and the
+    archive's non-code files by their names under the package root."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
+    with zipfile.ZipFile(path) as archive:
+        root = archive.namelist()[0].split("/", 1)[0]
+        files = {name.split("/", 1)[1]: archive.read(name) for name in archive.namelist()
+                 if "/" in name and not name.endswith(".py") and "/.data/" not in name}
+        if member not in files:
+            raise ValueError(f"{path}: the package has no {member}")
+        try:
+            records = PackageRecordingUnpickler(io.BytesIO(files[member]), archive, root).load()
+        except FileHoldsCode as error:
+            raise FileHoldsCode(f"{path}: {error}") from None
+        except Exception as error:  # damaged archives raise many types
+            raise ValueError(f"{path}: the package is damaged ({type(error).__name__}: {str(error)[:200]})") from None
+    return records, files
 
 
 def named_tensors(module: PickledObject, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
