@@ -75,7 +75,13 @@ IMPLEMENTATIONS = {
     "mace": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("mace", "eager"),
              ("mace", "compile")],
     "gemnet_oc": [("mlipkit", "eager"), ("mlipkit", "aotinductor"), ("fairchem", "eager")],
+    # --imported: one file per peer, imported by mlip-import and compiled, against the peer running that file
+    "imported_mace": [("mlipkit", "imported"), ("mace", "file")],
+    "imported_nequip": [("mlipkit", "imported"), ("nequip", "checkpoint")],
 }
+IMPORTED_DIRECTORY = ROOT / "out" / "benchmark_peers" / "imported"
+#: the imported files' types (the structures need at most these)
+IMPORTED_TYPES = ["H", "O", "Cu"]
 #: fairchem's OC20 gemnet-oc (configs/s2ef/all/gemnet/gemnet-oc.yml) at r_max, conservative forces
 GEMNET_OC_OPTIONS = dict(
     num_spherical=7, num_radial=128, num_blocks=4, emb_size_atom=256, emb_size_edge=512, emb_size_trip_in=64,
@@ -103,6 +109,34 @@ def mlipkit_options(model_name: str, kernel: str) -> dict:
         return dict(GEMNET_OC_OPTIONS, per_type_energy_shifts=-1.0)
     options = dict(REFERENCE_PATH[model_name]) if kernel == "e3nn" else {}
     return dict(options, r_max=R_MAX, avg_num_neighbours=10.0, **MLIPKIT_OPTIONS[model_name])
+
+
+def imported_source(model_name: str, dtype_name: str) -> Path:
+    """The file --imported runs: a mace-torch model file (float64; each side casts it) or a nequip-train
+    checkpoint per dtype (nequip compiles a checkpoint in the dtype it was trained in)."""
+    if model_name == "imported_mace":
+        return IMPORTED_DIRECTORY / "mace.model"
+    return IMPORTED_DIRECTORY / f"nequip_{dtype_name}" / "best.ckpt"
+
+
+def prepare_imported_sources(models: list[str], dtypes: list[str]) -> None:
+    """Write the files --imported runs with the peers' own code (tools/mace_torch_reference.py --benchmark-model,
+    tools/nequip_reference.py --benchmark-checkpoint: a short nequip-train), once."""
+    environment = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    for model_name in models:
+        for dtype_name in dtypes:
+            source = imported_source(model_name, dtype_name)
+            if source.exists():
+                continue
+            source.parent.mkdir(parents=True, exist_ok=True)
+            if model_name == "imported_mace":
+                command = [str(ENVIRONMENTS["mace"] / "bin" / "python"), str(ROOT / "tools" / "mace_torch_reference.py"),
+                           "--benchmark-model", str(source)]
+            else:
+                command = [str(ENVIRONMENTS["nequip"] / "bin" / "python"), str(ROOT / "tools" / "nequip_reference.py"),
+                           "--benchmark-checkpoint", str(source.parent), "--dtype", dtype_name]
+            print(f"preparing {source}", flush=True)
+            subprocess.run(command, check=True, env=environment)
 
 
 def structure(name: str) -> Atoms:
@@ -142,6 +176,8 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
     from mlipkit.nn.symmetric_contraction import SymmetricContraction
 
     dtype = getattr(torch, dtype_name)
+    if kernel == "imported":
+        return imported_mlipkit_worker(model_name, dtype_name, names, directory)
     models, info, calls, training_calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}, "flop_floor": {}}, {}, {}
     for name in names:
         types = tuple(type_names(name))
@@ -189,6 +225,33 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
     return info, calls, training_calls
 
 
+def imported_mlipkit_worker(model_name: str, dtype_name: str, names: list[str], directory: Path):
+    """mlip-import of the peer's file, mlip-compile (AOTInductor) in the dtype, the artifact timed."""
+    import torch
+
+    from mlipkit.compile import Artifact, compile_checkpoint
+    from mlipkit.data import graph_from_atoms, keys
+    from mlipkit.data.graph import compute_edge_vectors
+    from mlipkit.importers import import_checkpoint
+
+    dtype = getattr(torch, dtype_name)
+    checkpoint = directory / f"{model_name}_{dtype_name}.ckpt"
+    started = time.perf_counter()
+    imported = import_checkpoint(imported_source(model_name, dtype_name), checkpoint)
+    artifact_path = directory / f"{model_name}_{dtype_name}.pt2"
+    compile_checkpoint(checkpoint, artifact_path, mode="aotinductor", dtype=dtype, log=lambda line: None)
+    info = {"compile_s": {"import+compile": time.perf_counter() - started}, "parameters": {}, "edges": {}}
+    artifact, model = Artifact(artifact_path), imported.model
+    calls = {}
+    for name in names:
+        graph = graph_from_atoms(structure(name), model.r_max, model.type_names, dtype)
+        inputs = (graph[keys.ATOM_TYPES], graph[keys.EDGE_INDEX], compute_edge_vectors(graph))
+        info["parameters"]["_".join(type_names(name))] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        info["edges"][name] = int(inputs[1].shape[1])
+        calls[name] = lambda inputs=inputs: artifact.run(*inputs)
+    return info, calls, {}
+
+
 def nequip_worker(model_name: str, mode: str, dtype_name: str, names: list[str], directory: Path):
     import torch
     from nequip.data import AtomicDataDict, compute_neighborlist_, from_ase
@@ -200,6 +263,26 @@ def nequip_worker(model_name: str, mode: str, dtype_name: str, names: list[str],
     from nequip.utils.global_state import set_global_state
 
     set_global_state()
+    if mode == "checkpoint":  # --imported: nequip-compile of the checkpoint (AOTInductor, target ase), timed
+        from nequip.model.saved_models.checkpoint import ModelFromCheckpoint
+
+        source = imported_source(model_name, dtype_name)
+        path = directory / f"{model_name}_{dtype_name}.nequip.pt2"
+        started = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "nequip-compile"), str(source), str(path), "--mode", "aotinductor",
+                        "--device", "cpu", "--target", "ase"], check=True, cwd=source.parent, stdout=sys.stderr)
+        info = {"compile_s": {"nequip-compile": time.perf_counter() - started}, "parameters": {}, "edges": {}}
+        evaluation_model = ModelFromCheckpoint(str(source))
+        count = sum(p.numel() for p in evaluation_model.parameters() if p.requires_grad)
+        compiled = DictInputOutputWrapper(torch._inductor.aoti_load_package(str(path)), ASE_TARGET["input"], ASE_TARGET["output"])
+        calls = {}
+        for name in names:
+            data = ChemicalSpeciesToAtomTypeMapper(IMPORTED_TYPES)(compute_neighborlist_(from_ase(structure(name)), R_MAX))
+            info["parameters"]["_".join(type_names(name))] = count
+            info["edges"][name] = int(data[AtomicDataDict.EDGE_INDEX_KEY].shape[1])
+            data = ASE_TARGET["data_settings"](dict(data))
+            calls[name] = lambda data=data: compiled(dict(data))[AtomicDataDict.FORCE_KEY]
+        return info, calls, {}
     models, info, calls, training_calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}}, {}, {}
     for name in names:
         types = tuple(type_names(name))
@@ -241,6 +324,16 @@ def mace_worker(model_name: str, mode: str, dtype_name: str, names: list[str], d
     from mace_torch_reference import build, mace_batch
 
     torch.set_default_dtype(getattr(torch, dtype_name))
+    if mode == "file":  # --imported: the model file as MACECalculator runs it (loaded, cast to the dtype, eager)
+        model = torch.load(imported_source(model_name, dtype_name), weights_only=False).to(getattr(torch, dtype_name)).eval()
+        table = tools.AtomicNumberTable([int(z) for z in model.atomic_numbers])
+        info, calls = {"compile_s": {}, "parameters": {}, "edges": {}}, {}
+        for name in names:
+            batch = mace_batch(structure(name), table)
+            info["parameters"]["_".join(type_names(name))] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            info["edges"][name] = int(batch["edge_index"].shape[1])
+            calls[name] = lambda batch=batch: model(batch, compute_force=True)["forces"]
+        return info, calls, {}
     models, info, calls, training_calls = {}, {"compile_s": {}, "parameters": {}, "edges": {}}, {}, {}
     for name in names:
         types = tuple(type_names(name))
@@ -413,8 +506,15 @@ def main() -> None:
                              "at 864 atoms in float64)")
     parser.add_argument("--no-training", dest="training", action="store_false",
                         help="leave out the force-training step of the eager implementations")
+    parser.add_argument("--imported", action="store_true",
+                        help="instead: a mace-torch model file and a nequip-train checkpoint, each imported (mlip-import) "
+                             "and compiled, against the peer running the same file (mace-torch eager, nequip-compile's "
+                             "AOTInductor); the peers write the files first")
     parser.add_argument("--output", type=Path, default=ROOT / "out" / "benchmark_peers")
     arguments = parser.parse_args()
+    if arguments.imported:
+        arguments.models = ["imported_mace", "imported_nequip"]
+        prepare_imported_sources(arguments.models, arguments.dtypes)
     arguments.output.mkdir(parents=True, exist_ok=True)
     ceilings = {(d, t): matmul_ceiling(d, t) for d in arguments.dtypes for t in arguments.threads}
     rows = []

@@ -346,9 +346,19 @@ def main() -> None:
     parser.add_argument("--data", default="examples/data/cu_emt.xyz", help="frames of the training-step fixture")
     parser.add_argument("--import-fixtures", help="write the model files of tests/test_import.py into this directory and stop")
     parser.add_argument("--mp0-model", help="write a MACE-MP-0-sized model (random weights) here, print its parameter count, stop")
+    parser.add_argument("--benchmark-model", help="write tools/benchmark_peers.py's --imported model file (H, O, Cu) here, stop")
     arguments = parser.parse_args()
     if arguments.import_fixtures:
         write_import_fixtures(arguments.import_fixtures)
+        return
+    if arguments.benchmark_model:
+        # the benchmark's MACE size (mlipkit's defaults; original couplings, as mace-torch without cuequivariance),
+        # E0s as a trained model has them
+        torch.set_default_dtype(torch.float64)
+        torch.manual_seed(0)
+        model = build(3, {"use_reduced_cg": False}, 5.0, [1, 8, 29], np.array([-13.6, -2041.8, -3.7]))
+        torch.save(model, arguments.benchmark_model)
+        print(json.dumps({"parameters": sum(p.numel() for p in model.parameters()), "file": arguments.benchmark_model}))
         return
     if arguments.mp0_model:
         recipe = dict(model="ScaleShiftMACE", elements=MP0_ELEMENTS, dtype="float64", E0s=[0.0] * len(MP0_ELEMENTS), scale=1.0,

@@ -2,6 +2,7 @@
 
     bash tools/peer_envs.sh nequip
     .peers/nequip/bin/python tools/nequip_reference.py --import-fixtures tests/data/nequip_import
+    .peers/nequip/bin/python tools/nequip_reference.py --benchmark-checkpoint DIR --dtype float32
 
 Each checkpoint comes from nequip-train itself (one short epoch on frames of
 the shipped data; one also as nequip-package's ``.nequip.zip``), beside the energies, forces and stress that nequip's own
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent
 R_MAX = 4.0
 #: checkpoint name -> training data, nequip training module, dtype and model arguments
@@ -55,15 +57,15 @@ COUNT_CONFIGURATIONS = {
 
 
 def training_config(recipe: dict, directory: Path) -> dict:
-    elements = recipe["elements"]
+    elements, r_max = recipe["elements"], recipe.get("r_max", R_MAX)
     return {
-        "run": ["train"], "cutoff_radius": R_MAX, "model_type_names": elements,
+        "run": ["train"], "cutoff_radius": r_max, "model_type_names": elements,
         "data": {
             "_target_": "nequip.data.datamodule.ASEDataModule", "seed": 0,
             "train_file_path": str(directory / "train.xyz"), "val_file_path": str(directory / "val.xyz"),
             "transforms": [
                 {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper", "model_type_names": elements},
-                {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": R_MAX},
+                {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": r_max},
             ],
             "train_dataloader": {"_target_": "torch.utils.data.DataLoader", "batch_size": 4},
             "val_dataloader": {"_target_": "torch.utils.data.DataLoader", "batch_size": 4},
@@ -81,7 +83,7 @@ def training_config(recipe: dict, directory: Path) -> dict:
             "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.02},
             "model": {
                 "_target_": "nequip.model.NequIPGNNModel", "seed": 0, "model_dtype": recipe["dtype"], "type_names": elements,
-                "r_max": R_MAX, **recipe["model"], "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
+                "r_max": r_max, **recipe["model"], "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
                 "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
                 "per_type_energy_scales": "${training_data_stats:forces_rms}",
             },
@@ -137,9 +139,24 @@ def evaluate(checkpoint: Path, recipe: dict) -> list[dict]:
     return results
 
 
+def train(recipe: dict, directory: Path) -> Path:
+    """nequip-train on the recipe's first frames of the shipped data, in ``directory``; the best checkpoint."""
+    import yaml
+    from ase.io import read, write
+
+    frames = [atoms for atoms in read(ROOT / "examples" / "data" / recipe["data"], ":") if len(atoms) > 1][:24]
+    for atoms in frames:
+        atoms.info.pop("config_type", None)
+    write(directory / "train.xyz", frames[:16])
+    write(directory / "val.xyz", frames[16:])
+    (directory / "config.yaml").write_text(yaml.safe_dump(training_config(recipe, directory), sort_keys=False))
+    subprocess.run([str(Path(sys.executable).parent / "nequip-train"), "-cp", str(directory), "-cn", "config",
+                    f"hydra.run.dir={directory / 'hydra'}"], check=True, capture_output=True, cwd=directory)
+    return directory / "best.ckpt"
+
+
 def write_import_fixtures(directory: Path) -> None:
     import torch
-    from ase.io import read, write
     from nequip.utils.global_state import set_global_state
 
     set_global_state()
@@ -148,27 +165,31 @@ def write_import_fixtures(directory: Path) -> None:
     for name, recipe in IMPORT_CHECKPOINTS.items():
         with tempfile.TemporaryDirectory() as scratch:
             scratch = Path(scratch)
-            frames = [atoms for atoms in read(ROOT / "examples" / "data" / recipe["data"], ":") if len(atoms) > 1][:24]
-            for atoms in frames:
-                atoms.info.pop("config_type", None)
-            write(scratch / "train.xyz", frames[:16])
-            write(scratch / "val.xyz", frames[16:])
-            import yaml
-
-            (scratch / "config.yaml").write_text(yaml.safe_dump(training_config(recipe, scratch), sort_keys=False))
-            subprocess.run([str(Path(sys.executable).parent / "nequip-train"), "-cp", str(scratch), "-cn", "config",
-                            f"hydra.run.dir={scratch / 'hydra'}"], check=True, capture_output=True, cwd=scratch)
+            best = train(recipe, scratch)
             checkpoint = directory / f"{name}.ckpt"
-            checkpoint.write_bytes((scratch / "best.ckpt").read_bytes())
+            checkpoint.write_bytes(best.read_bytes())
             if recipe.get("package"):
                 # nequip-package reads the training data, which lives in the scratch directory only
                 package = directory / f"{name}.nequip.zip"
-                subprocess.run([str(Path(sys.executable).parent / "nequip-package"), "build", str(scratch / "best.ckpt"),
-                                str(package)], check=True, capture_output=True, cwd=scratch)
+                subprocess.run([str(Path(sys.executable).parent / "nequip-package"), "build", str(best), str(package)],
+                               check=True, capture_output=True, cwd=scratch)
                 print(f"wrote {package} ({package.stat().st_size // 1024} KB)")
         results = evaluate(checkpoint, recipe)
         torch.save({"structures": results, "dtype": recipe["dtype"], "nequip": "0.19.1"}, directory / f"{name}.reference.pt")
         print(f"wrote {checkpoint} ({checkpoint.stat().st_size // 1024} KB): energies {[round(r['energy'], 6) for r in results]}")
+
+
+def write_benchmark_checkpoint(directory: Path, dtype: str) -> None:
+    """A checkpoint of tools/benchmark_peers.py's NequIP size (types H, O, Cu; r_max 5) for its --imported
+    comparison, trained in ``directory``, where its data stays (nequip-compile reads it)."""
+    from benchmark_peers import NEQUIP_OPTIONS
+    from benchmark_peers import R_MAX as BENCHMARK_R_MAX
+
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    recipe = dict(data="cu_emt.xyz", elements=["H", "O", "Cu"], module="nequip.train.EMALightningModule", dtype=dtype,
+                  model=NEQUIP_OPTIONS, r_max=BENCHMARK_R_MAX)
+    print(f"wrote {train(recipe, directory)}")
 
 
 def write_counts(path: Path) -> None:
@@ -192,12 +213,16 @@ def write_counts(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--import-fixtures", type=Path, help="write checkpoints, their predictions and counts.json here")
+    parser.add_argument("--benchmark-checkpoint", type=Path, help="train tools/benchmark_peers.py's --imported checkpoint here")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="the benchmark checkpoint's dtype")
     arguments = parser.parse_args()
-    if not arguments.import_fixtures:
+    if arguments.benchmark_checkpoint:
+        write_benchmark_checkpoint(arguments.benchmark_checkpoint, arguments.dtype)
+    elif arguments.import_fixtures:
+        write_import_fixtures(arguments.import_fixtures)
+        write_counts(arguments.import_fixtures / "counts.json")
+    else:
         parser.print_help()
-        return
-    write_import_fixtures(arguments.import_fixtures)
-    write_counts(arguments.import_fixtures / "counts.json")
 
 
 if __name__ == "__main__":

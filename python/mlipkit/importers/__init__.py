@@ -73,7 +73,10 @@ def read_foreign_model(
     """
     path = Path(path)
     if path.is_file() and nequip.is_nequip_package(path):
-        return read_nequip(nequip.read_package(path), path, "nequip package")
+        try:
+            return read_nequip(nequip.read_package(path), path, "nequip package")
+        except mace.UnsupportedModel as error:
+            raise mace.UnsupportedModel(f"{path}: {error}") from None
     records = load_records(path)
     if isinstance(records, dict) and records.get("format") == CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is already an mlipkit checkpoint: load or compile it as it is")
@@ -99,10 +102,7 @@ def read_foreign_model(
 
 def read_nequip(checkpoint: dict[str, Any], path: Path, kind: str) -> ImportedModel:
     """A nequip checkpoint or package (read into the checkpoint's layout) as an mlipkit NequIP."""
-    try:
-        model = nequip.build_nequip_model(checkpoint)
-    except mace.UnsupportedModel as error:
-        raise mace.UnsupportedModel(f"{path}: {error}") from None
+    model = nequip.build_nequip_model(checkpoint)
     builder = checkpoint["hyper_parameters"]["model"].get("_target_", "")
     averaged = any(name.startswith("ema.ema_weight_") for name in checkpoint["state_dict"])
     provenance = {

@@ -218,8 +218,10 @@ def model_state(checkpoint: dict[str, Any], arguments: dict[str, Any]) -> tuple[
                             ("shifts", "per_type_energy_shifts_trainable")):
         if not arguments[trainable]:
             buffers.add(name)
+    # (e3nn's generated tensor-product code keeps its Wigner 3j blocks as buffers; the weights come from the MLPs)
     parameters = [name for name, value in state.items()
-                  if name.startswith(prefix) and value.numel() and name.rsplit(".", 1)[-1] not in buffers]
+                  if name.startswith(prefix) and value.numel() and name.rsplit(".", 1)[-1] not in buffers
+                  and ".tp_scatter." not in name]
     if len(parameters) != len(ema) or any(state[n].shape != v.shape for n, v in zip(parameters, ema)):
         raise UnsupportedModel(f"the checkpoint's {len(ema)} EMA weights do not line up with its model's {len(parameters)} parameters")
     return prefix, {**state, **dict(zip(parameters, ema))}
