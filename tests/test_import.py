@@ -24,8 +24,7 @@ from mlipkit.cli import import_ as import_cli
 from mlipkit.cli import info as info_cli
 from mlipkit.data import graph_from_atoms, keys
 from mlipkit.importers import read_foreign_model
-from mlipkit.importers.mace import UnsupportedModel
-from mlipkit.importers.unpickling import FileHoldsCode
+from mlipkit.importers.unpickling import FileHoldsCode, UnsupportedModel
 
 DATA = Path(__file__).parent / "data" / "mace_import"
 #: nequip 0.19.1 nequip-train checkpoints, their predictions and parameter counts (tools/nequip_reference.py)

@@ -304,7 +304,8 @@ def import_structures(elements: list[int]) -> list:
 
 
 def evaluate(model: torch.nn.Module, atoms, elements: list[int]) -> dict:
-    batch = data.AtomicData.from_config(data.config_from_atoms(atoms), z_table=tools.AtomicNumberTable(elements), cutoff=4.5)
+    batch = data.AtomicData.from_config(data.config_from_atoms(atoms), z_table=tools.AtomicNumberTable(elements),
+                                        cutoff=float(model.r_max))
     batch = next(iter(tools.torch_geometric.dataloader.DataLoader([batch], batch_size=1))).to_dict()
     out = model(batch, compute_force=True, compute_stress=bool(atoms.pbc.all()))
     result = {"numbers": torch.tensor(atoms.numbers), "positions": torch.tensor(atoms.positions), "pbc": bool(atoms.pbc.all()),

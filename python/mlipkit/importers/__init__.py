@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mlipkit.importers import fairchem, mace, nequip
-from mlipkit.importers.unpickling import PickledObject, load_records
+from mlipkit.importers.unpickling import PickledObject, UnsupportedModel, load_records
 from mlipkit.models.checkpoint import CHECKPOINT_FORMAT, model_dtype, save_checkpoint
 from mlipkit.models.potential import Potential
 
@@ -75,8 +75,8 @@ def read_foreign_model(
     if path.is_file() and nequip.is_nequip_package(path):
         try:
             return read_nequip(nequip.read_package(path), path, "nequip package")
-        except mace.UnsupportedModel as error:
-            raise mace.UnsupportedModel(f"{path}: {error}") from None
+        except UnsupportedModel as error:
+            raise UnsupportedModel(f"{path}: {error}") from None
     records = load_records(path)
     if isinstance(records, dict) and records.get("format") == CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is already an mlipkit checkpoint: load or compile it as it is")
@@ -95,8 +95,8 @@ def read_foreign_model(
             return ImportedModel(model, provenance)
         description = describe_mace(records, path, run_arguments, provenance)
         model = mace.build_mace_model(description)
-    except mace.UnsupportedModel as error:
-        raise mace.UnsupportedModel(f"{path}: {error}") from None
+    except UnsupportedModel as error:
+        raise UnsupportedModel(f"{path}: {error}") from None
     return ImportedModel(model, provenance)
 
 

@@ -19,7 +19,7 @@ import torch
 from ase.data import chemical_symbols
 
 from mlipkit.importers.isolated_atoms import isolated_atom_network_energies
-from mlipkit.importers.mace import UnsupportedModel
+from mlipkit.importers.unpickling import UnsupportedModel
 from mlipkit.models.gemnet_oc.model import FAIRCHEM_SECOND_NAME, load_fairchem_state_dict
 from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_model

@@ -29,7 +29,7 @@ from ase.data import chemical_symbols
 from e3nn import o3
 
 from mlipkit.importers.isolated_atoms import isolated_atom_network_energies
-from mlipkit.importers.unpickling import PickledObject, named_modules, named_tensors
+from mlipkit.importers.unpickling import PickledObject, UnsupportedModel, named_modules, named_tensors
 from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_model
 from mlipkit.nn.symmetric_contraction import coupling_basis, monomial_couplings
@@ -64,10 +64,6 @@ RUN_ARGUMENT_DEFAULTS = {
 #: a coupling of mace-torch's that mlipkit's couplings reproduce to no better than this (relative; a float32
 #: file's couplings are rounded, allow 100 roundings there) is not in their span
 COUPLING_TOLERANCE = 1e-10
-
-
-class UnsupportedModel(ValueError):
-    """A mace-torch model with a block or option mlipkit's MACE does not have."""
 
 
 @dataclass

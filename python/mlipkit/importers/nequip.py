@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from mlipkit.importers.isolated_atoms import isolated_atom_network_energies
-from mlipkit.importers.mace import UnsupportedModel
+from mlipkit.importers.unpickling import UnsupportedModel
 from mlipkit.models.potential import Potential
 from mlipkit.models.registry import build_model
 

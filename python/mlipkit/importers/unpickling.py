@@ -45,6 +45,10 @@ class FileHoldsCode(ValueError):
     """The file names a global outside what a model file may contain: loading it would run code."""
 
 
+class UnsupportedModel(ValueError):
+    """A model file of a known package whose model has a block or option mlipkit does not reproduce."""
+
+
 class PickledObject:
     """An object of the class ``global_name`` as the file describes it, never constructed for real."""
 
@@ -131,13 +135,19 @@ RECORDING_PICKLE_MODULE = types.SimpleNamespace(
 )
 
 
-def load_records(path: str | Path) -> Any:
-    """The file's object tree, with tensors real and every other object a ``PickledObject``."""
+def existing_archive(path: str | Path) -> Path:
+    """``path``, checked to be a zip archive (what torch.save and torch.package write)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
+    return path
+
+
+def load_records(path: str | Path) -> Any:
+    """The file's object tree, with tensors real and every other object a ``PickledObject``."""
+    path = existing_archive(path)
     with zipfile.ZipFile(path) as archive:
         # torch.load hands these to torch.jit.load, which would run the TorchScript code they hold
         if any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist()):
@@ -180,11 +190,7 @@ class PackageRecordingUnpickler(RecordingUnpickler):
 def load_package_records(path: str | Path, member: str) -> tuple[Any, dict[str, bytes]]:
     """A torch.package archive's pickle ``member`` (e.g. ``model/eager_model.pkl``) as records, and the
     archive's non-code files by their names under the package root."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
+    path = existing_archive(path)
     with zipfile.ZipFile(path) as archive:
         root = archive.namelist()[0].split("/", 1)[0]
         files = {name.split("/", 1)[1]: archive.read(name) for name in archive.namelist()
