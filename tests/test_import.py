@@ -231,6 +231,7 @@ def test_imported_gemnet_oc_equals_fairchem(name, tmp_path, capsys):
 def test_gemnet_oc_keeps_every_element_of_its_embedding_by_default():
     imported = read_foreign_model(FAIRCHEM / "gemnet_oc_conservative.pt")
     assert imported.model.type_names == chemical_symbols[1:84] and imported.imported_from["weights"] == "last"
+    assert mlipkit.import_model(FAIRCHEM / "gemnet_oc_conservative.pt", type_names=["Cu"]).type_names == ["Cu"]
 
 
 def test_fairchem_checkpoints_mlipkit_cannot_reproduce_are_refused(tmp_path):

@@ -33,6 +33,13 @@ float32, and its forward builds its graphs (radius_graph_pbc, caps, triplets, qu
 which mlipkit's artifact also does for the index sets (only the neighbour list is outside).
 Training against mace_run_train and nequip-train: tools/benchmark_training.py.
 
+``--imported`` times models the peers wrote instead: a mace-torch model file
+(tools/mace_torch_reference.py --benchmark-model) and nequip-train checkpoints
+(tools/nequip_reference.py --benchmark-checkpoint, one per dtype), each
+imported with mlip-import and compiled with mlip-compile, against the peer
+running the same file (mace-torch eager, as its ASE calculator does;
+nequip-compile's AOTInductor package of the checkpoint).
+
 The FLOP floor of a model on a structure is what an implementation that
 skips every structural zero must do: the tensor products' Clebsch-Gordan
 non-zeros (forward x1, backward for forces x3), MACE's symmetric contraction

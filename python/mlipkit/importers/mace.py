@@ -120,7 +120,7 @@ def describe_model_file(model: PickledObject) -> MaceModel:
     if extra_blocks:
         raise UnsupportedModel(f"the mace-torch model has the block(s) {extra_blocks}, which mlipkit's MACE lacks")
     for flag, supported in REQUIRED_FLAGS.items():
-        if flag in attributes and attributes[flag] != supported and not (flag == "edge_irreps" and not attributes[flag]):
+        if attributes.get(flag, supported) != supported:
             raise UnsupportedModel(f"the mace-torch model sets {flag}={attributes[flag]!r}; mlipkit's MACE supports only {supported!r}")
     heads = attributes.get("heads") or ["Default"]
     if len(heads) != 1:
