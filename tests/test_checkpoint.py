@@ -19,6 +19,10 @@ def test_not_a_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(ValueError, match="no 'mlipkit-checkpoint' header"):
         load_checkpoint(other)
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    with pytest.raises(ValueError, match="is not an mlipkit checkpoint: it is a TorchScript archive"):
+        load_checkpoint(scripted)
 
 
 def test_truncated_checkpoint(tmp_path):

@@ -358,7 +358,9 @@ def test_cli_compile_and_info(small_checkpoint, tmp_path, capsys):
     assert "end in '.pt2'" in capsys.readouterr().err
     assert compile_cli.main([str(tmp_path / "nothing.ckpt"), str(tmp_path / "x.pt")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
-    assert info_cli.main([str(small_checkpoint)]) == 1
+    assert info_cli.main([str(small_checkpoint)]) == 0
+    assert "mlipkit checkpoint" in capsys.readouterr().out
+    assert info_cli.main([str(tmp_path / "nothing.pt2")]) == 1
 
 
 def test_single_type_model_compiles_with_aotinductor(tmp_path):

@@ -57,6 +57,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     not_a_checkpoint = f"{path} is not an mlipkit checkpoint"
     if not zipfile.is_zipfile(path):
         raise NotACheckpoint(f"{not_a_checkpoint}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+        raise NotACheckpoint(f"{not_a_checkpoint}: it is a TorchScript archive (an artifact or deployed model)")
+    if not any(name.endswith("/data.pkl") for name in names):
+        raise NotACheckpoint(f"{not_a_checkpoint}: a zip archive that torch.save did not write (an AOTInductor package, say)")
     # torch's own messages advise loading without weights_only, which would run code from the file: never relay them
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
