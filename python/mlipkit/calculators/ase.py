@@ -9,11 +9,10 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from mlipkit.compile.artifact import Artifact
-from mlipkit.compile.metadata import EXTENSIONS
+from mlipkit.compile.artifact import Artifact, load_model_or_artifact
 from mlipkit.data import keys
 from mlipkit.data.graph import graph_from_atoms
-from mlipkit.models.checkpoint import load_checkpoint, model_dtype
+from mlipkit.models.checkpoint import model_dtype
 from mlipkit.models.potential import Potential
 
 
@@ -39,14 +38,11 @@ class MLIPCalculator(Calculator):
 
     def __init__(self, model: Potential | Artifact | str | Path, device: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(model, (str, Path)):
-            model = Artifact(model, device) if Path(model).suffix in EXTENSIONS.values() else load_checkpoint(model)
-        if isinstance(model, Artifact):
-            self.model, self.device, self.dtype = model, model.device, model.dtype
+        self.model = load_model_or_artifact(model, device)
+        if isinstance(self.model, Artifact):
+            self.device, self.dtype = self.model.device, self.model.dtype
         else:
-            self.device = torch.device(device or "cpu")
-            self.model = model.to(self.device).eval()
-            self.dtype = model_dtype(self.model)
+            self.device, self.dtype = torch.device(device or "cpu"), model_dtype(self.model)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

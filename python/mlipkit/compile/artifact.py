@@ -277,3 +277,18 @@ def artifact_inputs(graph: AtomicGraph, names: list[str], dtype: torch.dtype) ->
         value = sources[name]()
         values[name] = value.to(dtype) if value.is_floating_point() else value
     return values
+
+
+def load_model_or_artifact(model, device: str | torch.device | None = None):
+    """What the engine adapters run: a model object as it is, a compiled artifact (``.pt2``/``.pt``) loaded
+    for ``device``, or a checkpoint rebuilt and moved there."""
+    from mlipkit.models.checkpoint import load_checkpoint
+
+    if isinstance(model, (str, Path)):
+        if Path(model).suffix in EXTENSIONS.values():
+            return Artifact(model, device)
+        model = load_checkpoint(model)
+    if isinstance(model, Artifact):
+        return model
+    return model.to(torch.device(device or "cpu")).eval()
+
