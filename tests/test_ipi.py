@@ -1,0 +1,85 @@
+"""i-PI drives mlipkit: i-PI's own server (in this process) and mlip-ipi as its socket client (a subprocess)."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk, molecule
+from ase.io import write
+
+from mlipkit.calculators import MLIPCalculator
+
+from ipi.scripting import InteractiveSimulation
+from ipi.scripting.templates import forcefield_xml, motion_nvt_xml, simulation_xml
+from ipi.utils.units import unit_to_internal, unit_to_user
+
+BIN = Path(sys.executable).parent
+
+
+def cu_au_cell():
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+    atoms.symbols[[1, 4]] = "Au"
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+def drive(tmp_path, artifact, atoms, beads: int, steps: int):
+    """i-PI (PIMD, ``beads`` replicas, NVT) with mlip-ipi on a UNIX socket; each bead's structure after ``steps``,
+    with the energy and forces i-PI received (ASE units), and the driver's exit status and output."""
+    template = tmp_path / "template.xyz"
+    write(template, atoms)
+    socket = f"mlipkit_{tmp_path.name[-20:]}"
+    xml = simulation_xml(
+        [atoms] * beads, forcefield_xml("mlipkit", mode="unix", address=socket),
+        motion_nvt_xml(timestep=0.5 * 0.09822694788464063, path_integrals=beads > 1), temperature=300.0,
+    )
+    simulation = InteractiveSimulation(xml)
+    driver = subprocess.Popen([str(BIN / "mlip-ipi"), str(artifact), str(template), "--unix", socket],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        simulation.run(steps)
+        structures = simulation.get_structures()
+    finally:
+        simulation.stop()
+        try:
+            output, _ = driver.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+            raise
+    return (structures if beads > 1 else [structures]), driver.returncode, output
+
+
+@pytest.mark.parametrize("structure", ["periodic", "molecule"])
+def test_ipi_gets_aseS_forces_and_the_driver_exits_cleanly(artifacts, tmp_path, structure):
+    path = artifacts["torchscript_float64"][0]
+    atoms = cu_au_cell() if structure == "periodic" else molecule("CH3CH2OH")
+    if structure == "molecule":
+        atoms.rattle(0.05, seed=2)
+        atoms.center(vacuum=8.0)
+    beads, code, output = drive(tmp_path, path, atoms, beads=2, steps=3)
+    assert code == 0, output
+    reference = MLIPCalculator(path)
+    for bead in beads:
+        # what i-PI holds (atomic units) read back with i-PI's own electronvolt and angstrom
+        energy = unit_to_user("energy", "electronvolt", unit_to_internal("energy", "ase", bead.get_potential_energy()))
+        forces = unit_to_user("energy", "electronvolt", unit_to_internal("force", "ase", bead.get_forces()))
+        forces = forces * unit_to_internal("length", "angstrom", 1.0)
+        expected = bead.copy()
+        expected.positions = unit_to_user("length", "angstrom", unit_to_internal("length", "ase", bead.positions))
+        expected.cell = unit_to_user("length", "angstrom", unit_to_internal("length", "ase", bead.cell.array))
+        expected.pbc = atoms.pbc
+        expected.calc = reference
+        assert energy == pytest.approx(expected.get_potential_energy(), rel=1e-10)
+        assert np.abs(forces - expected.get_forces()).max() <= 1e-10 * np.abs(expected.get_forces()).max()
+
+
+def test_the_driver_refuses_a_template_with_an_element_the_model_lacks(artifacts, tmp_path):
+    template = tmp_path / "iron.xyz"
+    write(template, bulk("Fe", "bcc", a=2.87))
+    run = subprocess.run([str(BIN / "mlip-ipi"), str(artifacts["torchscript_float64"][0]), str(template), "--unix", "never"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "element(s) ['Fe'] that the model lacks" in run.stdout + run.stderr
