@@ -53,7 +53,7 @@ def drive(tmp_path, artifact, atoms, beads: int, steps: int):
 
 
 @pytest.mark.parametrize("structure", ["periodic", "molecule"])
-def test_ipi_gets_aseS_forces_and_the_driver_exits_cleanly(artifacts, tmp_path, structure):
+def test_ipi_gets_the_ase_forces_and_the_driver_exits_cleanly(artifacts, tmp_path, structure):
     path = artifacts["torchscript_float64"][0]
     atoms = cu_au_cell() if structure == "periodic" else molecule("CH3CH2OH")
     if structure == "molecule":

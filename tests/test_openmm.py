@@ -76,6 +76,21 @@ def test_a_mixed_system_applies_the_model_to_its_ml_atoms_only(artifacts):
     assert np.all(forces[len(ethanol):] == 0.0)
 
 
+def test_a_charge_models_total_charge_is_honoured(artifacts):
+    """totalCharge reaches the model (its categorical total-charge embedding and charge correction)."""
+    path = artifacts["charges_torchscript_float64"][0]
+    atoms = molecule("CH3CH2OH")
+    energies = {}
+    for charge in (-1.0, 0.0):
+        system = MLPotential("mlipkit", modelPath=str(path)).createSystem(topology_of(atoms, False), totalCharge=charge)
+        energies[charge] = openmm_energy_forces(system, atoms, periodic=False)[0]
+        reference = atoms.copy()
+        reference.info["charge"] = charge
+        reference.calc = MLIPCalculator(path)
+        assert energies[charge] == pytest.approx(reference.get_potential_energy() * KJ_PER_MOL["metal"], rel=1e-10)
+    assert abs(energies[-1.0] - energies[0.0]) > 1e-3
+
+
 def test_nve_conserves_energy(artifacts, tmp_path):
     """Velocity Verlet, 200 steps of 1 fs from 300 K, on the smooth Cu/Au model of the LAMMPS NVE test: no drift
     beyond that test's bound (1e-5 eV/atom/ps)."""
