@@ -26,18 +26,29 @@ def cu_au_cell():
     return atoms
 
 
-def drive(tmp_path, artifact, atoms, beads: int, steps: int):
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def drive(tmp_path, artifact, atoms, beads: int, steps: int, mode: str = "unix"):
     """i-PI (PIMD, ``beads`` replicas, NVT) with mlip-ipi on a UNIX socket; each bead's structure after ``steps``,
     with the energy and forces i-PI received (ASE units), and the driver's exit status and output."""
     template = tmp_path / "template.xyz"
     write(template, atoms)
-    socket = f"mlipkit_{tmp_path.name[-20:]}"
+    socket, port = f"mlipkit_{tmp_path.name[-20:]}", free_port()
+    forcefield = forcefield_xml("mlipkit", mode="unix", address=socket) if mode == "unix" else \
+        forcefield_xml("mlipkit", mode="inet", address="localhost", port=port)
+    where = ["--unix", socket] if mode == "unix" else ["--address", "localhost", "--port", str(port)]
     xml = simulation_xml(
-        [atoms] * beads, forcefield_xml("mlipkit", mode="unix", address=socket),
+        [atoms] * beads, forcefield,
         motion_nvt_xml(timestep=0.5 * 0.09822694788464063, path_integrals=beads > 1), temperature=300.0,
     )
     simulation = InteractiveSimulation(xml)
-    driver = subprocess.Popen([str(BIN / "mlip-ipi"), str(artifact), str(template), "--unix", socket],
+    driver = subprocess.Popen([str(BIN / "mlip-ipi"), str(artifact), str(template), *where],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
         simulation.run(steps)
@@ -52,14 +63,14 @@ def drive(tmp_path, artifact, atoms, beads: int, steps: int):
     return (structures if beads > 1 else [structures]), driver.returncode, output
 
 
-@pytest.mark.parametrize("structure", ["periodic", "molecule"])
-def test_ipi_gets_the_ase_forces_and_the_driver_exits_cleanly(artifacts, tmp_path, structure):
+@pytest.mark.parametrize("structure, mode", [("periodic", "unix"), ("molecule", "unix"), ("periodic", "inet")])
+def test_ipi_gets_the_ase_forces_and_the_driver_exits_cleanly(artifacts, tmp_path, structure, mode):
     path = artifacts["torchscript_float64"][0]
     atoms = cu_au_cell() if structure == "periodic" else molecule("CH3CH2OH")
     if structure == "molecule":
         atoms.rattle(0.05, seed=2)
         atoms.center(vacuum=8.0)
-    beads, code, output = drive(tmp_path, path, atoms, beads=2, steps=3)
+    beads, code, output = drive(tmp_path, path, atoms, beads=2, steps=3, mode=mode)
     assert code == 0, output
     reference = MLIPCalculator(path)
     for bead in beads:

@@ -78,6 +78,22 @@ def test_a_batch_equals_each_system_alone_and_ase(artifacts, small_checkpoint, n
             assert "stress" not in batch
 
 
+def test_a_charge_models_total_charge_is_honoured(artifacts):
+    """total_charge reaches a charge model (categorical total-charge embedding, Coulomb term) in a batch."""
+    from conftest import artifact_model
+
+    model = MLIPKitModel(artifact_model("charges_torchscript_float64"), compute_stress=False, total_charge=[-1.0, 1.0])
+    atoms_list = molecules()
+    batch = model(ts.io.atoms_to_state(atoms_list, model.device, model.dtype))
+    for index, (atoms, charge) in enumerate(zip(atoms_list, (-1.0, 1.0))):
+        reference = atoms.copy()
+        reference.info["charge"] = charge
+        reference.calc = MLIPCalculator(artifacts["charges_torchscript_float64"][0])
+        assert relative_error(batch["energy"][index], reference.get_potential_energy()) <= 1e-10
+    neutral = MLIPKitModel(artifact_model("charges_torchscript_float64"), compute_stress=False)
+    assert abs(float(neutral(ts.io.atoms_to_state(atoms_list, model.device, model.dtype))["energy"][0] - batch["energy"][0])) > 1e-4
+
+
 def test_runners_drive_the_model_and_unknown_elements_are_named(artifacts):
     """torch-sim's NVT runner and FIRE optimiser on a batch; a system with an element the model lacks is refused."""
     model = MLIPKitModel(artifacts["torchscript_float64"][0])

@@ -11,6 +11,7 @@ ASE's convention, in the model's units (eV and Å for ``units: metal``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import ase
 import torch
@@ -31,6 +32,8 @@ class MLIPKitModel(ModelInterface):
     state's positions and cells are converted to it and the outputs returned
     in it. ``compute_stress`` needs a model that differentiates its energy
     (not an energy-only or direct-forces one) and periodic states.
+    ``total_charge`` (one value, or one per system) is what charge models
+    read (torch-sim's states carry no charge); default neutral.
     """
 
     def __init__(
@@ -38,8 +41,10 @@ class MLIPKitModel(ModelInterface):
         model: Potential | Artifact | str | Path,
         device: str | torch.device | None = None,
         compute_stress: bool = True,
+        total_charge: float | Sequence[float] | None = None,
     ):
         super().__init__()
+        self.total_charge = total_charge
         self.model = load_model_or_artifact(model, device)
         if isinstance(self.model, Artifact):
             self._device, self._dtype = self.model.device, self.model.dtype
@@ -70,10 +75,13 @@ class MLIPKitModel(ModelInterface):
         for system in range(int(state.n_systems)):
             rows = (system_idx == system).numpy()
             atoms = ase.Atoms(numbers=numbers[rows], positions=positions[rows], cell=cells[system], pbc=bool(state.pbc))
+            if self.total_charge is not None:
+                charges = [self.total_charge] * int(state.n_systems) if isinstance(self.total_charge, (int, float)) else self.total_charge
+                atoms.info["charge"] = float(charges[system])
             unknown = sorted(set(atoms.get_chemical_symbols()) - known)
             if unknown:
                 raise ValueError(f"system {system} has element(s) {unknown} that the model lacks (it knows {self.type_names})")
-            graphs.append(graph_from_atoms(atoms, self.model.r_max, self.type_names, self._dtype))
+            graphs.append(graph_from_atoms(atoms, self.model.r_max, self.type_names, self._dtype, self.model.long_range_inputs))
         graph = batch_graphs(graphs)
         return {name: tensor.to(self._device) for name, tensor in graph.items()}
 
