@@ -87,6 +87,17 @@ def test_ipi_gets_the_ase_forces_and_the_driver_exits_cleanly(artifacts, tmp_pat
         assert np.abs(forces - expected.get_forces()).max() <= 1e-10 * np.abs(expected.get_forces()).max()
 
 
+def test_the_example_runs_i_pi_and_the_driver_as_two_processes(artifacts, tmp_path):
+    """examples/engines/ipi_pimd.py: a real i-PI server process and mlip-ipi, PIMD with 2 beads; both exit with 0."""
+    example = Path(__file__).parent.parent / "examples" / "engines" / "ipi_pimd.py"
+    run = subprocess.run([sys.executable, str(example), str(artifacts["torchscript_float64"][0]), "--beads", "2", "--steps", "4"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "(i-PI exit 0, mlip-ipi exit 0)" in run.stdout
+    rows = [line.split() for line in (tmp_path / "out" / "ipi_pimd" / "pimd.out").read_text().splitlines() if not line.startswith("#")]
+    assert [float(row[0]) for row in rows] == [0.0, 2.0, 4.0]
+
+
 def test_the_driver_refuses_a_template_with_an_element_the_model_lacks(artifacts, tmp_path):
     template = tmp_path / "iron.xyz"
     write(template, bulk("Fe", "bcc", a=2.87))
