@@ -126,6 +126,14 @@ def small_model(model_name):
     return build_small(model_name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def op_library():
+    """Tests that name torch.ops.mlipkit.* directly need the op library registered, whatever ran first in the worker."""
+    from mlipkit.ops.library import load_library
+
+    load_library()
+
+
 def evaluate(model, atoms: Atoms, dtype=torch.float64) -> dict[str, torch.Tensor]:
     return model(graph_from_atoms(atoms, model.r_max, model.type_names, dtype))
 
