@@ -87,6 +87,26 @@ def test_ipi_gets_the_ase_forces_and_the_driver_exits_cleanly(artifacts, tmp_pat
         assert np.abs(forces - expected.get_forces()).max() <= 1e-10 * np.abs(expected.get_forces()).max()
 
 
+def test_a_charge_models_total_charge_comes_from_the_template(artifacts, tmp_path):
+    """The template's total charge (extxyz info "charge") reaches a charge model through i-PI."""
+    path = artifacts["charges_torchscript_float64"][0]
+    atoms = molecule("CH3CH2OH")
+    atoms.center(vacuum=8.0)
+    atoms.info["charge"] = -1.0
+    beads, code, output = drive(tmp_path, path, atoms, beads=1, steps=1)
+    assert code == 0, output
+    bead = beads[0]
+    energy = unit_to_user("energy", "electronvolt", unit_to_internal("energy", "ase", bead.get_potential_energy()))
+    expected = atoms.copy()
+    expected.positions = unit_to_user("length", "angstrom", unit_to_internal("length", "ase", bead.positions))
+    expected.calc = MLIPCalculator(path)
+    assert energy == pytest.approx(expected.get_potential_energy(), rel=1e-10)
+    neutral = expected.copy()
+    neutral.info["charge"] = 0.0
+    neutral.calc = MLIPCalculator(path)
+    assert abs(energy - neutral.get_potential_energy()) > 1e-4
+
+
 def test_the_example_runs_i_pi_and_the_driver_as_two_processes(artifacts, tmp_path):
     """examples/engines/ipi_pimd.py: a real i-PI server process and mlip-ipi, PIMD with 2 beads; both exit with 0."""
     example = Path(__file__).parent.parent / "examples" / "engines" / "ipi_pimd.py"
