@@ -1,5 +1,6 @@
 """i-PI drives mlipkit: i-PI's own server (in this process) and mlip-ipi as its socket client (a subprocess)."""
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -47,14 +48,17 @@ def drive(tmp_path, artifact, atoms, beads: int, steps: int, mode: str = "unix")
         [atoms] * beads, forcefield,
         motion_nvt_xml(timestep=0.5 * 0.09822694788464063, path_integrals=beads > 1), temperature=300.0,
     )
-    simulation = InteractiveSimulation(xml)
+    with contextlib.chdir(tmp_path):  # i-PI writes its restart files where it runs
+        simulation = InteractiveSimulation(xml)
     driver = subprocess.Popen([str(BIN / "mlip-ipi"), str(artifact), str(template), *where],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
-        simulation.run(steps)
+        with contextlib.chdir(tmp_path):
+            simulation.run(steps)
         structures = simulation.get_structures()
     finally:
-        simulation.stop()
+        with contextlib.chdir(tmp_path):
+            simulation.stop()
         try:
             output, _ = driver.communicate(timeout=60)
         except subprocess.TimeoutExpired:
