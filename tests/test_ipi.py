@@ -3,7 +3,6 @@
 import contextlib
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -279,6 +279,11 @@ def artifact_inputs(graph: AtomicGraph, names: list[str], dtype: torch.dtype) ->
     return values
 
 
+def model_units(model) -> str:
+    """The LAMMPS unit style of a model object's or compiled artifact's energies ("metal" or "real")."""
+    return model.metadata.units if isinstance(model, Artifact) else model.config.units
+
+
 def load_model_or_artifact(model, device: str | torch.device | None = None):
     """What the engine adapters run: a model object as it is, a compiled artifact (``.pt2``/``.pt``) loaded
     for ``device``, or a checkpoint rebuilt and moved there."""

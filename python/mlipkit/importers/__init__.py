@@ -72,19 +72,22 @@ def read_foreign_model(
     (default: every element of its embedding).
     """
     path = Path(path)
-    if path.is_file() and nequip.is_nequip_package(path):
-        try:
-            return read_nequip(nequip.read_package(path), path, "nequip package")
-        except UnsupportedModel as error:
-            raise UnsupportedModel(f"{path}: {error}") from None
-    records = load_records(path)
+    package = path.is_file() and nequip.is_nequip_package(path)
+    records = nequip.read_package(path) if package else load_records(path)
     if isinstance(records, dict) and records.get("format") == CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is already an mlipkit checkpoint: load or compile it as it is")
     provenance: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path)}
     try:
-        if nequip.is_nequip_checkpoint(records):
-            return read_nequip(records, path, "nequip checkpoint")
-        if fairchem.is_fairchem_checkpoint(records):
+        if package or nequip.is_nequip_checkpoint(records):
+            model = nequip.build_nequip_model(records)
+            averaged = any(name.startswith("ema.ema_weight_") for name in records["state_dict"])
+            provenance.update(
+                format="nequip package" if package else "nequip checkpoint",
+                source_class=records["hyper_parameters"]["model"].get("_target_", "").rsplit(".", 1)[-1],
+                source_version=f"nequip {nequip.nequip_version(records)}",
+                weights="EMA" if averaged else ("packaged" if package else "last"),
+            )
+        elif fairchem.is_fairchem_checkpoint(records):
             model = fairchem.build_gemnet_oc_model(records, use_ema, type_names)
             commit = (records["config"].get("cmd") or {}).get("commit")
             provenance.update(
@@ -92,24 +95,10 @@ def read_foreign_model(
                 source_version=f"commit {commit}" if commit else "not recorded (the checkpoint's config names no commit)",
                 weights="EMA" if use_ema and records.get("ema") else "last",
             )
-            return ImportedModel(model, provenance)
-        description = describe_mace(records, path, run_arguments, provenance)
-        model = mace.build_mace_model(description)
+        else:
+            model = mace.build_mace_model(describe_mace(records, path, run_arguments, provenance))
     except UnsupportedModel as error:
         raise UnsupportedModel(f"{path}: {error}") from None
-    return ImportedModel(model, provenance)
-
-
-def read_nequip(checkpoint: dict[str, Any], path: Path, kind: str) -> ImportedModel:
-    """A nequip checkpoint or package (read into the checkpoint's layout) as an mlipkit NequIP."""
-    model = nequip.build_nequip_model(checkpoint)
-    builder = checkpoint["hyper_parameters"]["model"].get("_target_", "")
-    averaged = any(name.startswith("ema.ema_weight_") for name in checkpoint["state_dict"])
-    provenance = {
-        "file": path.name, "sha256": file_sha256(path), "format": kind, "source_class": builder.rsplit(".", 1)[-1],
-        "source_version": f"nequip {nequip.nequip_version(checkpoint)}",
-        "weights": "EMA" if averaged else ("packaged" if kind == "nequip package" else "last"),
-    }
     return ImportedModel(model, provenance)
 
 

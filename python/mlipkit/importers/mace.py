@@ -20,7 +20,7 @@ mace-torch's structure, so most tensors only change names; three need more:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,6 @@ class MaceModel:
     scale: float = 1.0
     shift: float = 0.0
     dtype: torch.dtype = torch.float64
-    notes: list[str] = field(default_factory=list)
 
 
 def irreps_of(value: Any) -> o3.Irreps:

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import torch
 from torch import _weights_only_unpickler
 
+from mlipkit.models.checkpoint import is_torchscript_archive
+
 #: Packages whose classes and functions a model file may name; they become inert records.
 RECORDED_PACKAGES = (
     "mace.",
@@ -150,7 +152,7 @@ def load_records(path: str | Path) -> Any:
     path = existing_archive(path)
     with zipfile.ZipFile(path) as archive:
         # torch.load hands these to torch.jit.load, which would run the TorchScript code they hold
-        if any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist()):
+        if is_torchscript_archive(archive.namelist()):
             raise ValueError(f"{path}: a TorchScript archive (a deployed or compiled model), not a saved model or checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RECORDING_PICKLE_MODULE)

@@ -22,6 +22,7 @@ from ipi.pes._ase import ASEDriver
 from ipi.utils.units import unit_to_internal
 
 from mlipkit.calculators import MLIPCalculator
+from mlipkit.compile.artifact import model_units
 
 __DRIVER_NAME__ = "mlipkit"
 __DRIVER_CLASS__ = "MLIPKitDriver"
@@ -45,8 +46,7 @@ class MLIPKitDriver(ASEDriver):
         unknown = sorted(set(self.template_ase.get_chemical_symbols()) - set(model.type_names))
         if unknown:
             raise ValueError(f"{self.template}: element(s) {unknown} that the model lacks (it knows {list(model.type_names)})")
-        units = getattr(getattr(model, "metadata", None), "units", None) or getattr(model.config, "units", "metal")
-        self.energy_unit, self.energy_factor = ENERGY_UNITS[units]
+        self.energy_unit, self.energy_factor = ENERGY_UNITS[model_units(model)]
         if not np.all(self.template_ase.pbc):
             self.capabilities = [name for name in self.capabilities if name != "stress"]
         extras = {"predicts_charges": "charges", "energy_uncertainty": "energy_uncertainty"}

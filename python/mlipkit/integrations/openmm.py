@@ -26,6 +26,7 @@ from openmm import unit
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
 from mlipkit.calculators import MLIPCalculator
+from mlipkit.compile.artifact import model_units
 
 #: kJ/mol per the model's energy unit
 KJ_PER_MOL = {"metal": 1.0 / (ase.units.kJ / ase.units.mol), "real": 4.184}
@@ -62,8 +63,7 @@ class MLIPKitPotentialImpl(MLPotentialImpl):
         structure = ase.Atoms(symbols=symbols, pbc=periodic, calculator=calculator)
         if totalCharge is not None:
             structure.info["charge"] = float(totalCharge)
-        units = getattr(getattr(model, "metadata", None), "units", None) or model.config.units
-        force = openmm.PythonForce(partial(_compute, structure=structure, kj_per_mol=KJ_PER_MOL[units]))
+        force = openmm.PythonForce(partial(_compute, structure=structure, kj_per_mol=KJ_PER_MOL[model_units(model)]))
         force.setForceGroup(forceGroup)
         force.setUsesPeriodicBoundaryConditions(periodic)
         if atoms is not None:

@@ -18,6 +18,11 @@ CHECKPOINT_FORMAT = "mlipkit-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 
 
+def is_torchscript_archive(names: list[str]) -> bool:
+    """A zip's member names are TorchScript's (code and constants beside the pickle)."""
+    return any(name.endswith("/constants.pkl") or "/code/" in name for name in names)
+
+
 class NotACheckpoint(ValueError):
     """The file is another kind of file (possibly another package's model, which mlip-import reads)."""
 
@@ -59,7 +64,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise NotACheckpoint(f"{not_a_checkpoint}: not a PyTorch archive (another kind of file, or a truncated or damaged one)")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+    if is_torchscript_archive(names):
         raise NotACheckpoint(f"{not_a_checkpoint}: it is a TorchScript archive (an artifact or deployed model)")
     if not any(name.endswith("/data.pkl") for name in names):
         raise NotACheckpoint(f"{not_a_checkpoint}: a zip archive that torch.save did not write (an AOTInductor package, say)")
