@@ -36,7 +36,7 @@ def free_port() -> int:
 
 def drive(tmp_path, artifact, atoms, beads: int, steps: int, mode: str = "unix"):
     """i-PI (PIMD, ``beads`` replicas, NVT) with mlip-ipi on a UNIX socket; each bead's structure after ``steps``,
-    with the energy and forces i-PI received (ASE units), and the driver's exit status and output."""
+    with the energy and forces i-PI received (ASE units), the driver's exit status and output, and the extras."""
     template = tmp_path / "template.xyz"
     write(template, atoms)
     socket, port = f"mlipkit_{tmp_path.name[-20:]}", free_port()
@@ -55,6 +55,7 @@ def drive(tmp_path, artifact, atoms, beads: int, steps: int, mode: str = "unix")
         with contextlib.chdir(tmp_path):
             simulation.run(steps)
         structures = simulation.get_structures()
+        extras = simulation.syslist[0].forces.extras
     finally:
         with contextlib.chdir(tmp_path):
             simulation.stop()
@@ -63,7 +64,7 @@ def drive(tmp_path, artifact, atoms, beads: int, steps: int, mode: str = "unix")
         except subprocess.TimeoutExpired:
             driver.kill()
             raise
-    return (structures if beads > 1 else [structures]), driver.returncode, output
+    return (structures if beads > 1 else [structures]), driver.returncode, output, extras
 
 
 @pytest.mark.parametrize("structure, mode", [("periodic", "unix"), ("molecule", "unix"), ("periodic", "inet")])
@@ -73,7 +74,7 @@ def test_ipi_gets_the_ase_forces_and_the_driver_exits_cleanly(artifacts, tmp_pat
     if structure == "molecule":
         atoms.rattle(0.05, seed=2)
         atoms.center(vacuum=8.0)
-    beads, code, output = drive(tmp_path, path, atoms, beads=2, steps=3, mode=mode)
+    beads, code, output, _ = drive(tmp_path, path, atoms, beads=2, steps=3, mode=mode)
     assert code == 0, output
     reference = MLIPCalculator(path)
     for bead in beads:
@@ -96,7 +97,7 @@ def test_a_charge_models_total_charge_comes_from_the_template(artifacts, tmp_pat
     atoms = molecule("CH3CH2OH")
     atoms.center(vacuum=8.0)
     atoms.info["charge"] = -1.0
-    beads, code, output = drive(tmp_path, path, atoms, beads=1, steps=1)
+    beads, code, output, _ = drive(tmp_path, path, atoms, beads=1, steps=1)
     assert code == 0, output
     bead = beads[0]
     energy = unit_to_user("energy", "electronvolt", unit_to_internal("energy", "ase", bead.get_potential_energy()))
@@ -108,6 +109,20 @@ def test_a_charge_models_total_charge_comes_from_the_template(artifacts, tmp_pat
     neutral.info["charge"] = 0.0
     neutral.calc = MLIPCalculator(path)
     assert abs(energy - neutral.get_potential_energy()) > 1e-4
+
+
+def test_a_mean_variance_models_sigma_arrives_as_an_extra(artifacts, tmp_path):
+    path = artifacts["mean_var_torchscript_float64_ase"][0]
+    atoms = molecule("CH3CH2OH")
+    atoms.center(vacuum=8.0)
+    beads, code, output, extras = drive(tmp_path, path, atoms, beads=1, steps=1)
+    assert code == 0, output
+    expected = atoms.copy()
+    expected.positions = unit_to_user("length", "angstrom", unit_to_internal("length", "ase", beads[0].positions))
+    expected.calc = MLIPCalculator(path)
+    expected.get_potential_energy()
+    sigma = expected.calc.results["energy_uncertainty"]
+    assert extras["energy_uncertainty"][0] == pytest.approx(sigma, rel=1e-10), extras
 
 
 def test_the_example_runs_i_pi_and_the_driver_as_two_processes(artifacts, tmp_path):

@@ -27,6 +27,9 @@ from mlipkit.compile.artifact import model_units
 __DRIVER_NAME__ = "mlipkit"
 __DRIVER_CLASS__ = "MLIPKitDriver"
 
+#: what the calculator adds for charge models (per-atom charges) and mean-variance models (the energy's σ per
+#: atom), sent as i-PI extras
+EXTRA_PROPERTIES = ("charges", "energy_uncertainty")
 #: i-PI's name of each LAMMPS unit style's energy unit (lengths are Å in both)
 ENERGY_UNITS = {"metal": ("electronvolt", 1.0), "real": ("cal/mol", 1000.0)}
 
@@ -49,8 +52,6 @@ class MLIPKitDriver(ASEDriver):
         self.energy_unit, self.energy_factor = ENERGY_UNITS[model_units(model)]
         if not np.all(self.template_ase.pbc):
             self.capabilities = [name for name in self.capabilities if name != "stress"]
-        extras = {"predicts_charges": "charges", "energy_uncertainty": "energy_uncertainty"}
-        self.extra_properties = [name for attribute, name in extras.items() if getattr(model, attribute, None)]
 
     def compute_structure(self, cell: np.ndarray, pos: np.ndarray):
         cell, pos = self.convert_units(cell, pos)
@@ -59,18 +60,16 @@ class MLIPKitDriver(ASEDriver):
         if np.all(structure.pbc):
             structure.cell[:] = cell
         structure.calc = self.ase_calculator
-        properties = structure.get_properties(self.capabilities)
-        energy = unit_to_internal("energy", self.energy_unit, properties["energy"] * self.energy_factor)
-        forces = unit_to_internal("energy", self.energy_unit, properties["forces"] * self.energy_factor)
+        # (not ASE's get_properties: it refuses the extra results of charge and mean-variance models)
+        energy = unit_to_internal("energy", self.energy_unit, structure.get_potential_energy() * self.energy_factor)
+        forces = unit_to_internal("energy", self.energy_unit, structure.get_forces() * self.energy_factor)
         forces = unit_to_internal("length", "angstrom", 1.0) ** -1 * forces
         virial = np.zeros((3, 3))
         if "stress" in self.capabilities:
             stress = structure.get_stress(voigt=False)
             virial = unit_to_internal("energy", self.energy_unit, -stress * structure.get_volume() * self.energy_factor).T
-        extras = {}
-        for name in self.extra_properties:
-            value = structure.calc.get_property(name, structure)
-            extras[name] = np.asarray(value).tolist()
+        results = self.ase_calculator.results
+        extras = {name: np.asarray(results[name]).tolist() for name in EXTRA_PROPERTIES if name in results}
         return np.float64(energy), np.asarray(forces, np.float64), np.asarray(virial, np.float64), json.dumps(extras) if extras else ""
 
 
