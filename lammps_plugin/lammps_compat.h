@@ -3,7 +3,7 @@
 // MLIPKIT_LAMMPS_NUM_VERSION is the numeric version (yyyymmdd, LAMMPS's own num_ver) of the LAMMPS whose headers
 // the pair style is compiled against: a compile definition of the plugin build (lammps_plugin/CMakeLists.txt), or
 // the header install_into_lammps.sh writes next to the sources in a LAMMPS source tree. Versions checked by build
-// and test: see the README's table of tested LAMMPS versions.
+// and test: see the table of tested LAMMPS versions in docs/lammps/builds.md.
 #pragma once
 
 #ifndef MLIPKIT_LAMMPS_NUM_VERSION

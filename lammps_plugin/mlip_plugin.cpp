@@ -58,7 +58,7 @@ std::string mismatch(void* lmp) {
   if (running != MLIPKIT_LAMMPS_NUM_VERSION) {
     return "it was built against the headers of LAMMPS " + std::to_string(MLIPKIT_LAMMPS_NUM_VERSION) +
            " and this LAMMPS is " + std::to_string(running) + "; build it against this LAMMPS (cmake -S lammps_plugin "
-           "-DLAMMPS_DIR=<this LAMMPS>, see the README's LAMMPS section)";
+           "-DLAMMPS_DIR=<this LAMMPS>, see docs/lammps/builds.md)";
   }
   const struct {
     const char* name;

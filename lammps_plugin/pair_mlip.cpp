@@ -187,7 +187,8 @@ void PairMLIP::coeff(int narg, char** arg) {
                             : info.ewald              ? "its Ewald sum runs on one rank"
                             : target != "lammps"      ? "it was compiled for target '" + target + "'"
                                                       : "it was compiled before mlipkit had the halo exchange";
-    error->all(FLERR, "pair_style mlip comm halo: {} cannot exchange node features between ranks ({}); use comm shell{}",
+    error->all(FLERR, "pair_style mlip comm halo: {} cannot exchange node features between ranks ({}); use comm shell{} "
+               "(docs/lammps/pair_style.md#graph-and-mpi)",
                model_path_, why, model_name == "gemnet_oc" || info.ewald
                                      ? "" : ", or recompile it with mlip-compile --target lammps");
   }
@@ -248,11 +249,11 @@ void PairMLIP::init_style() {
   if (ewald_) {
     if (comm->nprocs > 1) {
       error->all(FLERR, "pair_style mlip: {} sums its electrostatics by Ewald, which runs on one MPI rank (the damped "
-                 "shifted force, coulomb.method damped_shifted, runs on any number)", model_path_);
+                 "shifted force, coulomb.method damped_shifted, runs on any number; docs/charges.md)", model_path_);
     }
     if (!domain->xperiodic || !domain->yperiodic || !domain->zperiodic) {
       error->all(FLERR, "pair_style mlip: {} sums its electrostatics by Ewald, which needs a box periodic in x, y and z "
-                 "(for molecules use a model with coulomb.method damped_shifted)", model_path_);
+                 "(for molecules use a model with coulomb.method damped_shifted; docs/charges.md)", model_path_);
     }
   }
 

@@ -37,7 +37,7 @@
 // ghost shell is layers x r_max + long-range cutoff + skin thick, and a charge
 // correction that couples all atoms takes two evaluations per step: the first
 // gives each rank's raw-charge sums and dE/dc terms, summed over ranks into the
-// shift c and its weight, which the second takes (exact, see README).
+// shift c and its weight, which the second takes (exact, see docs/lammps/pair_style.md#models-with-charges).
 // Ewald sums run on one rank of a periodic box.
 // Compiled into LAMMPS (install_into_lammps.sh), LAMMPS's style registry reads the PairStyle line.
 #ifdef PAIR_CLASS

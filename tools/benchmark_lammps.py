@@ -7,6 +7,8 @@
                                                           # strong scaling: halo exchange against the ghost shell
     python tools/benchmark_lammps.py --models nequip mace --sizes 12 16 --subdomain 2
                                                           # one rank of 8 timed alone (no oversubscription)
+    python tools/benchmark_lammps.py ... --json out/lammps.json --plot docs/figures/lammps_scaling.png
+    python tools/benchmark_lammps.py --plot-from out/lammps.json --plot docs/figures/lammps_scaling.png
 
 Compiles the default NequIP (4 layers, l_max 2, 32 features, r_max 5) and/or
 MACE (2 layers, 128x0e+128x1o, max_ell 3, correlation 3, r_max 5) for Cu with
@@ -27,6 +29,7 @@ on several ranks) and reports its time per step against the plain model's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -162,6 +165,53 @@ def subdomain_efficiency(artifact: Path, cells: int, ranks_per_edge: int) -> str
             f"{1e6 * block:.0f} | {whole / block:.2f} |")
 
 
+def plot_scaling(rows: list[dict], path: Path) -> None:
+    """Speed-up over one rank, work efficiency and peak memory of a rank against the ranks, a line per model, size, comm.
+
+    Ranks beyond the core count time-share the cores, so their speed-up says little; the work efficiency (one
+    rank's CPU time in the pair style over all ranks' together) says whether ranks repeat each other's work.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (speed, efficiency, memory) = plt.subplots(1, 3, figsize=(14, 4))
+    series: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["threads"] == 1 and row["comm"] != "-":
+            series.setdefault((row["model"], row["atoms"], row["comm"]), []).append(row)
+    for (model, atoms, comm), points in series.items():
+        one_rank = next((r for r in rows if (r["model"], r["atoms"], r["ranks"], r["threads"]) == (model, atoms, 1, 1)), None)
+        if one_rank is None:
+            continue
+        points = sorted({r["ranks"]: r for r in [one_rank] + points}.values(), key=lambda r: r["ranks"])
+        ranks = [r["ranks"] for r in points]
+        style = "-o" if comm == "halo" else "--s"
+        label = f"{model}, {atoms:,} atoms, comm {comm}"
+        speed.plot(ranks, [r["steps_per_second"] / one_rank["steps_per_second"] for r in points], style, label=label)
+        efficiency.plot(ranks, [one_rank["work_per_atom_step_us"] / r["work_per_atom_step_us"] for r in points], style, label=label)
+        memory.plot(ranks, [r["peak_rank_megabytes"] / 1024 for r in points], style, label=label)
+    cores = os.cpu_count() or 1
+    speed.axvline(cores, color="grey", lw=0.8, ls=":")
+    speed.text(cores, speed.get_ylim()[0], f" {cores} cores", va="bottom", fontsize=8, color="grey")
+    speed.set(xscale="log", xlabel="MPI ranks (1 thread each)", ylabel="timesteps/s over 1 rank", title="Speed-up")
+    efficiency.set(xscale="log", xlabel="MPI ranks", ylabel="work of 1 rank / work of all ranks",
+                   title="Work efficiency (1: no repeated work)", ylim=(0, 1.1))
+    memory.set(xscale="log", xlabel="MPI ranks", ylabel="peak memory of a rank (GB)", title="Memory per rank", ylim=(0, None))
+    for axes in (speed, efficiency, memory):
+        ticks = sorted({r["ranks"] for r in rows})
+        axes.set_xticks(ticks, [str(t) for t in ticks])
+        axes.minorticks_off()
+        axes.grid(alpha=0.3)
+    efficiency.legend(fontsize=7, loc="lower left")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifact", type=Path, help="a compiled Cu model (default: compile the default models)")
@@ -180,7 +230,14 @@ def main() -> None:
     parser.add_argument("--subdomain", type=int, metavar="RANKS_PER_EDGE",
                         help="instead of LAMMPS: time one rank's halo graph (one of RANKS_PER_EDGE**3 blocks of the box) "
                              "alone on one thread against the whole box, the work efficiency without shared cores")
+    parser.add_argument("--json", type=Path, help="also write the rows of the table here")
+    parser.add_argument("--plot", type=Path, help="draw speed-up and memory per rank against the ranks into this PNG")
+    parser.add_argument("--plot-from", type=Path, metavar="JSON", help="only draw --plot from the rows of an earlier --json")
     arguments = parser.parse_args()
+    if arguments.plot_from:
+        plot_scaling(json.loads(arguments.plot_from.read_text())["rows"], arguments.plot or arguments.plot_from.with_suffix(".png"))
+        return
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         dtype = getattr(torch, arguments.dtype)
@@ -213,6 +270,7 @@ def main() -> None:
                                 continue
                             result = run(artifact.resolve(), cells, ranks, arguments.steps, threads, comm, directory)
                             baseline = baseline or result
+                            rows.append(dict(result, model=name, comm=comm if ranks > 1 else "-", ranks=ranks, threads=threads))
                             print(
                                 f"| {name} | {result['atoms']} | {comm if ranks > 1 else '-'} | {ranks} x {threads} | "
                                 f"{result['steps_per_second']:.3g} | {result['steps_per_second'] / baseline['steps_per_second']:.2f} | "
@@ -223,6 +281,14 @@ def main() -> None:
                                 f"{result['pair_share']:.1f} | {result['outside_model_share']:.1f}% |",
                                 flush=True,
                             )
+        if arguments.json:
+            arguments.json.parent.mkdir(parents=True, exist_ok=True)
+            arguments.json.write_text(json.dumps({
+                "date": time.strftime("%Y-%m-%d"), "processor": platform.processor() or platform.machine(),
+                "cores": os.cpu_count(), "dtype": arguments.dtype, "steps": arguments.steps, "rows": rows,
+            }, indent=1))
+        if arguments.plot:
+            plot_scaling(rows, arguments.plot)
 
 
 if __name__ == "__main__":

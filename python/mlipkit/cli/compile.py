@@ -20,6 +20,8 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlip-compile",
         description="Compile an mlipkit checkpoint into a verified artifact for LAMMPS, ASE and C++.",
+        epilog="Targets, modifiers and the artifact contract: docs/compiling.md. Running the artifact in LAMMPS: "
+        "docs/lammps/pair_style.md; in C++: docs/cpp.md.",
     )
     parser.add_argument(
         "checkpoint", nargs="?", help="model.ckpt written by mlipkit, or a model file mlip-import reads (imported first)"
@@ -40,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME[:{PARAMS}]",
-        help="apply a modifier before export (repeatable, in order); see --list-modifiers",
+        help="apply a modifier before export (repeatable, in order); see --list-modifiers and docs/compiling.md#modifiers",
     )
     parser.add_argument("--list-modifiers", action="store_true", help="list the modifiers and exit")
     parser.add_argument("--run-arguments", metavar="CONFIG", help="a mace_run_train state-dict checkpoint's arguments (see mlip-import)")

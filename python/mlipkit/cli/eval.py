@@ -25,9 +25,13 @@ def positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlip-eval", description="Evaluate a checkpoint on labelled extended-XYZ data.")
-    parser.add_argument("checkpoint")
-    parser.add_argument("data")
+    parser = argparse.ArgumentParser(
+        prog="mlip-eval",
+        description="Evaluate a checkpoint on labelled extended-XYZ data: MAE and RMSE of every labelled output.",
+        epilog="What it reports (and the calibration of mean-variance models): docs/training.md#evaluating-mlip-eval.",
+    )
+    parser.add_argument("checkpoint", help="model.ckpt (mlip-train's best.ckpt, or one written by mlip-import)")
+    parser.add_argument("data", help="extended-XYZ file with the labels to compare against (the label names of docs/training-config.md's data section)")
     parser.add_argument(
         "--output", help="write the predictions (energy, forces, stress; energy_uncertainty in the info) to this extended-XYZ file"
     )

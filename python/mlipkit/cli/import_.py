@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="mlip-import",
         description="Import a model trained with mace-torch, nequip (0.7-0.19) or fairchem (GemNet-OC) into an mlipkit checkpoint "
         "(read without running anything from the file; the other package need not be installed).",
+        epilog="Supported and refused models, and how the weights carry over: docs/importing.md.",
     )
     parser.add_argument(
         "source",

@@ -29,7 +29,11 @@ def checkpoint_fields(path: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlip-info", description="Print the metadata of an mlipkit artifact or checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="mlip-info",
+        description="Print the metadata of an mlipkit artifact or checkpoint.",
+        epilog="What each field of an artifact means: docs/compiling.md#the-artifact-contract.",
+    )
     parser.add_argument("artifact", help=".pt2 or .pt file written by mlip-compile, or a model.ckpt")
     parser.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
     arguments = parser.parse_args(argv)

@@ -205,7 +205,7 @@ def script(graph_module: torch.fx.GraphModule) -> torch.jit.ScriptModule:
             node.target = node.target.overloadpacket
     graph_module.recompile()
     with warnings.catch_warnings():
-        # TorchScript is deprecated upstream but still the most portable route; say so once in the README
+        # TorchScript is deprecated upstream but still the most portable route; say so once in the docs (docs/compiling.md)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", "The TorchScript type system", UserWarning)
         return torch.jit.script(graph_module)

@@ -121,7 +121,7 @@ UNIT_NAMES = {"metal": ("eV", "Angstrom"), "real": ("kcal/mol", "Angstrom")}
 
 
 class ArtifactMetadata(BaseModel):
-    """Everything a caller needs to run an artifact correctly (see README, "Compiled artifacts")."""
+    """Everything a caller needs to run an artifact correctly (docs/compiling.md#the-artifact-contract)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -145,7 +145,7 @@ class ArtifactMetadata(BaseModel):
     mlipkit_version: str
     torch_version: str
     config_hash: str
-    #: electrostatics (README, "Charges and electrostatics"): the second edge list's cutoff (0: none), the Coulomb
+    #: electrostatics (docs/charges.md): the second edge list's cutoff (0: none), the Coulomb
     #: method and charge correction ("none": none), the categorical embedding's total charges, Ewald's k_max (1/Å)
     long_range_cutoff: float = Field(0.0, ge=0.0)
     coulomb_method: str = "none"
@@ -154,7 +154,7 @@ class ArtifactMetadata(BaseModel):
     ewald_k_max: float = Field(0.0, ge=0.0)
     #: functions beside the main one (see CHARGE_CORRECTION_ENTRY), each with the main one's inputs
     entry_points: list[str] = Field(default_factory=list)
-    #: the graph calls mlipkit::halo_exchange between layers (README, "LAMMPS", "Graph and MPI"), on rows at most this wide
+    #: the graph calls mlipkit::halo_exchange between layers (docs/lammps/pair_style.md#graph-and-mpi), on rows at most this wide
     halo_exchange: bool = False
     halo_exchange_width: int = Field(0, ge=0)
 

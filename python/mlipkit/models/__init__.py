@@ -1,4 +1,4 @@
-"""Models: NequIP and MACE (GemNet-OC to come), built from validated configs."""
+"""Models: NequIP, MACE, GemNet-OC and their variants, built from validated configs."""
 
 from mlipkit.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from mlipkit.models.config import LossConfig, OutputConfig, PairPotentialConfig, PotentialConfig

@@ -32,20 +32,25 @@ PerTypeValue = float | list[float] | dict[str, float]
 class LossConfig(BaseModel):
     """How an output enters the training loss (used by the trainer)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     name: Literal["mse", "l1", "huber", "gaussian_nll"] = "mse"
+    """`mse`, `l1`, `huber` or `gaussian_nll` (the energy of mean-variance models only)"""
     weight: float = Field(1.0, ge=0.0)
+    """the term's weight in the total loss; 0 reports the error without fitting it"""
     huber_delta: float = Field(0.01, gt=0.0)
-    #: gaussian_nll: smallest variance the loss uses (PhysicsML's, torch's eps), in (energy unit / atom)^2
+    """`huber`: where the loss turns from quadratic to linear"""
     gaussian_nll_eps: float = Field(0.01, gt=0.0)
+    """`gaussian_nll`: smallest variance the loss uses (PhysicsML's, torch's eps), in (energy unit / atom)²"""
 
 
 class OutputConfig(BaseModel):
     """An extra output head (graph or node, scalars or vectors) and its loss."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     num_tasks: int = Field(1, gt=0)
+    """values per graph or node (vectors: 3-vectors per task)"""
     loss: LossConfig = LossConfig()
+    """the head's loss, unless the training config's `loss` section names it"""
 
 
 class PairPotentialConfig(BaseModel):
@@ -54,29 +59,32 @@ class PairPotentialConfig(BaseModel):
     ``units`` defaults to the model's ``units``; giving another is an error.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     kind: Literal["zbl"] = "zbl"
+    """the Ziegler-Biersack-Littmark screened nuclear repulsion"""
     units: EnergyUnits | None = None
+    """must equal the model's `units` when given"""
     chemical_species: list[str] | None = None
+    """the element of each type name (default: the type names themselves)"""
 
 
 class CoulombConfig(BaseModel):
-    """How predicted charges interact (README, "Charges and electrostatics").
+    """How predicted charges interact (docs: charges.md)."""
 
-    ``alpha``: damped_shifted's damping in 1/Å (default 0.2, as Fennell and
-    Gezelter advise for cutoffs of 10-12 Å); for ewald the
-    splitting parameter, default sqrt(-ln ewald_accuracy) / long_range_cutoff.
-    ``damping_radius``: PhysNet's short-range damping of 1/r below this
-    distance (mlip: 5 Å); null: none.
-    """
-
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     method: CoulombMethod = "damped_shifted"
+    """`damped_shifted` (smooth, local), `ewald` (the converged lattice sum) or `mlip_parity` (mlip's numbers)"""
     long_range_cutoff: float = Field(10.0, gt=0.0)
+    """the second edge list's cutoff in Å (damped shifted force: where it vanishes; Ewald: the real-space cutoff)"""
     alpha: float | None = Field(None, ge=0.0)
+    """damping (damped shifted, default 0.2 /Å as Fennell and Gezelter advise for 10-12 Å cutoffs) or Ewald splitting
+    parameter (default √(−ln ewald_accuracy) / long_range_cutoff)"""
     ewald_accuracy: float = Field(1e-8, gt=0.0, lt=1.0)
+    """ε: Ewald's real- and reciprocal-space cutoffs leave out terms below it (k_max = 2α√(−ln ε))"""
     damping_radius: float | None = Field(MLIP_DAMPING_RADIUS, gt=0.0)
+    """PhysNet's short-range damping of 1/r below this distance in Å (mlip's 5 Å); null: bare 1/r"""
     charge_correction: ChargeCorrection = "uniform"
+    """`uniform`: q_i = q̃_i − (Σq̃ − Q)/N (mlip); `weighted`: by a second readout channel f_i (AIMNet2); `none`"""
 
     @model_validator(mode="after")
     def _check_method(self) -> "CoulombConfig":
@@ -111,7 +119,7 @@ class CoulombConfig(BaseModel):
 class PotentialConfig(BaseModel):
     """Options of every model: identity, energy scale/shift, pair potential, derivatives, heads."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
     SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {
         "do_derivatives": ("compute_forces",),
@@ -120,22 +128,37 @@ class PotentialConfig(BaseModel):
     }
 
     type_names: list[str] = Field(min_length=1)
+    """the atom types in model order (element symbols for ZBL and LAMMPS); mlip-train fills them from the data"""
     r_max: float = Field(gt=0.0)
+    """the cutoff radius of the neighbour list, in Å"""
     seed: int | None = None
-    #: units of the training data, named as LAMMPS unit styles: "metal" is eV and Å, "real" kcal/mol and Å
+    """makes the initial weights reproducible"""
     units: EnergyUnits = "metal"
+    """units of the training data, named as LAMMPS unit styles: `metal` (eV, Å) or `real` (kcal/mol, Å)"""
     per_type_energy_shifts: PerTypeValue | None = None
+    """E_i = scale·Ẽ_i + shift per type: one value, a list in type order or a dict by type name (default 0)"""
     per_type_energy_scales: PerTypeValue | None = None
+    """likewise the scales (default 1)"""
     per_type_energy_shifts_trainable: bool = False
+    """train the shifts with the network"""
     per_type_energy_scales_trainable: bool = False
+    """train the scales with the network"""
     add_atomic_energies: bool = True
+    """False turns the per-type shifts off"""
     do_derivatives: bool = True
+    """False: an energy-only model (no forces, virial or stress)"""
     pair_potential: PairPotentialConfig | None = None
+    """`{kind: zbl, chemical_species: [...]}`: ZBL repulsion added to the energy, in the model's units"""
     num_readout_heads: int = Field(1, gt=0)
+    """energy readout heads; the graph field `head` picks one per graph"""
     y_graph_scalars: OutputConfig | None = None
+    """an extra head of per-graph scalars: `{num_tasks: n, loss: {name: mse, weight: w}}`"""
     y_graph_vector: OutputConfig | None = None
+    """an extra head of per-graph 3-vectors"""
     y_node_scalars: OutputConfig | None = None
+    """an extra head of per-atom scalars"""
     y_node_vector: OutputConfig | None = None
+    """an extra head of per-atom 3-vectors"""
 
     @model_validator(mode="before")
     @classmethod
@@ -254,26 +277,42 @@ class MessagePassingConfig(PotentialConfig):
     }
 
     max_ell: int = Field(2, ge=0, le=6)
+    """max degree of the spherical harmonics and of the features"""
     num_bessel: int = Field(8, gt=0)
+    """size of the Bessel radial basis"""
     bessel_basis_trainable: bool = True
+    """trainable Bessel frequencies"""
     num_polynomial_cutoff: int = Field(6, ge=1)
+    """p of the polynomial cutoff envelope"""
     radial_mlp_hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    """hidden widths of the radial MLP"""
     radial_mlp_activation: ActivationName = "silu"
+    """the radial MLP's activation: silu/swish, tanh, sigmoid, softplus, gelu, relu"""
     mlp_irreps: str = "16x0e"
+    """hidden scalars of the energy readout"""
     avg_num_neighbours: float | None = Field(None, gt=0.0)
+    """messages are normalised by it (typically `${training_data_stats:num_neighbors_mean}`)"""
     num_node_feats: int | None = Field(None, gt=0)
+    """node input width: the one-hot types plus extra features from the graph field `node_attrs` (default: #types)"""
     num_species: int | None = Field(None, gt=0)
+    """must equal the number of type names when given"""
     num_edge_feats: int = Field(0, ge=0)
+    """extra edge features (graph field `edge_attrs`) fed to the radial MLP"""
     deterministic_scatter_ops: bool = True
+    """e3nn path only: message sums by the C++ sorted segment sum (fixed order) instead of `index_add`"""
     tensor_product_kernel: Literal["fused", "e3nn"] = "fused"
-    #: mlip's charge options (README, "Charges and electrostatics"); use_coulomb_term turns the charges on
+    """`fused`: gather, tensor product and receiver sum in one C++ op (CPU); `e3nn`: the reference path"""
     predict_partial_charges: bool = False
+    """a second readout gives charges, corrected to the total charge (see Charges and electrostatics)"""
     use_coulomb_term: bool = False
-    #: true (mlip's spelling) is "categorical"
+    """adds the Coulomb energy of the predicted charges; turns `predict_partial_charges` on"""
     use_total_charge_embedding: bool | TotalChargeEmbeddingKind = False
-    #: the total charges the categorical embedding knows (the training data's unless given)
+    """`true`/`categorical` (mlip): a learned vector per total charge of the training data; `continuous`: Q times
+    a learned vector"""
     available_total_charges: list[float] | None = None
+    """the categorical embedding's classes (mlip-train fills them from the training data)"""
     coulomb: CoulombConfig = Field(default_factory=CoulombConfig)
+    """how the charges interact: the `coulomb.*` options (see Charges and electrostatics)"""
 
     @field_validator("radial_mlp_hidden")
     @classmethod

@@ -76,19 +76,33 @@ class MACEConfig(MessagePassingConfig):
     }
 
     num_interactions: int = Field(2, ge=1)
+    """MACE layers"""
     hidden_irreps: str = "128x0e + 128x1o"
+    """node features; one multiplicity for all irreps, must include 0e"""
     num_channels: int | None = Field(None, gt=0)
+    """mace-torch's alternative to hidden_irreps, with `max_L`: num_channels copies of 0e, 1o, 2e, ... up to max_L"""
     max_L: int | None = Field(None, ge=0, le=6)
+    """see `num_channels`"""
     max_ell: int = Field(3, ge=0, le=6)
+    """max degree of the edge spherical harmonics (and of the atomic basis A)"""
     correlation: int | list[int] = 3
+    """body order − 1 of the product basis, 1 to 4; one for all layers or one per layer"""
     num_polynomial_cutoff: int = Field(5, ge=1)
+    """p of the polynomial cutoff envelope"""
     radial_mlp_hidden: list[int] = Field(default_factory=lambda: [64, 64, 64])
+    """hidden widths of the radial MLP"""
     bessel_basis_trainable: bool = False
+    """trainable Bessel frequencies (mace-torch: fixed)"""
     gate: ActivationName | None = "silu"
+    """activation of the last layer's readout MLP (null: none)"""
     interaction_first: Literal["RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"] = RESIDUAL_BLOCK
+    """`RealAgnosticInteractionBlock`: a first layer without residual, its A multiplied by the types (mace-torch's `MACE`)"""
     use_reduced_cg: bool = True
+    """symmetric-reduced couplings (fewest weights); False: every coupling path, as mace-torch without cuequivariance"""
     keep_last_layer_irreps: bool = False
+    """the last layer keeps `hidden_irreps` instead of its scalars"""
     symmetric_contraction_kernel: Literal["sparse", "dense"] = "sparse"
+    """`sparse`: the couplings as sparse polynomials, one C++ op; `dense`: dense coupling tensors and matmuls (reference)"""
 
     @model_validator(mode="before")
     @classmethod

@@ -74,26 +74,42 @@ class NequIPConfig(MessagePassingConfig):
     SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {"resnet": ("use_residual_connection",)}
 
     num_layers: int = Field(4, ge=1)
+    """interaction layers"""
     parity: bool = True
+    """features of both parities (O(3)); False: SO(3) only"""
     num_features: int | list[int] = 32
+    """multiplicity of each hidden irrep, or one per l (`[32, 16, 8]`)"""
     type_embed_num_features: int | None = Field(None, gt=0)
+    """width of the learned type embedding, the first layer's input (default: the 0e multiplicity)"""
     target_irreps: str | None = None
-    #: the last layer computes only the even scalars the energy readout uses (3 of 30 tensor-product paths
-    #: at the defaults, as nequip does); None: yes unless a vector head reads the last layer's l > 0 features
+    """hidden irreps string; overrides num_features and parity"""
     scalar_last_layer: bool | None = None
+    """the last layer computes only the even scalars the energy readout reads (3 of 30 tensor-product paths at the
+    defaults, as nequip does); None: yes unless a `y_node_vector`/`y_graph_vector` head needs its l > 0 features"""
     radial_envelope: EnvelopeName = "polynomial"
+    """`polynomial` or `soft` (a C∞ bump)"""
     radial_mlp_variance_scale: float = Field(1.0, gt=0.0)
+    """multiplies the variance of the radial MLP's initial weights"""
     self_connection: bool = True
+    """self-interaction tensor product with the type one-hot"""
     resnet: bool = True
+    """residual update where the irreps allow"""
     first_layer_self_connection: bool = True
+    """False: the first layer has no self-connection and no residual (nequip >= 0.7)"""
     type_embedding_self_connection: bool = False
-    #: None: two linear maps through mlp_irreps; 0: one linear map; 1: one hidden layer with the nonlinearity
+    """the self-connections contract with the learned type embedding instead of the one-hot type (nequip >= 0.7)"""
     readout_mlp_hidden_layers_depth: int | None = Field(None, ge=0, le=1)
+    """None: two linear maps through `mlp_irreps` (nequip 0.6); 0: one linear map; 1: one hidden layer (nequip >= 0.7)"""
     readout_mlp_hidden_layers_width: int | None = Field(None, gt=0)
+    """width of that hidden layer (default: the 0e multiplicity)"""
     readout_mlp_nonlinearity: ActivationName | None = "silu"
+    """activation of that hidden layer"""
     avg_r_min: float | None = Field(None, gt=0.0)
+    """the radial embedding is rescaled to unit second moment on [avg_r_min, r_max]"""
     embed_activation: ActivationName | None = None
+    """activation after the type embedding"""
     gate_nonlinearities: dict[str, str] = Field(default_factory=lambda: {"e": "silu", "o": "tanh"})
+    """activations of the even (`e`) and odd (`o`) scalars and gates"""
 
     @field_validator("target_irreps")
     @classmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from e3nn import o3
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mlipkit.models.config import PotentialConfig
@@ -24,18 +24,16 @@ Builder = Callable[[PotentialConfig], Potential]
 
 
 class AdapterOptions(BaseModel):
-    """PhysicsML's adapter options: bottleneck ratio and the initial weight of both adapters of a layer.
+    """PhysicsML's adapter options (docs: variants.md)."""
 
-    ``adapter_batch_statistics``: the batch norms normalise by each training
-    batch (PhysicsML) instead of keeping their running statistics, which start
-    as the identity; off by default, since normalising the pre-trained
-    features by batch statistics discards the pre-trained function when
-    fine-tuning starts (README, "Adapters").
-    """
-
+    model_config = ConfigDict(use_attribute_docstrings=True)
     ratio_adapter_down: int = Field(10, ge=1)
+    """each adapter's bottleneck keeps `mul // ratio_adapter_down` copies of every irrep"""
     initial_s: float = 0.01
+    """initial weight s of both adapters of a layer (learnable)"""
     adapter_batch_statistics: bool = False
+    """the batch norms normalise by each training batch (PhysicsML) instead of keeping their running statistics,
+    which start as the identity; off by default: batch statistics discard the pre-trained function"""
 
 
 def layer_irreps(model: Potential) -> list[tuple[o3.Irreps, o3.Irreps]]:

@@ -36,25 +36,39 @@ class ConfigError(ValueError):
 
 
 class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The ``data`` section: files, splits, batches and the label names."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     train: Path
+    """extended XYZ file of training structures (paths are relative to the config file)"""
     validation: Path | None = None
+    """validation file; without one, `validation_fraction` of `train` is held out"""
     test: Path | None = None
-    #: with no validation/test file: fractions of ``train`` held out for them
+    """test file; without one, `test_fraction` of `train` is held out"""
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """share of `train` held out for validation when there is no validation file"""
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    #: element names in model order, or "infer" (sorted by atomic number from the training data)
+    """share of `train` held out for testing when there is no test file"""
     type_names: list[str] | Literal["infer"] = "infer"
+    """element names in model order, or `infer` (sorted by atomic number from the training data)"""
     batch_size: int = Field(4, gt=0)
+    """structures per training batch"""
     validation_batch_size: int = Field(16, gt=0)
+    """structures per validation batch"""
     shuffle_seed: int = 0
+    """seed of the split and of the shuffling"""
     energy_key: str = "energy"
+    """name of the energy label (calculator results, `info` or `arrays`)"""
     forces_key: str = "forces"
+    """name of the forces label"""
     stress_key: str = "stress"
+    """name of the stress label (6 Voigt, 9 or 3x3 values)"""
     charges_key: str = "charges"
-    #: looked for in the info under this key, then under "charge" (mlip's and ASE calculators' name)
+    """name of the per-atom charges label"""
     total_charge_key: str = "total_charge"
+    """looked for in the info under this key, then under `charge` (mlip's and ASE calculators' name)"""
     dipole_key: str = "dipole"
+    """name of the dipole label"""
 
     @model_validator(mode="after")
     def _fractions(self) -> "DataConfig":
@@ -66,25 +80,37 @@ class DataConfig(BaseModel):
 class ModelSection(BaseModel):
     """``name`` from the registry; every other key is an option of that model (statistics allowed)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
     name: str
+    """a registered model (`nequip`, `mace`, `gemnet_oc`, their variants); every other key is one of its options"""
 
 
 class OptimizerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The ``optimizer`` section (mace_run_train's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     name: Literal["adam", "adamw"] = "adam"
+    """`adam` or `adamw`"""
     lr: float = Field(0.01, gt=0.0)
+    """learning rate"""
     weight_decay: float = Field(0.0, ge=0.0)
+    """weight decay (L2 for adam, decoupled for adamw)"""
     amsgrad: bool = True
+    """the AMSGrad variant"""
 
 
 class SchedulerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The ``scheduler`` section."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     name: Literal["none", "reduce_on_plateau", "cosine"] = "reduce_on_plateau"
-    #: reduce_on_plateau: multiply lr by ``factor`` after ``patience`` epochs without improvement
+    """`reduce_on_plateau` (on the validation loss), `cosine` (to `min_lr` over the run) or `none`"""
     factor: float = Field(0.5, gt=0.0, lt=1.0)
+    """reduce_on_plateau: multiply the learning rate by this after `patience` epochs without improvement"""
     patience: int = Field(10, ge=0)
+    """reduce_on_plateau: epochs without a better validation loss before the learning rate falls"""
     min_lr: float = Field(1e-6, ge=0.0)
+    """the smallest learning rate"""
 
 
 #: which parameters a fine-tuning stage keeps fixed: "backbone" (all but the SSF/adapter modules, the
@@ -95,11 +121,13 @@ FreezeSpec = Literal["backbone", "none"] | list[str]
 class StageConfig(BaseModel):
     """One fine-tuning stage (PhysicsML's ``stages`` entries; ``max_epochs``/``freeze_modules`` also accepted)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     epochs: int = Field(gt=0, validation_alias=AliasChoices("epochs", "max_epochs"))
+    """epochs of this stage"""
     freeze: FreezeSpec = Field("backbone", validation_alias=AliasChoices("freeze", "freeze_modules"))
-    #: learning rate of this stage; default: optimizer.lr
+    """`backbone` (all but the SSF/adapter modules, readouts and extra heads), `none`, or parameter-name prefixes"""
     lr: float | None = Field(None, gt=0.0)
+    """learning rate of this stage (default: `optimizer.lr`)"""
 
 
 class FineTuneConfig(BaseModel):
@@ -111,12 +139,15 @@ class FineTuneConfig(BaseModel):
     prefixes first (new name -> name in the checkpoint).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     checkpoint: Path = Field(validation_alias=AliasChoices("checkpoint", "pre_trained_model_path"))
+    """the pre-trained mlipkit checkpoint"""
     modules_to_match: dict[str, str] = Field(default_factory=dict)
+    """renames applied first: parameter-name prefix in this model -> prefix in the checkpoint"""
     freeze: FreezeSpec = "backbone"
-    #: stages run in order, each with its own epochs, freezing and learning rate; none: one stage of max_epochs
+    """`backbone` (all but the SSF/adapter modules, readouts and extra heads), `none`, or parameter-name prefixes"""
     stages: list[StageConfig] = Field(default_factory=list)
+    """stages run in order, each with its own epochs, freezing and learning rate; none: one stage of max_epochs"""
 
 
 #: PhysicsML's loss names (torch.nn classes) -> mlipkit's, and the torch option each reads from ``config``
@@ -196,7 +227,9 @@ def _outputs_energy_uncertainty(name: Any) -> bool:
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A whole ``mlip-train`` config."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -204,24 +237,34 @@ class TrainConfig(BaseModel):
         return translate_physicsml_losses(values) if isinstance(values, dict) else values
 
     data: DataConfig
+    """files, splits, batches and label names"""
     model: ModelSection
-    #: output name (energy, forces, stress) -> loss; energy is compared per atom
+    """`name` of a registered model and its options; any value may be `${training_data_stats:NAME}`"""
     loss: dict[str, LossConfig] = Field(default_factory=lambda: {"energy": LossConfig(weight=1.0), "forces": LossConfig(weight=10.0)})
+    """output name (energy, forces, stress, heads, charges) -> loss; energy is compared per atom. Left out: energy 1,
+    forces 10, and stress 10 when every structure is periodic and has a stress label"""
     optimizer: OptimizerConfig = OptimizerConfig()
+    """the optimizer"""
     scheduler: SchedulerConfig = SchedulerConfig()
-    #: decay of the exponential moving average of the weights used for validation and saved; null: none
+    """the learning-rate schedule"""
     ema_decay: float | None = Field(0.99, gt=0.0, lt=1.0)
+    """decay of the moving average of the weights that are validated and saved (warmed up as torch_ema); null: none"""
     max_epochs: int = Field(100, gt=0)
-    #: stop after this many epochs without a better validation loss; null: never
+    """epochs to train (with fine-tuning stages: their sum)"""
     early_stopping_patience: int | None = Field(None, gt=0)
-    #: largest gradient norm; null: no clipping (mace_run_train's ``clip_grad`` also accepted)
+    """stop after this many epochs without a better validation loss; null: never"""
     gradient_clip: float | None = Field(None, gt=0.0, validation_alias=AliasChoices("gradient_clip", "clip_grad"))
+    """largest gradient norm; null: no clipping"""
     seed: int = 0
+    """seed of the model's initial weights and the batch order"""
     device: str = "cpu"
+    """torch device to train on"""
     dtype: Literal["float32", "float64"] = "float32"
-    #: run directory: best.ckpt, last.ckpt, metrics.csv, plots, config.yaml
+    """`float32` or `float64`"""
     output_dir: Path = Path("runs/mlip")
+    """run directory: best.ckpt, last.ckpt, metrics.csv, plots, config.yaml (relative to the working directory)"""
     fine_tune: FineTuneConfig | None = Field(None, validation_alias=AliasChoices("fine_tune", "transfer_learning"))
+    """start from a pre-trained checkpoint (see Variants and fine-tuning)"""
 
     @model_validator(mode="after")
     def _stages(self) -> "TrainConfig":

@@ -35,7 +35,7 @@ from mlipkit.train.losses import CHARGE_OUTPUTS, TARGET_FIELDS, ErrorAccumulator
 from mlipkit.train.plots import learning_curve, parity_plots
 
 #: stress loss weight of the default loss when the data has stress: the stress is what tells the model how the
-#: energy changes with volume (forces do not), and with it the equation of state (README, "Training defaults")
+#: energy changes with volume (forces do not), and with it the equation of state (docs/training.md#training-defaults)
 DEFAULT_STRESS_WEIGHT = 10.0
 #: graph fields a training batch carries besides the labels
 INPUT_FIELDS = (keys.POSITIONS, keys.ATOM_TYPES, keys.EDGE_INDEX, keys.EDGE_CELL_SHIFTS, keys.CELL, keys.PBC, keys.BATCH, keys.NUM_ATOMS)

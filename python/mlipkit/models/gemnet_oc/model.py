@@ -54,7 +54,7 @@ from mlipkit.nn.zbl import atomic_numbers_of
 class _BasisOption(BaseModel):
     """fairchem's ``{"name": ..., **hyperparameters}`` basis dicts; a bare name is accepted too."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -64,25 +64,32 @@ class _BasisOption(BaseModel):
 
 class RadialBasisOption(_BasisOption):
     name: RadialBasisName = "gaussian"
-    #: gaussian: trainable centres
+    """`gaussian`, `spherical_bessel` or `bernstein`"""
     trainable: bool = False
-    #: bernstein: initial inverse-softplus of the decay rate
+    """gaussian: trainable centres"""
     pregamma_initial: float = 0.45264
+    """bernstein: initial inverse-softplus of the decay rate"""
 
 
 class EnvelopeOption(_BasisOption):
     name: Literal["polynomial", "exponential"] = "polynomial"
+    """`polynomial` or `exponential`"""
     exponent: int = Field(5, ge=1)
+    """polynomial: its exponent"""
 
 
 class CircularBasisOption(_BasisOption):
     name: CircularBasisName = "spherical_harmonics"
+    """`spherical_harmonics` (zonal harmonics of the triplet angle) or `gaussian`"""
     trainable: bool = False
+    """gaussian: trainable centres"""
 
 
 class SphericalBasisOption(_BasisOption):
     name: SphericalBasisName = "spherical_harmonics"
+    """`spherical_harmonics`, `legendre_outer` or `gaussian_outer`"""
     trainable: bool = False
+    """gaussian_outer: trainable centres"""
 
 
 class GemNetOCConfig(PotentialConfig):
@@ -97,62 +104,112 @@ class GemNetOCConfig(PotentialConfig):
     SPELLINGS: ClassVar[dict[str, tuple[str, ...]]] = {"do_derivatives": ("compute_forces", "regress_forces")}
 
     r_max: float | None = Field(None, gt=0.0)
+    """the neighbour list's cutoff; default the largest cutoff, may be larger, not smaller"""
     num_spherical: int = Field(7, ge=1)
+    """size of the angular basis"""
     num_radial: int = Field(128, ge=2)
+    """size of the radial basis"""
     num_blocks: int = Field(4, ge=1)
+    """interaction blocks"""
     emb_size_atom: int = Field(256, gt=0)
+    """atom features"""
     emb_size_edge: int = Field(512, gt=0)
+    """edge features"""
     emb_size_trip_in: int = Field(64, gt=0)
+    """down-projection into the triplet bilinear layer"""
     emb_size_trip_out: int = Field(64, gt=0)
+    """down-projection out of the triplet bilinear layer"""
     emb_size_quad_in: int = Field(32, gt=0)
+    """down-projection into the quadruplet bilinear layer"""
     emb_size_quad_out: int = Field(32, gt=0)
+    """down-projection out of the quadruplet bilinear layer"""
     emb_size_aint_in: int = Field(64, gt=0)
+    """down-projection into the atom-atom bilinear layer"""
     emb_size_aint_out: int = Field(64, gt=0)
+    """down-projection out of the atom-atom bilinear layer"""
     emb_size_rbf: int = Field(16, gt=0)
+    """projected radial basis"""
     emb_size_cbf: int = Field(16, gt=0)
+    """projected circular basis"""
     emb_size_sbf: int = Field(32, gt=0)
+    """projected spherical basis"""
     num_before_skip: int = Field(2, ge=0)
+    """residual layers before each block's skip connection"""
     num_after_skip: int = Field(2, ge=0)
+    """residual layers after it"""
     num_concat: int = Field(1, ge=0)
+    """residual layers after concatenating the interactions"""
     num_atom: int = Field(3, ge=0)
+    """residual layers of each atom update"""
     num_output_afteratom: int = Field(3, ge=0)
+    """residual layers of each output block after its atom update"""
     num_atom_emb_layers: int = Field(0, ge=0)
+    """residual layers on the atom embedding"""
     num_global_out_layers: int = Field(2, ge=0)
+    """residual layers of the global output"""
     direct_forces: bool = False
+    """forces from a per-edge head instead of the gradient (not conservative; no stress)"""
     forces_coupled: bool = False
+    """direct forces equal and opposite along each edge"""
     cutoff: float = Field(6.0, gt=0.0)
+    """the embedding graph's cutoff in Å"""
     cutoff_qint: float | None = Field(None, gt=0.0)
+    """the quadruplet graph's cutoff (default `cutoff`)"""
     cutoff_aeaint: float | None = Field(None, gt=0.0)
+    """the atom-edge/edge-atom graphs' cutoff (default `cutoff`)"""
     cutoff_aint: float | None = Field(None, gt=0.0)
+    """the atom-atom graph's cutoff (default and at least the largest other)"""
     max_neighbors: int | None = Field(None, gt=0)
+    """nearest-k cap per receiver of the embedding graph (fairchem: 50); none: no cap"""
     max_neighbors_qint: int | None = Field(None, gt=0)
+    """the same for the quadruplet graph"""
     max_neighbors_aeaint: int | None = Field(None, gt=0)
+    """the same for the atom-edge/edge-atom graphs"""
     max_neighbors_aint: int | None = Field(None, gt=0)
+    """the same for the atom-atom graph"""
     enforce_max_neighbors_strictly: bool = True
+    """exactly k (ties broken by the edge vector's components); false: also every neighbour within 0.01 Å of the (k+1)-th, as fairchem"""
     rbf: RadialBasisOption = RadialBasisOption()
+    """the edges' radial basis: `{name: gaussian|spherical_bessel|bernstein, ...}`"""
     rbf_spherical: RadialBasisOption | None = None
+    """the angular bases' radial basis (default `rbf`)"""
     envelope: EnvelopeOption = EnvelopeOption()
+    """`{name: polynomial, exponent: 5}` or `{name: exponential}`"""
     cbf: CircularBasisOption = CircularBasisOption()
+    """the triplet-angle basis"""
     sbf: SphericalBasisOption = SphericalBasisOption()
+    """the quadruplet basis"""
     extensive: bool = True
+    """false (a mean over atoms) is refused: not a potential; use a `y_graph_scalars` head"""
     output_init: Literal["HeOrthogonal", "zeros", "grid", "loggrid"] = "HeOrthogonal"
+    """initialisation of the energy (and force) output layer: `HeOrthogonal`, `zeros`, `grid`, `loggrid`"""
     activation: Literal["silu", "swish"] = "silu"
+    """`silu` (`swish`), scaled by 1/0.6"""
     quad_interaction: bool = False
+    """the quadruplet interaction (dihedrals; off for MD: not smooth where four atoms are planar)"""
     atom_edge_interaction: bool = False
+    """the atom-to-edge interaction"""
     edge_atom_interaction: bool = False
+    """the edge-to-atom interaction"""
     atom_interaction: bool = False
+    """the atom-atom interaction"""
     scale_basis: bool = False
-    #: rows of the atom-type embedding, indexed by atomic number (fairchem's); None: one row per type name
+    """fitted scale factors on the raw bases"""
     num_elements: int | None = Field(83, gt=0)
-    #: scale factors (name -> value, JSON or a torch-saved dict) that mlip-train loads instead of fitting them;
-    #: read once, at training, so a checkpoint (which holds the values) loads without the file
+    """rows of the type embedding, indexed by atomic number (fairchem's); null: one row per type name"""
     scale_file: str | None = None
-    # fairchem's data-pipeline options: accepted, without effect here
+    """scale factors (name -> value, JSON or torch-saved) that mlip-train loads instead of fitting them; read once,
+    at training, so a checkpoint (which holds the values) loads without the file"""
     use_pbc: bool = True
+    """fairchem's data-pipeline option: accepted, without effect"""
     use_pbc_single: bool = False
+    """fairchem's data-pipeline option: accepted, without effect"""
     otf_graph: bool = False
+    """fairchem's data-pipeline option: accepted, without effect"""
     qint_tags: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    """fairchem's data-pipeline option: accepted, without effect (quadruplets for every atom)"""
     scale_backprop_forces: bool = False
+    """fairchem's data-pipeline option: accepted, without effect"""
 
     @field_validator("output_init", mode="before")
     @classmethod
