@@ -109,17 +109,12 @@ def options_markdown(name: str, prefix: str = "", fields: list[str] | None = Non
         raise PluginError(f"mlipkit:options {name}: no options {unknown}")
     if name not in REGISTRY or fields:
         return table(option_rows(klass, f"{prefix}." if prefix else "", fields))
-    groups: dict[str, list[str]] = {}
+    own = f"Options of `{name}`"
     titles = {MessagePassingConfig: "Shared by NequIP and MACE", PotentialConfig: "Shared by every model"}
+    groups: dict[str, list[str]] = {own: []}
     for field_name in klass.model_fields:
-        declared_in = declaring_class(klass, field_name)
-        groups.setdefault(titles.get(declared_in, f"{name} options"), []).append(field_name)
-    parts = []
-    for title, fields in groups.items():
-        if title in titles.values():
-            parts.append(f"**{title}**")
-        parts.append(table(option_rows(klass, "", fields)))
-    return "\n\n".join(parts)
+        groups.setdefault(titles.get(declaring_class(klass, field_name), own), []).append(field_name)
+    return "\n\n".join(f"**{title}**\n\n" + table(option_rows(klass, "", fields)) for title, fields in groups.items() if fields)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
