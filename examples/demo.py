@@ -6,9 +6,13 @@ atoms in LAMMPS on one and two MPI ranks: every ``bash`` and ``python`` block
 of the page, in order, from the repository root, with this environment's
 commands first on PATH. Python blocks share one namespace, as in a notebook.
 A block that fails stops the demo with the page's line number.
+``--figures DIR`` copies the training plots the page shows into DIR
+(``docs/figures/quickstart`` refreshes the page's own).
 """
 
+import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,9 +24,14 @@ sys.path.insert(0, str(ROOT / "tools"))
 from docs_snippets import snippets  # noqa: E402
 
 PAGE = ROOT / "docs" / "quickstart.md"
+#: the plots of mlip-train's run that the page shows
+FIGURES = ("learning_curve.png", "parity_energy.png", "parity_forces.png")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--figures", type=Path, help="copy the page's training plots here after the run")
+    arguments = parser.parse_args()
     os.chdir(ROOT)
     environment = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     namespace: dict = {}
@@ -40,6 +49,11 @@ def main() -> None:
             if subprocess.run(command, shell=True, env=environment).returncode != 0:
                 raise SystemExit(f"demo: '{command}' (docs/quickstart.md, line {snippet.line}) failed")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    if arguments.figures:
+        arguments.figures.mkdir(parents=True, exist_ok=True)
+        for name in FIGURES:
+            shutil.copy(ROOT / "out" / "train_cu" / name, arguments.figures / name)
+        print(f"copied {', '.join(FIGURES)} to {arguments.figures}")
 
 
 if __name__ == "__main__":

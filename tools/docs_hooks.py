@@ -54,9 +54,20 @@ def spellings(klass: type[BaseModel], field_name: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def without_defaults(value: Any) -> Any:
+    """Configs inside a default as only what differs from their own defaults ({} is all defaults)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_defaults=True)
+    if isinstance(value, dict):
+        return {key: without_defaults(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_defaults(item) for item in value]
+    return value
+
+
 def yaml_value(value: Any) -> str:
     """A default as it is written in a YAML config."""
-    value = to_jsonable_python(value)
+    value = to_jsonable_python(without_defaults(value))
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False).replace('"', "")
 
 

@@ -141,7 +141,7 @@ class FineTuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     checkpoint: Path = Field(validation_alias=AliasChoices("checkpoint", "pre_trained_model_path"))
-    """the pre-trained mlipkit checkpoint"""
+    """the pre-trained mlipkit checkpoint (relative to the config file)"""
     modules_to_match: dict[str, str] = Field(default_factory=dict)
     """renames applied first: parameter-name prefix in this model -> prefix in the checkpoint"""
     freeze: FreezeSpec = "backbone"
