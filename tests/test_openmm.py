@@ -121,3 +121,13 @@ def test_elements_the_model_lacks_are_named(artifacts):
     atoms = bulk("Fe", "bcc", a=2.87, cubic=True)
     with pytest.raises(ValueError, match=r"element\(s\) \['Fe'\] that the model lacks"):
         MLPotential("mlipkit", modelPath=str(artifacts["torchscript_float64"][0])).createSystem(topology_of(atoms, True))
+
+
+def test_the_adapter_imports_before_openmm_ml():
+    """openmm-ml's import loads this entry point; importing the adapter first must not meet a half-loaded module."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", "import mlipkit.integrations.openmm as m; from openmmml import MLPotential; "
+                          "print(type(MLPotential._implFactories['mlipkit']).__name__)"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "MLIPKitPotentialImplFactory", run.stderr

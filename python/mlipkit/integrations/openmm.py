@@ -21,22 +21,30 @@ from typing import Iterable
 import ase
 import ase.units
 import numpy as np
-import openmm
-from openmm import unit
-from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
-
-from mlipkit.calculators import MLIPCalculator
-from mlipkit.compile.artifact import model_units
-
-#: kJ/mol per the model's energy unit
-KJ_PER_MOL = {"metal": 1.0 / (ase.units.kJ / ase.units.mol), "real": 4.184}
 
 
-class MLIPKitPotentialImplFactory(MLPotentialImplFactory):
-    def createImpl(self, name: str, modelPath: str | None = None, device: str = "cpu", **args) -> MLPotentialImpl:
+class MLIPKitPotentialImplFactory:
+    """openmm-ml's factory for ``MLPotential("mlipkit", ...)`` (its ``createImpl`` is all openmm-ml calls).
+
+    Defined before openmm-ml is imported: importing openmm-ml loads its entry points, this factory among them, so
+    a program that imports this module first must find the factory here while the module is still loading.
+    """
+
+    def createImpl(self, name: str, modelPath: str | None = None, device: str = "cpu", **args) -> "MLIPKitPotentialImpl":
         if modelPath is None:
             raise ValueError("MLPotential('mlipkit') needs modelPath: a checkpoint (.ckpt) or artifact (.pt2/.pt)")
         return MLIPKitPotentialImpl(name, modelPath, device)
+
+
+import openmm  # noqa: E402
+from openmm import unit  # noqa: E402
+from openmmml.mlpotential import MLPotentialImpl  # noqa: E402
+
+from mlipkit.calculators import MLIPCalculator  # noqa: E402
+from mlipkit.compile.artifact import model_units  # noqa: E402
+
+#: kJ/mol per the model's energy unit
+KJ_PER_MOL = {"metal": 1.0 / (ase.units.kJ / ase.units.mol), "real": 4.184}
 
 
 class MLIPKitPotentialImpl(MLPotentialImpl):

@@ -36,6 +36,13 @@ _HEAD_OUTPUTS = {
 
 
 class Potential(nn.Module):
+    """Every registered model: a core that maps a graph to per-atom energies, wrapped once with what all share.
+
+    The wrapper adds the per-type scale and shift, ZBL, charges and the Coulomb
+    term, the extra heads, and the derivatives of the energy by the edge vectors
+    (forces, virial, per-atom virials, stress), so a new model only writes its core.
+    """
+
     def __init__(self, model_name: str, config: PotentialConfig, core: nn.Module, mlp_irreps: o3.Irreps):
         super().__init__()
         self.model_name = model_name
@@ -143,6 +150,9 @@ class Potential(nn.Module):
         return LongRangeInputs.for_coulomb(coulomb.long_range_cutoff, coulomb.method, coulomb.k_max)
 
     def forward(self, graph: AtomicGraph) -> dict[str, torch.Tensor]:
+        """``energy`` [B] and ``node_energies`` [N]; with derivatives also ``forces``, ``edge_forces``, ``virial``,
+        ``node_virials`` and ``stress`` (NaN unless periodic in all three directions); plus the configured heads,
+        charges and the energy's uncertainty."""
         atom_types = graph[keys.ATOM_TYPES]
         edge_index = graph[keys.EDGE_INDEX]
         batch, num_graphs = batch_layout(graph)

@@ -51,6 +51,8 @@ class Datasets:
 
 @dataclass
 class TrainResult:
+    """What a run leaves: its directory, the best checkpoint, and the held-out errors and plots of the best model."""
+
     output_dir: Path
     best_checkpoint: Path
     epochs: int
@@ -212,6 +214,11 @@ def optimisation_step(
 
 
 class Trainer:
+    """``mlip-train`` in Python: ``Trainer(load_config("config.yaml")).run()``.
+
+    ``log`` receives the lines mlip-train prints; ``progress`` shows a bar per epoch.
+    """
+
     def __init__(self, config: TrainConfig, log: Callable[[str], None] = print, progress: bool = True):
         self.config = config
         self.log = log
@@ -499,6 +506,7 @@ class Trainer:
         self.log(f"scale factors fitted on {sum(int(g[keys.NUM_ATOMS].numel()) for g in graphs)} structures: {listed}")
 
     def run(self, resume: bool = False) -> TrainResult:
+        """Train (from ``output_dir/last.ckpt`` when ``resume``), then evaluate the best model on the held-out set."""
         self.build()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         last = self.output_dir / "last.ckpt"
