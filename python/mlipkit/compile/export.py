@@ -63,7 +63,7 @@ AOTI_OPTIONS = {"aot_inductor.compile_wrapper_opt_level": "O0"}
 
 
 class CompileError(RuntimeError):
-    pass
+    """A model the artifact contract cannot carry, or an artifact unequal to the eager model (then not written)."""
 
 
 @dataclass

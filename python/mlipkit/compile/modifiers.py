@@ -25,7 +25,7 @@ from mlipkit.nn.symmetric_contraction import SymmetricContraction
 
 
 class ModifierError(ValueError):
-    pass
+    """A modifier that is unknown, has bad parameters or does not apply to the model."""
 
 
 @dataclass(frozen=True)

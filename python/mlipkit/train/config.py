@@ -335,6 +335,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
 
 
 def parse_config(values: dict[str, Any], source: str = "<config>") -> TrainConfig:
+    """Validate a config given as a mapping (``source`` names it in errors); relative paths stay as given."""
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as error:
