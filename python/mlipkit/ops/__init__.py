@@ -9,6 +9,7 @@ from mlipkit.ops.library import (
     load_library,
     radial_convolution,
     segment_gather,
+    segment_outer_sum,
     segment_sum,
     tensor_product_convolution,
 )
@@ -16,6 +17,7 @@ from mlipkit.ops.reference import (
     channelwise_polynomial_reference,
     radial_convolution_reference,
     segment_gather_reference,
+    segment_outer_sum_reference,
     segment_sum_reference,
     tensor_product_convolution_reference,
 )
@@ -32,6 +34,8 @@ __all__ = [
     "radial_convolution_reference",
     "segment_gather",
     "segment_gather_reference",
+    "segment_outer_sum",
+    "segment_outer_sum_reference",
     "segment_sum",
     "segment_sum_reference",
     "tensor_product_convolution",

@@ -123,6 +123,19 @@ def channelwise_polynomial(
     return torch.ops.mlipkit.channelwise_polynomial(features, node_weights, coefficients, terms, num_outputs)
 
 
+def segment_outer_sum(
+    basis: torch.Tensor, features: torch.Tensor, source: torch.Tensor, sorted_target: torch.Tensor, num_targets: int
+) -> torch.Tensor:
+    """``out[o, s, c] = sum over rows t with sorted_target[t] == o of basis[t, s] * features[source[t], c]``.
+
+    GemNet-OC's triplet and quadruplet contraction without the [rows, C] gather
+    or a padded matrix (see csrc/ops/segment_outer.cpp); deterministic, and its
+    derivatives of any order run on its two companion ops.
+    """
+    load_library()
+    return torch.ops.mlipkit.segment_outer_sum(basis, features, source, sorted_target, num_targets)
+
+
 def halo_exchange(node_features: torch.Tensor) -> torch.Tensor:
     """Node rows [N, W] whose ghost rows take their owners' values (see csrc/ops/halo_exchange.cpp).
 

@@ -87,3 +87,11 @@ def channelwise_polynomial_reference(
     contributions = torch.einsum("ne,etc,ntc->ntc", node_weights, scaled, monomials)
     out = features.new_zeros(num_nodes, num_outputs, num_channels)
     return out.index_add(1, output, contributions)
+
+
+def segment_outer_sum_reference(
+    basis: torch.Tensor, features: torch.Tensor, source: torch.Tensor, target: torch.Tensor, num_targets: int
+) -> torch.Tensor:
+    """Every row's outer product written out, then summed into its target with index_add."""
+    outer = basis.unsqueeze(2) * features.index_select(0, source).unsqueeze(1)
+    return outer.new_zeros((num_targets,) + tuple(outer.shape[1:])).index_add(0, target, outer)
