@@ -225,6 +225,19 @@ def test_set_kernels_switches_the_symmetric_contraction():
         apply_modifiers(build_small("nequip"), ["set_kernels:{symmetric_contraction: dense}"])
 
 
+def test_set_kernels_switches_the_triplet_contraction():
+    model = build_small("gemnet_oc")
+    with pytest.raises(ModifierError, match="triplet_contraction 'dense' is unknown; choose one of"):
+        apply_modifiers(model, ["set_kernels:{triplet_contraction: dense}"])
+    apply_modifiers(model, ["set_kernels:{triplet_contraction: padded}"])
+    assert model.config.triplet_contraction_kernel == "padded"
+    from mlipkit.models.gemnet_oc.layers import EfficientInteractionBilinear
+
+    assert {m.kernel for m in model.modules() if isinstance(m, EfficientInteractionBilinear)} == {"padded"}
+    with pytest.raises(ModifierError, match="'mace' model has no triplet contractions"):
+        apply_modifiers(build_small("mace"), ["set_kernels:{triplet_contraction: padded}"])
+
+
 def test_modifiers():
     model = build_small("nequip")
     with pytest.raises(ModifierError, match="already outputs forces"):

@@ -104,6 +104,29 @@ def test_collinear_geometries_give_finite_energies_and_forces(structure, sbf):
         assert bool(torch.isfinite(out[name]).all()), name
 
 
+@pytest.mark.parametrize("structure", ["cell", "chain", "small_cell"])
+def test_segment_contraction_equals_the_padded_path(structure):
+    """The triplet and quadruplet sums by mlipkit::segment_outer_sum equal the padded matrix products: energies,
+    forces, stress, and the weight gradient of a force-training loss (its double backward), 1e-12 relative
+    (collinear and planar quadruplets included; the perfect crystal's forces are zero, so only noise)."""
+    from conftest import cu_au_triclinic
+    from mlipkit.compile import apply_modifiers
+
+    atoms = cu_au_triclinic() if structure == "cell" else collinear_structures()[structure]
+    results = {}
+    for kernel in ("segment", "padded"):
+        model = build_small("gemnet_oc").train()
+        if kernel == "padded":
+            apply_modifiers(model, ["set_kernels:{triplet_contraction: padded}"])
+        assert model.config.triplet_contraction_kernel == kernel
+        out = evaluate(model, atoms)
+        loss = out[keys.ENERGY].sum() ** 2 + (out[keys.FORCES] ** 2).sum()
+        gradients = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+        results[kernel] = [out[keys.ENERGY], out[keys.FORCES], out[keys.STRESS]] + [g for g in gradients if g is not None]
+    for segment, padded in zip(results["segment"], results["padded"]):
+        assert relative_error(segment, padded) <= 1e-12
+
+
 def test_perfect_crystal_forces_vanish():
     """Symmetry: every atom of a perfect fcc crystal is a centre of inversion, so its force is zero."""
     model = build_small("gemnet_oc")

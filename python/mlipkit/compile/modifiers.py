@@ -12,12 +12,14 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, get_args
 
 import torch
 import yaml
 
 from mlipkit.models.config import PerTypeValue
+from mlipkit.models.gemnet_oc.layers import ContractionKernel
+from mlipkit.models.gemnet_oc.model import GemNetOC
 from mlipkit.models.potential import Potential
 from mlipkit.nn.interaction import Convolution
 from mlipkit.nn.symmetric_contraction import KERNELS as CONTRACTION_KERNELS
@@ -87,9 +89,12 @@ def set_kernels(
     scatter: str | None = None,
     tensor_product: str | None = None,
     symmetric_contraction: str | None = None,
+    triplet_contraction: str | None = None,
 ) -> None:
-    if scatter is None and tensor_product is None and symmetric_contraction is None:
-        raise ModifierError("set_kernels needs 'scatter', 'tensor_product' and/or 'symmetric_contraction'")
+    if scatter is None and tensor_product is None and symmetric_contraction is None and triplet_contraction is None:
+        raise ModifierError(
+            "set_kernels needs 'scatter', 'tensor_product', 'symmetric_contraction' and/or 'triplet_contraction'"
+        )
     fields = type(model.config).model_fields
     if tensor_product is not None or scatter is not None:
         convolutions = [module for module in model.modules() if isinstance(module, Convolution)]
@@ -121,6 +126,16 @@ def set_kernels(
         for contraction in contractions:
             contraction.kernel = symmetric_contraction
         _set_config(model, symmetric_contraction_kernel=symmetric_contraction)
+    if triplet_contraction is not None:
+        if not isinstance(model.core, GemNetOC):
+            raise ModifierError(f"set_kernels: the '{model.model_name}' model has no triplet contractions (GemNet-OC has)")
+        if triplet_contraction not in get_args(ContractionKernel):
+            raise ModifierError(
+                f"set_kernels: triplet_contraction '{triplet_contraction}' is unknown; "
+                f"choose one of {list(get_args(ContractionKernel))}"
+            )
+        model.core.set_contraction_kernel(triplet_contraction)
+        _set_config(model, triplet_contraction_kernel=triplet_contraction)
 
 
 MODIFIERS: dict[str, Modifier] = {
@@ -141,8 +156,9 @@ MODIFIERS: dict[str, Modifier] = {
         Modifier(
             "set_kernels",
             "choose kernel implementations: {tensor_product: fused|e3nn, scatter: segment_sum|index_add, "
-            "symmetric_contraction: sparse|dense} (scatter applies to the e3nn path; the fused convolution sums "
-            "in its own fixed order; symmetric_contraction: MACE's product basis)",
+            "symmetric_contraction: sparse|dense, triplet_contraction: segment|padded} (scatter applies to the e3nn "
+            "path; the fused convolution sums in its own fixed order; symmetric_contraction: MACE's product basis; "
+            "triplet_contraction: GemNet-OC's triplet and quadruplet sums)",
             set_kernels,
         ),
     )

@@ -106,9 +106,8 @@ def quadruplets(
     (``triplet_in_in`` main, ``triplet_in_out`` quadruplet graph), the output
     triplets c->a<-b (``triplet_out_in`` quadruplet graph, ``triplet_out_out``
     main) with b->a not the edge c->a itself, and per quadruplet its output
-    edge c->a (``out``, main, ascending), its triplets (``trip_in_to_quad``,
-    ``trip_out_to_quad``) and its place among the quadruplets of its output
-    edge (``out_agg``). d->b is never the reverse of b->a, and d and c are
+    edge c->a (``out``, main, ascending) and its triplets (``trip_in_to_quad``,
+    ``trip_out_to_quad``). d->b is never the reverse of b->a, and d and c are
     never the same atom image (their positions relative to a differ by more
     than REVERSE_TOLERANCE).
     """
@@ -136,7 +135,6 @@ def quadruplets(
         "out": out,
         "trip_in_to_quad": trip_in_to_quad[distinct],
         "trip_out_to_quad": trip_out_to_quad[distinct],
-        "out_agg": inner_index(out, main_edges.numel()),
     }
 
 

@@ -11,12 +11,14 @@ exports with dynamic shapes.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
+from mlipkit.models.gemnet_oc.indices import inner_index
 from mlipkit.nn.scatter import sum_into_segments
+from mlipkit.ops import segment_outer_sum
 
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 #: SiLU divided by 0.6 keeps roughly unit second moment on unit-Gaussian inputs (GemNet's ScaledSiLU)
@@ -50,6 +52,11 @@ class ScaleFactor(nn.Module):
         self.register_buffer("scale_factor", torch.tensor(1.0))
         #: while fitting: [sum of var(reference) * rows, sum of var(output) * rows, rows]
         self.statistics: list[float] | None = None
+
+    def reference_rows(self, features: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None:
+        """``features[index]`` while fitting, the rows whose variance the output's is fitted to; None otherwise,
+        when gathering them would only cost memory."""
+        return features.index_select(0, index) if self.statistics is not None else None
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         x = x * self.scale_factor
@@ -132,7 +139,6 @@ class AngularBasis(NamedTuple):
     radial_weights: torch.Tensor  # [outputs, emb_size_interm, num_angular]
     angular: torch.Tensor  # [triplets, num_angular]
     out: torch.Tensor  # [triplets], sorted
-    inner: torch.Tensor  # [triplets]: each one's place among its output's
 
 
 class BasisEmbedding(nn.Module):
@@ -152,12 +158,17 @@ class BasisEmbedding(nn.Module):
         num_radial, num_spherical, emb_size_interm = self.weight.shape
         return (radial @ self.weight.reshape(num_radial, -1)).reshape(radial.shape[0], emb_size_interm, num_spherical)
 
-    def angular_basis(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor, inner: torch.Tensor) -> AngularBasis:
-        return AngularBasis(self(radial), angular, out, inner)
+    def angular_basis(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor) -> AngularBasis:
+        return AngularBasis(self(radial), angular, out)
 
     def per_triplet(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """[triplets, emb_size_interm]: the basis contracted per triplet (the quadruplets' input triplets)."""
         return (self(radial).index_select(0, out) @ angular.unsqueeze(-1)).squeeze(-1)
+
+
+#: how EfficientInteractionBilinear sums over triplets: ``segment`` the C++ op (CPU), ``padded`` batched matrix
+#: products over zero-padded rows (the reference, and what runs on other devices)
+ContractionKernel = Literal["segment", "padded"]
 
 
 class EfficientInteractionBilinear(nn.Module):
@@ -166,31 +177,44 @@ class EfficientInteractionBilinear(nn.Module):
     def __init__(self, emb_size_in: int, emb_size_interm: int, emb_size_out: int):
         super().__init__()
         self.bilinear = Dense(emb_size_in * emb_size_interm, emb_size_out)
+        self.kernel: ContractionKernel = "segment"
 
     def forward(
-        self, basis: AngularBasis, m: torch.Tensor, second_level: tuple[torch.Tensor, int] | None = None
+        self, basis: AngularBasis, features: torch.Tensor, source: torch.Tensor,
+        second_level: tuple[torch.Tensor, int] | None = None,
     ) -> torch.Tensor:
-        """``m`` [triplets, emb_size_in] -> [outputs, emb_size_out]; ``second_level`` (sorted groups of the
-        outputs, number of groups) sums the outputs once more, e.g. edges into atoms."""
-        radial_weights, angular, out, inner = basis
+        """Triplet t carries ``features[source[t]]`` (``features`` [rows, emb_size_in]) -> [outputs, emb_size_out];
+        ``second_level`` (sorted groups of the outputs, number of groups) sums the outputs once more, e.g. edges
+        into atoms."""
+        radial_weights, angular, out = basis
         num_outputs = radial_weights.shape[0]
-        # each output's triplets as rows of a zero-padded matrix, so that the sum over triplets of
-        # (angular basis x features) is one batched matrix product (an [triplets, num_angular, emb_size_in]
-        # outer product would not fit in memory for quadruplets); the largest count is data-dependent
-        # (one row more than needed: a width known to exceed 1 keeps Inductor's bmm lowering from guarding on it)
-        largest_inner = torch.cat([inner, inner.new_zeros(1)]).max().item()
-        torch._check(largest_inner >= 0)
-        most = largest_inner + 2
-        padded_angular = angular.new_zeros(num_outputs, most, angular.shape[1]).index_put((out, inner), angular)
-        padded_m = m.new_zeros(num_outputs, most, m.shape[1]).index_put((out, inner), m)
-        angular_features = padded_angular.transpose(1, 2) @ padded_m  # [outputs, num_angular, emb_size_in]
+        if self.kernel == "segment" and features.device.type == "cpu":
+            angular_features = segment_outer_sum(angular, features, source, out, num_outputs)
+        else:
+            angular_features = padded_outer_sum(angular, features.index_select(0, source), out, num_outputs)
         contracted = radial_weights @ angular_features  # [outputs, emb_size_interm, emb_size_in]
-        width = contracted.shape[1] * m.shape[1]
+        width = contracted.shape[1] * features.shape[1]
         contracted = contracted.reshape(num_outputs, width)
         if second_level is not None:
             groups, num_groups = second_level
             contracted = sum_into_segments(contracted, groups, num_groups)
         return self.bilinear(contracted)
+
+
+def padded_outer_sum(angular: torch.Tensor, m: torch.Tensor, out: torch.Tensor, num_outputs: int) -> torch.Tensor:
+    """[outputs, num_angular, emb_size_in]: each output's triplets as rows of a zero-padded matrix, so that the sum
+    over triplets of (angular basis x features) is one batched matrix product.
+
+    The largest count is data-dependent (one row more than needed: a width known to exceed 1 keeps Inductor's bmm
+    lowering from guarding on it).
+    """
+    inner = inner_index(out, num_outputs)
+    largest_inner = torch.cat([inner, inner.new_zeros(1)]).max().item()
+    torch._check(largest_inner >= 0)
+    most = largest_inner + 2
+    padded_angular = angular.new_zeros(num_outputs, most, angular.shape[1]).index_put((out, inner), angular)
+    padded_m = m.new_zeros(num_outputs, most, m.shape[1]).index_put((out, inner), m)
+    return padded_angular.transpose(1, 2) @ padded_m
 
 
 class AtomUpdateBlock(nn.Module):
@@ -275,8 +299,9 @@ class TripletInteraction(nn.Module):
         if expand_index is not None:
             x_ba = x_ba.index_select(0, expand_index)
         x_ba = self.scale_rbf(x_ba * self.mlp_rbf(basis_rad), ref=x_ba)
-        x_ba = self.down_projection(x_ba).index_select(0, triplet_in)
-        x = self.scale_cbf_sum(self.mlp_cbf(basis, x_ba, second_level), ref=x_ba)
+        x_ba = self.down_projection(x_ba)
+        x = self.mlp_cbf(basis, x_ba, triplet_in, second_level)
+        x = self.scale_cbf_sum(x, ref=self.scale_cbf_sum.reference_rows(x_ba, triplet_in))
         if self.up_projection_ac is None:
             return self.up_projection_ca(x)
         return symmetric_output(self.up_projection_ca, self.up_projection_ac, x, reverse)
@@ -315,8 +340,8 @@ class QuadrupletInteraction(nn.Module):
         x_db = self.scale_rbf(x_db * self.mlp_rbf(basis_rad), ref=x_db)
         x_db = self.down_projection(x_db).index_select(0, triplet_in)
         x_db = self.scale_cbf(x_db * self.mlp_cbf(triplet_basis), ref=x_db)
-        x_db = x_db.index_select(0, triplet_to_quadruplet)
-        x = self.scale_sbf_sum(self.mlp_sbf(quadruplet_basis, x_db), ref=x_db)
+        x = self.mlp_sbf(quadruplet_basis, x_db, triplet_to_quadruplet)
+        x = self.scale_sbf_sum(x, ref=self.scale_sbf_sum.reference_rows(x_db, triplet_to_quadruplet))
         return symmetric_output(self.up_projection_ca, self.up_projection_ac, x, reverse)
 
 

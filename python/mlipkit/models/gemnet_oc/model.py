@@ -37,8 +37,10 @@ from mlipkit.models.gemnet_oc.interaction import InteractionBlock, Interactions
 from mlipkit.models.gemnet_oc.layers import (
     AtomEmbedding,
     BasisEmbedding,
+    ContractionKernel,
     Dense,
     EdgeEmbedding,
+    EfficientInteractionBilinear,
     OutputBlock,
     ResidualLayer,
     ScaleFactor,
@@ -195,6 +197,9 @@ class GemNetOCConfig(PotentialConfig):
     """the atom-atom interaction"""
     scale_basis: bool = False
     """fitted scale factors on the raw bases"""
+    triplet_contraction_kernel: ContractionKernel = "segment"
+    """`segment`: the triplet and quadruplet sums as one C++ op (CPU); `padded`: batched matrix products over
+    zero-padded rows (the reference, also what runs on other devices)"""
     num_elements: int | None = Field(83, gt=0)
     """rows of the type embedding, indexed by atomic number (fairchem's); null: one row per type name"""
     scale_file: str | None = None
@@ -415,6 +420,13 @@ class GemNetOC(nn.Module):
             self.out_forces = Dense(edge_size, 1)
             _initialize_output(self.out_forces.linear.weight, config.output_init)
         self.feature_irreps = o3.Irreps(f"{atom_size}x0e")
+        self.set_contraction_kernel(config.triplet_contraction_kernel)
+
+    def set_contraction_kernel(self, kernel: ContractionKernel) -> None:
+        """How every triplet and quadruplet sum is computed."""
+        for module in self.modules():
+            if isinstance(module, EfficientInteractionBilinear):
+                module.kernel = kernel
 
     @property
     def num_message_passing_layers(self) -> int:
@@ -477,7 +489,7 @@ class GemNetOC(nn.Module):
             main_reverse=main_reverse,
             triplet_in=triplet_in,
             rbf_triplet=self.mlp_rbf_tint(basis_rad),
-            cbf_triplet=self.mlp_cbf_tint.angular_basis(rad, cir, triplet_out, indices.inner_index(triplet_out, main.numel())),
+            cbf_triplet=self.mlp_cbf_tint.angular_basis(rad, cir, triplet_out),
             basis_atom_update=self.mlp_rbf_h(basis_rad),
             quadruplet_triplet_in=empty_long, quadruplet_triplet_to_quadruplet=empty_long, rbf_quadruplet=empty,
             cbf_quadruplet=empty, sbf_quadruplet=None, aeaint_senders=empty_long, aeaint_receivers=empty_long,
@@ -505,7 +517,7 @@ class GemNetOC(nn.Module):
                 quadruplet_triplet_to_quadruplet=quads["trip_in_to_quad"],
                 rbf_quadruplet=self.mlp_rbf_qint(basis_rad),
                 cbf_quadruplet=self.mlp_cbf_qint.per_triplet(rad_qint, cir_qint, quads["triplet_in_out"]),
-                sbf_quadruplet=self.mlp_sbf_qint.angular_basis(rad_sph, sph, quads["out"], quads["out_agg"]),
+                sbf_quadruplet=self.mlp_sbf_qint.angular_basis(rad_sph, sph, quads["out"]),
             )
         if self.atom_edge or self.edge_atom:
             aeaint = subgraph(self.cutoffs["cutoff_aeaint"], self.caps["aeaint"])
@@ -518,7 +530,7 @@ class GemNetOC(nn.Module):
             fields.update(
                 atom_edge_triplet_in=into,
                 rbf_atom_edge=self.mlp_rbf_aeint(basis_rad_aeaint),
-                cbf_atom_edge=self.mlp_cbf_aeint.angular_basis(rad, cir, out, indices.inner_index(out, main.numel())),
+                cbf_atom_edge=self.mlp_cbf_aeint.angular_basis(rad, cir, out),
             )
         if self.edge_atom:
             into, out = indices.mixed_triplets(edge_index, main, aeaint, num_nodes, excluded=aeaint)
@@ -528,7 +540,7 @@ class GemNetOC(nn.Module):
             fields.update(
                 edge_atom_triplet_in=into,
                 rbf_edge_atom=self.mlp_rbf_eaint(basis_rad),
-                cbf_edge_atom=self.mlp_cbf_eaint.angular_basis(rad, cir, out, indices.inner_index(out, aeaint.numel())),
+                cbf_edge_atom=self.mlp_cbf_eaint.angular_basis(rad, cir, out),
             )
         if self.atom_atom:
             aint = subgraph(self.cutoffs["cutoff_aint"], self.caps["aint"])
