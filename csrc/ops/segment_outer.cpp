@@ -17,13 +17,14 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <vector>
 
+#include "../kernels/isa.hpp"
+#include "../kernels/segment_outer_plan.hpp"
 #include "sorted_segments.hpp"
 
 namespace mlipkit {
@@ -58,6 +59,53 @@ void check_sources(const char* op, const int64_t* source, int64_t num_rows, int6
   }
 }
 
+// The kernels of the instruction set this CPU runs (csrc/kernels/isa.cpp).
+template <typename T>
+void run_outer_sum(const T* basis, const T* features, const int64_t* source, const int64_t* target_ptr, int64_t S,
+                   int64_t C, int64_t begin, int64_t end, T* out) {
+  switch (active_isa()) {
+#if defined(MLIPKIT_X86_KERNELS)
+    case Isa::avx512:
+      return segment_outer::avx512::outer_sum(basis, features, source, target_ptr, S, C, begin, end, out);
+    case Isa::avx2:
+      return segment_outer::avx2::outer_sum(basis, features, source, target_ptr, S, C, begin, end, out);
+#endif
+    default:
+      return segment_outer::baseline::outer_sum(basis, features, source, target_ptr, S, C, begin, end, out);
+  }
+}
+
+template <typename T>
+void run_basis_grad(const T* grad, const T* features, const int64_t* source, const int64_t* target_ptr, int64_t S,
+                    int64_t C, int64_t begin, int64_t end, T* out) {
+  switch (active_isa()) {
+#if defined(MLIPKIT_X86_KERNELS)
+    case Isa::avx512:
+      return segment_outer::avx512::basis_grad(grad, features, source, target_ptr, S, C, begin, end, out);
+    case Isa::avx2:
+      return segment_outer::avx2::basis_grad(grad, features, source, target_ptr, S, C, begin, end, out);
+#endif
+    default:
+      return segment_outer::baseline::basis_grad(grad, features, source, target_ptr, S, C, begin, end, out);
+  }
+}
+
+template <typename T>
+void run_features_grad(const T* basis, const T* grad, const int64_t* target, const int64_t* source_ptr,
+                       const int64_t* source_rows, int64_t S, int64_t C, int64_t begin, int64_t end, T* out) {
+  switch (active_isa()) {
+#if defined(MLIPKIT_X86_KERNELS)
+    case Isa::avx512:
+      return segment_outer::avx512::features_grad(basis, grad, target, source_ptr, source_rows, S, C, begin, end, out);
+    case Isa::avx2:
+      return segment_outer::avx2::features_grad(basis, grad, target, source_ptr, source_rows, S, C, begin, end, out);
+#endif
+    default:
+      return segment_outer::baseline::features_grad(basis, grad, target, source_ptr, source_rows, S, C, begin, end,
+                                                    out);
+  }
+}
+
 at::Tensor outer_sum_cpu(const at::Tensor& basis, const at::Tensor& features, const at::Tensor& source,
                          const at::Tensor& sorted_target, int64_t num_targets) {
   constexpr const char* kOp = "segment_outer_sum";
@@ -73,25 +121,9 @@ at::Tensor outer_sum_cpu(const at::Tensor& basis, const at::Tensor& features, co
   const auto ptr = segment_pointers(sorted_target, num_targets, kOp);
   auto out = at::empty({num_targets, num_basis, channels}, basis.options());
   AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "mlipkit_segment_outer_sum", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* bp = b.data_ptr<scalar_t>();
-    const scalar_t* fp = f.data_ptr<scalar_t>();
-    const int64_t* sp = src.data_ptr<int64_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, num_targets, kRowGrain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(static_cast<size_t>(num_basis * channels));
-      for (int64_t o = begin; o < end; ++o) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int64_t t = ptr[o]; t < ptr[o + 1]; ++t) {
-          const scalar_t* row = fp + sp[t] * channels;
-          for (int64_t s = 0; s < num_basis; ++s) {
-            const acc_t weight = bp[t * num_basis + s];
-            acc_t* dst = acc.data() + s * channels;
-            for (int64_t c = 0; c < channels; ++c) dst[c] += weight * static_cast<acc_t>(row[c]);
-          }
-        }
-        for (int64_t k = 0; k < num_basis * channels; ++k) op[o * num_basis * channels + k] = static_cast<scalar_t>(acc[k]);
-      }
+      run_outer_sum(b.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), src.data_ptr<int64_t>(), ptr.data(), num_basis,
+                    channels, begin, end, out.data_ptr<scalar_t>());
     });
   });
   return out;
@@ -111,25 +143,12 @@ at::Tensor basis_grad_cpu(const at::Tensor& grad, const at::Tensor& features, co
   const auto src = source.contiguous();
   const auto tgt = sorted_target.contiguous();
   check_sources(kOp, src.data_ptr<int64_t>(), num_rows, features.size(0));
-  segment_pointers(tgt, grad.size(0), kOp);
+  const auto ptr = segment_pointers(tgt, grad.size(0), kOp);
   auto out = at::empty({num_rows, num_basis}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "mlipkit_segment_outer_sum_basis_grad", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const scalar_t* fp = f.data_ptr<scalar_t>();
-    const int64_t* sp = src.data_ptr<int64_t>();
-    const int64_t* tp = tgt.data_ptr<int64_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, num_rows, kRowGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const scalar_t* row = fp + sp[t] * channels;
-        const scalar_t* block = gp + tp[t] * num_basis * channels;
-        for (int64_t s = 0; s < num_basis; ++s) {
-          acc_t sum = 0;
-          for (int64_t c = 0; c < channels; ++c) sum += static_cast<acc_t>(block[s * channels + c]) * row[c];
-          op[t * num_basis + s] = static_cast<scalar_t>(sum);
-        }
-      }
+    at::parallel_for(0, grad.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+      run_basis_grad(g.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), src.data_ptr<int64_t>(), ptr.data(), num_basis,
+                     channels, begin, end, out.data_ptr<scalar_t>());
     });
   });
   return out;
@@ -160,25 +179,9 @@ at::Tensor features_grad_cpu(const at::Tensor& basis, const at::Tensor& grad, co
   for (int64_t t = 0; t < num_rows; ++t) rows[static_cast<size_t>(next[static_cast<size_t>(sp[t])]++)] = t;
   auto out = at::empty({num_sources, channels}, basis.options());
   AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "mlipkit_segment_outer_sum_features_grad", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* bp = b.data_ptr<scalar_t>();
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const int64_t* tp = tgt.data_ptr<int64_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, num_sources, kRowGrain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(static_cast<size_t>(channels));
-      for (int64_t n = begin; n < end; ++n) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int64_t k = ptr[n]; k < ptr[n + 1]; ++k) {
-          const int64_t t = rows[static_cast<size_t>(k)];
-          const scalar_t* block = gp + tp[t] * num_basis * channels;
-          for (int64_t s = 0; s < num_basis; ++s) {
-            const acc_t weight = bp[t * num_basis + s];
-            for (int64_t c = 0; c < channels; ++c) acc[c] += weight * static_cast<acc_t>(block[s * channels + c]);
-          }
-        }
-        for (int64_t c = 0; c < channels; ++c) op[n * channels + c] = static_cast<scalar_t>(acc[c]);
-      }
+      run_features_grad(b.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), tgt.data_ptr<int64_t>(), ptr.data(),
+                        rows.data(), num_basis, channels, begin, end, out.data_ptr<scalar_t>());
     });
   });
   return out;
