@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from conftest import results_per_instruction_set
 from mlipkit.ops import segment_outer_sum, segment_outer_sum_reference
 
 
@@ -82,6 +84,24 @@ def test_bitwise_the_same_on_one_and_two_threads():
         for threads in (1, 2)
     }
     assert results[1] == results[2]
+
+
+def test_every_instruction_set_gives_the_same_numbers():
+    """The baseline (SSE2) kernels equal the ones this CPU picks (AVX2/AVX-512), values and both gradients, with
+    basis widths that leave vector tails (7, 49) and channel counts of whole and partial vectors."""
+    script = (
+        "import torch, sys; sys.path.insert(0, {tests!r}); from test_segment_outer import problem; from mlipkit import ops\n"
+        "results = [ops.kernel_isa()]\n"
+        "for S, C in [(7, 64), (49, 32), (5, 37)]:\n"
+        "    b, f, s, t, n = problem(num_rows=300, num_sources=40, num_targets=30, num_basis=S, channels=C)\n"
+        "    b.requires_grad_(); f.requires_grad_(); out = ops.segment_outer_sum(b, f, s, t, n)\n"
+        "    results += [out.detach(), *torch.autograd.grad((out ** 2).sum(), (b, f))]\n"
+        "torch.save(results, sys.argv[1])\n"
+    ).format(tests=os.path.dirname(__file__))
+    results = results_per_instruction_set(script, "segment_outer")
+    assert results["baseline"][0] == "baseline"
+    for a, b in zip(results["baseline"][1:], results["native"][1:]):
+        assert (a - b).abs().max() <= 1e-13 * b.abs().max()
 
 
 @pytest.mark.parametrize("mutate, message", [
