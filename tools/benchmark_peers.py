@@ -68,11 +68,11 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk, molecule
+from ase.build import add_adsorbate, bulk, fcc111, molecule
 
 ROOT = Path(__file__).resolve().parent.parent
 R_MAX = 5.0
-STRUCTURES = ("cu256", "cu864", "water192", "cu108")
+STRUCTURES = ("cu256", "cu864", "water192", "cu108", "slab66")
 #: NequIP at mlipkit's defaults, in nequip's option names (nequip defaults differ: radial MLP 1 x 128,
 #: l_max 1, bessel weights fixed, no readout hidden layer)
 NEQUIP_OPTIONS = dict(num_layers=4, l_max=2, parity=True, num_features=32, radial_mlp_depth=2, radial_mlp_width=64,
@@ -84,6 +84,8 @@ IMPLEMENTATIONS = {
     "mace": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("mace", "eager"),
              ("mace", "compile")],
     "gemnet_oc": [("mlipkit", "eager"), ("mlipkit", "aotinductor"), ("fairchem", "eager")],
+    # the same with direct forces (OC20's own mode): a per-edge head, no gradient
+    "gemnet_oc_direct": [("mlipkit", "eager"), ("mlipkit", "aotinductor"), ("fairchem", "eager")],
     # --imported: one file per peer, imported by mlip-import and compiled, against the peer running that file
     "imported_mace": [("mlipkit", "imported"), ("mace", "file")],
     "imported_nequip": [("mlipkit", "imported"), ("nequip", "checkpoint")],
@@ -113,9 +115,18 @@ ENVIRONMENTS = {"mlipkit": ROOT / ".venv", "nequip": ROOT / ".peers" / "nequip",
                 "fairchem": ROOT / ".peers" / "fairchem"}
 
 
+def gemnet_oc_options(model_name: str) -> dict:
+    """OC20's gemnet-oc options, with direct forces for ``gemnet_oc_direct``."""
+    return dict(GEMNET_OC_OPTIONS, direct_forces=model_name == "gemnet_oc_direct")
+
+
+def registry_name(model_name: str) -> str:
+    return "gemnet_oc" if model_name.startswith("gemnet_oc") else model_name
+
+
 def mlipkit_options(model_name: str, kernel: str) -> dict:
-    if model_name == "gemnet_oc":
-        return dict(GEMNET_OC_OPTIONS, per_type_energy_shifts=-1.0)
+    if model_name.startswith("gemnet_oc"):
+        return dict(gemnet_oc_options(model_name), per_type_energy_shifts=-1.0)
     options = dict(REFERENCE_PATH[model_name]) if kernel == "e3nn" else {}
     return dict(options, r_max=R_MAX, avg_num_neighbours=10.0, **MLIPKIT_OPTIONS[model_name])
 
@@ -149,6 +160,12 @@ def prepare_imported_sources(models: list[str], dtypes: list[str]) -> None:
 
 
 def structure(name: str) -> Atoms:
+    if name == "slab66":
+        # the OC20 shape: a Cu(111) slab of 4 x 4 x 4 atoms, CO on top of a surface atom, 8 Å of vacuum on each side
+        slab = fcc111("Cu", size=(4, 4, 4), a=3.61, vacuum=8.0)
+        add_adsorbate(slab, molecule("CO"), 1.85, "ontop", mol_index=0)
+        slab.rattle(0.05, seed=0)
+        return slab
     if name.startswith("cu"):
         repeats = {"cu108": 3, "cu256": 4, "cu864": 6}[name]
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((repeats,) * 3)
@@ -166,7 +183,7 @@ def structure(name: str) -> Atoms:
 
 
 def type_names(name: str) -> list[str]:
-    return ["H", "O"] if name.startswith("water") else ["Cu"]
+    return {"water192": ["H", "O"], "slab66": ["C", "O", "Cu"]}.get(name, ["Cu"])
 
 
 # ---------------------------------------------------------------- workers: one implementation, one dtype
@@ -191,7 +208,7 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
     for name in names:
         types = tuple(type_names(name))
         if types not in models:
-            models[types] = mlipkit.build_model(model_name, dtype=dtype, type_names=list(types), seed=0,
+            models[types] = mlipkit.build_model(registry_name(model_name), dtype=dtype, type_names=list(types), seed=0,
                                                 **mlipkit_options(model_name, kernel)).eval()
             info["parameters"]["_".join(types)] = sum(p.numel() for p in models[types].parameters() if p.requires_grad)
         model = models[types]
@@ -380,7 +397,7 @@ def fairchem_worker(model_name: str, mode: str, dtype_name: str, names: list[str
         raise SystemExit("fairchem's graph code (radius_graph_pbc) runs in float32 only")
     GemNetOC = import_gemnet_oc()
     torch.manual_seed(0)
-    model = GemNetOC(**GEMNET_OC_OPTIONS, otf_graph=True, regress_forces=True)
+    model = GemNetOC(**gemnet_oc_options(model_name), otf_graph=True, regress_forces=True)
     info = {"compile_s": {}, "parameters": {}, "edges": {}}
     calls = {}
     for name in names:
