@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "../ops/sorted_segments.hpp"
 #include "convolution_plan.hpp"
 #include "isa.hpp"
 
@@ -298,19 +299,7 @@ inline void check_senders(const char* kOp, const int64_t* sender, int64_t num_ed
 inline std::pair<std::vector<int64_t>, std::vector<int64_t>> edges_by_sender(const char* kOp, const int64_t* sender,
                                                                             int64_t num_edges, int64_t num_nodes) {
   check_senders(kOp, sender, num_edges, num_nodes);
-  std::vector<int64_t> ptr(static_cast<size_t>(num_nodes) + 1, 0);
-  for (int64_t e = 0; e < num_edges; ++e) {
-    ++ptr[static_cast<size_t>(sender[e]) + 1];
-  }
-  for (int64_t s = 0; s < num_nodes; ++s) {
-    ptr[static_cast<size_t>(s) + 1] += ptr[static_cast<size_t>(s)];
-  }
-  std::vector<int64_t> next(ptr.begin(), ptr.end() - 1);
-  std::vector<int64_t> edges(static_cast<size_t>(num_edges));
-  for (int64_t e = 0; e < num_edges; ++e) {
-    edges[static_cast<size_t>(next[static_cast<size_t>(sender[e])]++)] = e;
-  }
-  return {std::move(ptr), std::move(edges)};
+  return rows_by_group(sender, num_edges, num_nodes);
 }
 
 // Nodes per parallel chunk: a node costs about (edges per node) x (paths) x channels operations.

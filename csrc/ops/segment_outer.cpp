@@ -171,12 +171,7 @@ at::Tensor features_grad_cpu(const at::Tensor& basis, const at::Tensor& grad, co
   const int64_t* sp = src.data_ptr<int64_t>();
   check_sources(kOp, sp, num_rows, num_sources);
   segment_pointers(tgt, grad.size(0), kOp);
-  // rows of each source in increasing row order (a stable counting sort)
-  std::vector<int64_t> ptr(static_cast<size_t>(num_sources) + 1, 0);
-  for (int64_t t = 0; t < num_rows; ++t) ++ptr[static_cast<size_t>(sp[t]) + 1];
-  for (int64_t n = 0; n < num_sources; ++n) ptr[static_cast<size_t>(n) + 1] += ptr[static_cast<size_t>(n)];
-  std::vector<int64_t> next(ptr.begin(), ptr.end() - 1), rows(static_cast<size_t>(num_rows));
-  for (int64_t t = 0; t < num_rows; ++t) rows[static_cast<size_t>(next[static_cast<size_t>(sp[t])]++)] = t;
+  const auto [ptr, rows] = rows_by_group(sp, num_rows, num_sources);
   auto out = at::empty({num_sources, channels}, basis.options());
   AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "mlipkit_segment_outer_sum_features_grad", [&] {
     at::parallel_for(0, num_sources, kRowGrain, [&](int64_t begin, int64_t end) {

@@ -23,4 +23,14 @@ std::vector<int64_t> segment_pointers(const at::Tensor& sorted_index, int64_t nu
   return ptr;
 }
 
+std::pair<std::vector<int64_t>, std::vector<int64_t>> rows_by_group(const int64_t* index, int64_t num_rows,
+                                                                     int64_t num_groups) {
+  std::vector<int64_t> ptr(static_cast<size_t>(num_groups) + 1, 0);
+  for (int64_t r = 0; r < num_rows; ++r) ++ptr[static_cast<size_t>(index[r]) + 1];
+  for (int64_t g = 0; g < num_groups; ++g) ptr[static_cast<size_t>(g) + 1] += ptr[static_cast<size_t>(g)];
+  std::vector<int64_t> next(ptr.begin(), ptr.end() - 1), rows(static_cast<size_t>(num_rows));
+  for (int64_t r = 0; r < num_rows; ++r) rows[static_cast<size_t>(next[static_cast<size_t>(index[r])]++)] = r;
+  return {std::move(ptr), std::move(rows)};
+}
+
 }  // namespace mlipkit
