@@ -112,6 +112,20 @@ def test_edge_force_route_equals_autograd_through_positions(small_model, structu
     assert relative_error(outputs[keys.NODE_ENERGIES].sum(), outputs[keys.ENERGY][0]) <= 1e-12
 
 
+def test_inference_under_no_grad_gives_the_same_outputs(small_model):
+    """Calculators evaluate under torch.no_grad (no graph to the weights); forces, stress and virials must not
+    turn into zeros there, and the forces must carry no graph."""
+    atoms = STRUCTURES["triclinic"]()
+    expected = evaluate(small_model, atoms)
+    with torch.no_grad():
+        outputs = evaluate(small_model, atoms)
+    assert set(outputs) == set(expected)
+    for name in (keys.ENERGY, keys.FORCES, keys.STRESS, keys.NODE_VIRIALS):
+        assert relative_error(outputs[name], expected[name].detach()) <= 1e-13, name
+    assert float(outputs[keys.FORCES].abs().max()) > 1e-3
+    assert not outputs[keys.FORCES].requires_grad
+
+
 @pytest.mark.parametrize("structure", ["triclinic", "slab"])
 def test_supercell_energy_per_atom(small_model, structure):
     atoms = STRUCTURES[structure]()

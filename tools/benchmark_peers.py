@@ -28,7 +28,8 @@ artifact (``mlip-compile``); nequip eager and nequip's AOTInductor export
 settings, which is what ``nequip-compile`` runs after loading a checkpoint);
 mace-torch eager and through ``torch.compile`` as its ASE calculator's
 ``compile_mode="default"`` prepares it. GemNet-OC: fairchem's OC20 ``gemnet-oc`` sizes and neighbour caps with every interaction on, all cutoffs
-r_max, conservative forces, against mlipkit eager and its artifact; fairchem's graph code runs only in
+r_max, conservative forces (``gemnet_oc_direct``: direct forces), against mlipkit eager and its artifact, the
+eager calls of both under torch.no_grad as inference runs them; fairchem's graph code runs only in
 float32, and its forward builds its graphs (radius_graph_pbc, caps, triplets, quadruplets) in every call,
 which mlipkit's artifact also does for the index sets (only the neighbour list is outside).
 Training against mace_run_train and nequip-train: tools/benchmark_training.py.
@@ -245,7 +246,7 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
             artifact = Artifact(artifact_path)
             calls[name] = lambda artifact=artifact, inputs=inputs: artifact.run(*inputs)
         else:
-            calls[name] = lambda model=model, graph=graph: model(graph)[keys.FORCES]
+            calls[name] = inference_call(model_name, lambda model=model, graph=graph: model(graph)[keys.FORCES])
             training_calls[name] = training_step(model, lambda model=model, graph=graph: model(graph),
                                                  keys.ENERGY, keys.FORCES)
     return info, calls, training_calls
@@ -406,8 +407,23 @@ def fairchem_worker(model_name: str, mode: str, dtype_name: str, names: list[str
         info["parameters"][types] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         batch = fairchem_batch(structure(name))
         info["edges"][name] = int(model.get_graphs_and_indices(batch)[0]["edge_index"].shape[1])
-        calls[name] = lambda batch=batch: model(batch)["forces"]
+        calls[name] = inference_call(model_name, lambda batch=batch: model(batch)["forces"])
     return info, calls, {}
+
+
+def inference_call(model_name: str, call):
+    """GemNet-OC's calls under torch.no_grad, as an inference calculator runs them: both implementations
+    enable gradients inside for gradient forces, and direct forces then record no graph to the weights.
+    nequip's and mace-torch's eager forward passes need the caller's grad mode, so theirs run as they are."""
+    import torch
+
+    if not model_name.startswith("gemnet_oc"):
+        return call
+
+    def without_graph():
+        with torch.no_grad():
+            return call()
+    return without_graph
 
 
 def training_step(model, forward, energy_key: str, forces_key: str):

@@ -72,57 +72,141 @@ inline void combine(const T* coefficient, const T* matrix, int64_t stride, int64
   }
 }
 
-// out[o, s, :] = sum over the rows t of o of basis[t, s] features[source[t], :], in registers per block of channels.
-template <typename T>
-void outer_sum_impl(const T* basis, const T* features, const int64_t* source, const int64_t* target_ptr, int64_t S,
-                    int64_t C, int64_t begin, int64_t end, T* out) {
-  using V = Lanes<T, kLanes<T>>;
-  constexpr int64_t L = kLanes<T>;
-  for (int64_t o = begin; o < end; ++o) {
-    const int64_t first = target_ptr[o], last = target_ptr[o + 1];
-    for (int64_t s = 0; s < S; ++s) {
-      T* dst = out + (o * S + s) * C;
-      int64_t c = 0;
-      for (; c + kBlock * L <= C; c += kBlock * L) {
-        typename V::type acc[kBlock] = {};
-        for (int64_t t = first; t < last; ++t) {
-          const T weight = basis[t * S + s];
-          const T* row = features + source[t] * C + c;
-          for (int64_t j = 0; j < kBlock; ++j) acc[j] += weight * V::load(row + j * L);
-        }
-        for (int64_t j = 0; j < kBlock; ++j) V::store(dst + c + j * L, acc[j]);
-      }
-      for (; c + L <= C; c += L) {
-        typename V::type acc = {};
-        for (int64_t t = first; t < last; ++t) acc += basis[t * S + s] * V::load(features + source[t] * C + c);
-        V::store(dst + c, acc);
-      }
-      for (; c < C; ++c) {
-        T acc = 0;
-        for (int64_t t = first; t < last; ++t) acc += basis[t * S + s] * features[source[t] * C + c];
-        dst[c] = acc;
-      }
+// Basis columns per register block of outer_sum and rows of targets per register block of basis_grad: with two
+// vectors of channels (or of basis columns, three) that is 12 accumulators, which leaves AVX2's 16 registers room
+// for the operands.
+constexpr int64_t kOuterColumns = 6;
+constexpr int64_t kGradRows = 4;
+
+// out[o, s0 .. s0 + SB, c .. c + CB W] for the rows [first, last) of o: SB x CB accumulators stay in registers
+// while the rows go by, so each features row is loaded once per SB basis columns (not once per column).
+template <typename T, int64_t W, int64_t SB, int64_t CB>
+inline void outer_sum_block(const T* basis, const T* features, const int64_t* source, int64_t first, int64_t last,
+                            int64_t S, int64_t C, int64_t s0, int64_t c, T* dst) {
+  using V = Lanes<T, W>;
+  typename V::type acc[SB][CB] = {};
+  for (int64_t t = first; t < last; ++t) {
+    const T* row = features + source[t] * C + c;
+    typename V::type f[CB];
+    for (int64_t v = 0; v < CB; ++v) f[v] = V::load(row + v * W);
+    const T* weights = basis + t * S + s0;
+    for (int64_t j = 0; j < SB; ++j) {
+      const T w = weights[j];
+      for (int64_t v = 0; v < CB; ++v) acc[j][v] += w * f[v];
     }
+  }
+  for (int64_t j = 0; j < SB; ++j) {
+    for (int64_t v = 0; v < CB; ++v) V::store(dst + (s0 + j) * C + c + v * W, acc[j][v]);
   }
 }
 
+// Every basis column of out[o] at channels c .. c + CB W: whole blocks of kOuterColumns, then the rest.
+template <typename T, int64_t W, int64_t CB>
+inline void outer_sum_columns(const T* basis, const T* features, const int64_t* source, int64_t first, int64_t last,
+                              int64_t S, int64_t C, int64_t c, T* dst) {
+  int64_t s0 = 0;
+  for (; s0 + kOuterColumns <= S; s0 += kOuterColumns) {
+    outer_sum_block<T, W, kOuterColumns, CB>(basis, features, source, first, last, S, C, s0, c, dst);
+  }
+  switch (S - s0) {
+    case 5:
+      return outer_sum_block<T, W, 5, CB>(basis, features, source, first, last, S, C, s0, c, dst);
+    case 4:
+      return outer_sum_block<T, W, 4, CB>(basis, features, source, first, last, S, C, s0, c, dst);
+    case 3:
+      return outer_sum_block<T, W, 3, CB>(basis, features, source, first, last, S, C, s0, c, dst);
+    case 2:
+      return outer_sum_block<T, W, 2, CB>(basis, features, source, first, last, S, C, s0, c, dst);
+    case 1:
+      return outer_sum_block<T, W, 1, CB>(basis, features, source, first, last, S, C, s0, c, dst);
+    default:
+      return;
+  }
+}
+
+// out[o, s, :] = sum over the rows t of o (in row order) of basis[t, s] features[source[t], :]: a small matrix
+// product basis_o^T features_o per target, in register blocks of two vectors of channels, then one, then single
+// channels.
+template <typename T>
+void outer_sum_impl(const T* basis, const T* features, const int64_t* source, const int64_t* target_ptr, int64_t S,
+                    int64_t C, int64_t begin, int64_t end, T* out) {
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t o = begin; o < end; ++o) {
+    const int64_t first = target_ptr[o], last = target_ptr[o + 1];
+    T* dst = out + o * S * C;
+    int64_t c = 0;
+    for (; c + 2 * L <= C; c += 2 * L) outer_sum_columns<T, L, 2>(basis, features, source, first, last, S, C, c, dst);
+    for (; c + L <= C; c += L) outer_sum_columns<T, L, 1>(basis, features, source, first, last, S, C, c, dst);
+    for (; c < C; ++c) outer_sum_columns<T, 1, 1>(basis, features, source, first, last, S, C, c, dst);
+  }
+}
+
+// rows_out[j, s0 .. s0 + VB L] = sum_c features[source[t + j], c] block^T[c, s0 ..] for TB rows t + j of one
+// target: TB x VB accumulators in registers over c (``transposed``: [C, padded], rows padded to whole vectors).
+template <typename T, int64_t TB, int64_t VB>
+inline void basis_grad_block(const T* transposed, int64_t padded, const T* features, const int64_t* source,
+                             int64_t t, int64_t C, int64_t s0, T* rows_out) {
+  using V = Lanes<T, kLanes<T>>;
+  constexpr int64_t L = kLanes<T>;
+  typename V::type acc[TB][VB] = {};
+  const T* rows[TB];
+  for (int64_t j = 0; j < TB; ++j) rows[j] = features + source[t + j] * C;
+  for (int64_t c = 0; c < C; ++c) {
+    typename V::type column[VB];
+    for (int64_t v = 0; v < VB; ++v) column[v] = V::load(transposed + c * padded + s0 + v * L);
+    for (int64_t j = 0; j < TB; ++j) {
+      const T w = rows[j][c];
+      for (int64_t v = 0; v < VB; ++v) acc[j][v] += w * column[v];
+    }
+  }
+  for (int64_t j = 0; j < TB; ++j) {
+    for (int64_t v = 0; v < VB; ++v) V::store(rows_out + j * padded + s0 + v * L, acc[j][v]);
+  }
+}
+
+// TB rows of one target, every vector of basis columns: blocks of three vectors, then the rest.
+template <typename T, int64_t TB>
+inline void basis_grad_rows(const T* transposed, int64_t padded, const T* features, const int64_t* source, int64_t t,
+                            int64_t S, int64_t C, T* rows_out, T* out) {
+  constexpr int64_t L = kLanes<T>;
+  int64_t s0 = 0;
+  for (; s0 + 2 * L <= padded; s0 += 2 * L) basis_grad_block<T, TB, 2>(transposed, padded, features, source, t, C, s0, rows_out);
+  if (s0 < padded) basis_grad_block<T, TB, 1>(transposed, padded, features, source, t, C, s0, rows_out);
+  for (int64_t j = 0; j < TB; ++j) std::memcpy(out + (t + j) * S, rows_out + j * padded, sizeof(T) * S);
+}
+
 // Per target o: its block transposed once into `scratch` ([C, S] with rows padded by zeros to whole vectors),
-// then out[t, :] = sum_c features[source[t], c] block^T[c, :] for each of its rows, vectors over S.
+// then out[t, :] = block features[source[t], :] for its rows, kGradRows at a time (a small matrix product with
+// the block's columns in registers).
 template <typename T>
 void basis_grad_impl(const T* grad, const T* features, const int64_t* source, const int64_t* target_ptr, int64_t S,
                      int64_t C, int64_t begin, int64_t end, T* out) {
   constexpr int64_t L = kLanes<T>;
   const int64_t padded = (S + L - 1) / L * L;
-  std::vector<T> scratch(static_cast<size_t>(padded * C), T(0)), row_out(static_cast<size_t>(padded));
+  std::vector<T> scratch(static_cast<size_t>(padded * C), T(0)), rows_out(static_cast<size_t>(kGradRows * padded));
   for (int64_t o = begin; o < end; ++o) {
-    if (target_ptr[o] == target_ptr[o + 1]) continue;
+    const int64_t first = target_ptr[o], last = target_ptr[o + 1];
+    if (first == last) continue;
     const T* block = grad + o * S * C;
     for (int64_t s = 0; s < S; ++s) {
       for (int64_t c = 0; c < C; ++c) scratch[static_cast<size_t>(c * padded + s)] = block[s * C + c];
     }
-    for (int64_t t = target_ptr[o]; t < target_ptr[o + 1]; ++t) {
-      combine(features + source[t] * C, scratch.data(), padded, C, padded, row_out.data(), false);
-      std::memcpy(out + t * S, row_out.data(), sizeof(T) * S);
+    int64_t t = first;
+    for (; t + kGradRows <= last; t += kGradRows) {
+      basis_grad_rows<T, kGradRows>(scratch.data(), padded, features, source, t, S, C, rows_out.data(), out);
+    }
+    switch (last - t) {
+      case 3:
+        basis_grad_rows<T, 3>(scratch.data(), padded, features, source, t, S, C, rows_out.data(), out);
+        break;
+      case 2:
+        basis_grad_rows<T, 2>(scratch.data(), padded, features, source, t, S, C, rows_out.data(), out);
+        break;
+      case 1:
+        basis_grad_rows<T, 1>(scratch.data(), padded, features, source, t, S, C, rows_out.data(), out);
+        break;
+      default:
+        break;
     }
   }
 }

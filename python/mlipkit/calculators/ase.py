@@ -67,7 +67,9 @@ class MLIPCalculator(Calculator):
             raise PropertyNotImplementedError(f"the dipole is defined for structures without periodic directions, not pbc={self.atoms.pbc.tolist()}")
         graph = graph_from_atoms(self.atoms, self.model.r_max, self.model.type_names, self.dtype, self.model.long_range_inputs)
         graph = {name: tensor.to(self.device) for name, tensor in graph.items()}
-        outputs = self.model(graph)
+        # no graph to the weights (direct-force and energy-only models would record one); forces still come from autograd
+        with torch.no_grad():
+            outputs = self.model(graph)
         energy = float(outputs[keys.ENERGY].detach()[0])
         self.results = {
             "energy": energy,

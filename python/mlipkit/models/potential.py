@@ -207,16 +207,18 @@ class Potential(nn.Module):
             outputs[output] = values
 
         if self.do_derivatives:
-            differentiated = energy.sum()
-            if keys.CHARGE_SHIFT_WEIGHT in graph and charges is not None:
-                differentiated = differentiated + self._charge_shift_term(graph, raw_charges, charge_weights, batch, num_graphs)
             names = list(inputs)
-            if differentiated.requires_grad:
-                gradients = torch.autograd.grad(
-                    differentiated, [inputs[name] for name in names], create_graph=keep_graph, materialize_grads=True
-                )
-            else:
-                gradients = [torch.zeros_like(inputs[name]) for name in names]
+            # the caller's grad mode (torch.no_grad in inference) must not turn the forces into zeros
+            with torch.enable_grad():
+                differentiated = energy.sum()
+                if keys.CHARGE_SHIFT_WEIGHT in graph and charges is not None:
+                    differentiated = differentiated + self._charge_shift_term(graph, raw_charges, charge_weights, batch, num_graphs)
+                if differentiated.requires_grad:
+                    gradients = torch.autograd.grad(
+                        differentiated, [inputs[name] for name in names], create_graph=keep_graph, materialize_grads=True
+                    )
+                else:
+                    gradients = [torch.zeros_like(inputs[name]) for name in names]
             gradient = dict(zip(names, gradients))
             geometry = {name: value if keep_graph else value.detach() for name, value in inputs.items()}
             lr_edges = None

@@ -18,9 +18,13 @@ REVERSE_TOLERANCE = 1e-4
 
 
 def group_pointers(sorted_groups: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """[num_groups + 1] offsets: the elements of group g are at pointers[g] .. pointers[g + 1] - 1 (values sorted)."""
-    counts = torch.bincount(sorted_groups, minlength=num_groups)
-    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    """[num_groups + 1] offsets: the elements of group g are at pointers[g] .. pointers[g + 1] - 1 (values sorted).
+
+    A binary search of the sorted values, not a count: its size is known before the data (bincount's is not) and
+    an exported graph runs it natively (bincount goes through AOTInductor's proxy executor).
+    """
+    boundaries = torch.arange(num_groups + 1, dtype=sorted_groups.dtype, device=sorted_groups.device)
+    return torch.searchsorted(sorted_groups, boundaries)
 
 
 def ragged_ranges(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
