@@ -9,6 +9,8 @@
                                                           # one rank of 8 timed alone (no oversubscription)
     python tools/benchmark_lammps.py ... --json out/lammps.json --plot docs/figures/lammps_scaling.png
     python tools/benchmark_lammps.py --plot-from out/lammps.json --plot docs/figures/lammps_scaling.png
+    python tools/benchmark_lammps.py --slab66 --artifact out/benchmark_peers/artifacts/gemnet_oc_C_O_Cu_float32.pt2 \
+        --comm shell --ranks 1 --threads 2 --steps 10     # GemNet-OC on the OC20-shaped slab (edge messages: comm shell)
 
 Compiles the default NequIP (4 layers, l_max 2, 32 features, r_max 5) and/or
 MACE (2 layers, 128x0e+128x1o, max_ell 3, correlation 3, r_max 5) for Cu with
@@ -83,15 +85,44 @@ def default_artifact(
     return path
 
 
-def run(artifact: Path, cells: int, ranks: int, steps: int, threads: int, comm: str, directory: Path) -> dict[str, float]:
-    deck = directory / f"bench_{cells}_{ranks}.in"
-    deck.write_text(DECK.format(cells=cells, artifact=artifact, steps=steps, comm=comm))
+#: the OC20 shape (tools/benchmark_peers.py's slab66: Cu(111) 4 x 4 x 4 with CO, 8 Å of vacuum) for models of C, O and Cu
+SLAB_DECK = """
+units metal
+atom_style atomic
+read_data {data}
+pair_style mlip comm {comm}
+pair_coeff * * {artifact} C O Cu
+velocity all create 300.0 87287 mom yes rot yes
+fix integrate all nve
+timestep 0.001
+thermo {steps}
+run {steps}
+"""
+
+
+def slab_data(directory: Path) -> Path:
+    from ase.io import write
+    from benchmark_peers import structure
+
+    path = directory / "slab66.data"
+    write(path, structure("slab66"), format="lammps-data", specorder=["C", "O", "Cu"], masses=True)
+    return path
+
+
+def run(artifact: Path, cells: int | None, ranks: int, steps: int, threads: int, comm: str, directory: Path) -> dict[str, float]:
+    """One LAMMPS run: fcc Cu of ``cells`` per edge, or (``cells`` None) the 66-atom slab."""
+    deck = directory / f"bench_{cells or 'slab66'}_{ranks}.in"
+    if cells is None:
+        deck.write_text(SLAB_DECK.format(data=slab_data(directory), artifact=artifact, steps=steps, comm=comm))
+    else:
+        deck.write_text(DECK.format(cells=cells, artifact=artifact, steps=steps, comm=comm))
     command = [str(Path(sys.executable).parent / "lmp"), "-in", str(deck), "-log", "none", "-nocite"]
     if ranks > 1:
         command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)] + command
-    output = subprocess.run(
-        command, capture_output=True, text=True, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads))
-    ).stdout
+    finished = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    if finished.returncode != 0:
+        raise SystemExit(f"benchmark_lammps: LAMMPS failed on {deck}:\n{(finished.stdout + finished.stderr)[-2000:]}")
+    output = finished.stdout
     loop = re.search(r"Loop time of ([\d.e+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms", output)
     pair = re.search(r"^Pair\s*\|.*\|\s*([\d.]+)\s*$", output, re.MULTILINE)
     model = re.search(r"graph building and copies ([\d.]+)%", output)
@@ -224,6 +255,8 @@ def main() -> None:
     parser.add_argument("--shell-max-ranks", type=int, default=4,
                         help="leave out shell runs on more ranks (each rank holds its whole receptive field: 8 ranks of "
                              "6,912 atoms need more than 24 GB)")
+    parser.add_argument("--slab66", action="store_true",
+                        help="instead of fcc Cu: the 66-atom Cu(111) slab with CO (OC20's shape); --artifact a C/O/Cu model")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--mode", choices=["aotinductor", "torchscript"], default="aotinductor")
     parser.add_argument("--coulomb", type=float, metavar="CUTOFF", help="also time the NequIP with a Coulomb term at this cutoff")
@@ -234,6 +267,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="draw speed-up and memory per rank against the ranks into this PNG")
     parser.add_argument("--plot-from", type=Path, metavar="JSON", help="only draw --plot from the rows of an earlier --json")
     arguments = parser.parse_args()
+    if arguments.slab66 and not arguments.artifact:
+        parser.error("--slab66 needs --artifact: a model of C, O and Cu")
     if arguments.plot_from:
         plot_scaling(json.loads(arguments.plot_from.read_text())["rows"], arguments.plot or arguments.plot_from.with_suffix(".png"))
         return
@@ -260,7 +295,7 @@ def main() -> None:
               "| halo exchange per atom-step (µs) | graph nodes of a rank: owned + others | peak memory of a rank (MB) "
               "| Pair % of loop | Pair time outside the model |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for cells in arguments.sizes:
+        for cells in [None] if arguments.slab66 else arguments.sizes:
             for name, artifact in artifacts.items():
                 baseline = None
                 for comm in arguments.comm:
