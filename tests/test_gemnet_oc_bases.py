@@ -84,10 +84,11 @@ def test_quadruplet_harmonics_equal_fairchems_and_stay_smooth_at_the_poles():
 
 @pytest.mark.parametrize("name", ["legendre_outer", "gaussian_outer"])
 def test_outer_product_quadruplet_bases_equal_fairchems(name):
-    from mlipkit.models.gemnet_oc.bases import outer_product_basis
+    """The two factors the model keeps (FactoredAngular), written out, equal fairchem's basis."""
+    from mlipkit.models.gemnet_oc.layers import FactoredAngular
 
     cosines = torch.tensor(FIXTURE["cosines"], dtype=torch.float64)
     dihedral_cosines = torch.cos(torch.tensor(FIXTURE["angles"], dtype=torch.float64))
     circular = (lambda values: zonal_harmonics(values, 3)) if name == "legendre_outer" else GaussianBasis(-1.0, 1.0, 3).double()
-    produced = outer_product_basis(circular(cosines), circular(dihedral_cosines))
+    produced = FactoredAngular(circular(cosines), circular(dihedral_cosines)).written_out()
     assert torch.allclose(produced, torch.tensor(FIXTURE[name], dtype=torch.float64), rtol=1e-12, atol=1e-14)

@@ -124,20 +124,51 @@ inline void outer_sum_columns(const T* basis, const T* features, const int64_t* 
   }
 }
 
-// out[o, s, :] = sum over the rows t of o (in row order) of basis[t, s] features[source[t], :]: a small matrix
-// product basis_o^T features_o per target, in register blocks of two vectors of channels, then one, then single
-// channels.
+// dst[s, :] = sum over the n rows t (in row order) of basis[t, s] features[source[t], :]: one target's small
+// matrix product basis^T features, in register blocks of two vectors of channels, then one, then single channels.
+template <typename T>
+void outer_sum_target(const T* basis, const T* features, const int64_t* source, int64_t n, int64_t S, int64_t C,
+                      T* dst) {
+  constexpr int64_t L = kLanes<T>;
+  int64_t c = 0;
+  for (; c + 2 * L <= C; c += 2 * L) outer_sum_columns<T, L, 2>(basis, features, source, 0, n, S, C, c, dst);
+  for (; c + L <= C; c += L) outer_sum_columns<T, L, 1>(basis, features, source, 0, n, S, C, c, dst);
+  for (; c < C; ++c) outer_sum_columns<T, 1, 1>(basis, features, source, 0, n, S, C, c, dst);
+}
+
 template <typename T>
 void outer_sum_impl(const T* basis, const T* features, const int64_t* source, const int64_t* target_ptr, int64_t S,
                     int64_t C, int64_t begin, int64_t end, T* out) {
-  constexpr int64_t L = kLanes<T>;
   for (int64_t o = begin; o < end; ++o) {
     const int64_t first = target_ptr[o], last = target_ptr[o + 1];
-    T* dst = out + o * S * C;
-    int64_t c = 0;
-    for (; c + 2 * L <= C; c += 2 * L) outer_sum_columns<T, L, 2>(basis, features, source, first, last, S, C, c, dst);
-    for (; c + L <= C; c += L) outer_sum_columns<T, L, 1>(basis, features, source, first, last, S, C, c, dst);
-    for (; c < C; ++c) outer_sum_columns<T, 1, 1>(basis, features, source, first, last, S, C, c, dst);
+    outer_sum_target(basis + first * S, features, source + first, last - first, S, C, out + o * S * C);
+  }
+}
+
+// rows[t, p R + r] = first[t, p] second[t, r] for n rows: a factored basis written out for one target's rows
+// (a few kB that stay in cache, where the whole [rows, P R] basis would be memory traffic).
+template <typename T>
+inline void expand_factors(const T* first, const T* second, int64_t n, int64_t P, int64_t R, T* rows) {
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t p = 0; p < P; ++p) {
+      const T a = first[t * P + p];
+      T* row = rows + (t * P + p) * R;
+      for (int64_t r = 0; r < R; ++r) row[r] = a * second[t * R + r];
+    }
+  }
+}
+
+template <typename T>
+void outer_sum_factored_impl(const T* first, const T* second, int64_t P, int64_t R, const T* features,
+                             const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,
+                             T* out) {
+  const int64_t S = P * R;
+  std::vector<T> rows;
+  for (int64_t o = begin; o < end; ++o) {
+    const int64_t row0 = target_ptr[o], n = target_ptr[o + 1] - row0;
+    rows.resize(static_cast<size_t>(n * S));
+    expand_factors(first + row0 * P, second + row0 * R, n, P, R, rows.data());
+    outer_sum_target(rows.data(), features, source + row0, n, S, C, out + o * S * C);
   }
 }
 
@@ -164,49 +195,95 @@ inline void basis_grad_block(const T* transposed, int64_t padded, const T* featu
   }
 }
 
-// TB rows of one target, every vector of basis columns: blocks of three vectors, then the rest.
+// TB rows of one target, every vector of basis columns: blocks of two vectors, then the rest; rows t .. t + TB of
+// dst (S wide) written.
 template <typename T, int64_t TB>
 inline void basis_grad_rows(const T* transposed, int64_t padded, const T* features, const int64_t* source, int64_t t,
-                            int64_t S, int64_t C, T* rows_out, T* out) {
+                            int64_t S, int64_t C, T* rows_out, T* dst) {
   constexpr int64_t L = kLanes<T>;
   int64_t s0 = 0;
   for (; s0 + 2 * L <= padded; s0 += 2 * L) basis_grad_block<T, TB, 2>(transposed, padded, features, source, t, C, s0, rows_out);
   if (s0 < padded) basis_grad_block<T, TB, 1>(transposed, padded, features, source, t, C, s0, rows_out);
-  for (int64_t j = 0; j < TB; ++j) std::memcpy(out + (t + j) * S, rows_out + j * padded, sizeof(T) * S);
+  for (int64_t j = 0; j < TB; ++j) std::memcpy(dst + (t + j) * S, rows_out + j * padded, sizeof(T) * S);
 }
 
-// Per target o: its block transposed once into `scratch` ([C, S] with rows padded by zeros to whole vectors),
-// then out[t, :] = block features[source[t], :] for its rows, kGradRows at a time (a small matrix product with
-// the block's columns in registers).
+// Scratch of basis_grad for one thread: a target's block transposed ([C, S] with rows padded by zeros to whole
+// vectors) and kGradRows result rows.
+template <typename T>
+struct BasisGradScratch {
+  int64_t padded;
+  std::vector<T> transposed, rows_out;
+  BasisGradScratch(int64_t S, int64_t C)
+      : padded((S + kLanes<T> - 1) / kLanes<T> * kLanes<T>),
+        transposed(static_cast<size_t>(padded * C), T(0)),
+        rows_out(static_cast<size_t>(kGradRows * padded)) {}
+};
+
+// dst[t, :] = block features[source[t], :] for one target's n rows (block: its [S, C] grad), kGradRows at a time:
+// a small matrix product with the block's columns in registers.
+template <typename T>
+void basis_grad_target(const T* block, const T* features, const int64_t* source, int64_t n, int64_t S, int64_t C,
+                       BasisGradScratch<T>& scratch, T* dst) {
+  const int64_t padded = scratch.padded;
+  T* transposed = scratch.transposed.data();
+  T* rows_out = scratch.rows_out.data();
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t c = 0; c < C; ++c) transposed[c * padded + s] = block[s * C + c];
+  }
+  int64_t t = 0;
+  for (; t + kGradRows <= n; t += kGradRows) {
+    basis_grad_rows<T, kGradRows>(transposed, padded, features, source, t, S, C, rows_out, dst);
+  }
+  switch (n - t) {
+    case 3:
+      return basis_grad_rows<T, 3>(transposed, padded, features, source, t, S, C, rows_out, dst);
+    case 2:
+      return basis_grad_rows<T, 2>(transposed, padded, features, source, t, S, C, rows_out, dst);
+    case 1:
+      return basis_grad_rows<T, 1>(transposed, padded, features, source, t, S, C, rows_out, dst);
+    default:
+      return;
+  }
+}
+
 template <typename T>
 void basis_grad_impl(const T* grad, const T* features, const int64_t* source, const int64_t* target_ptr, int64_t S,
                      int64_t C, int64_t begin, int64_t end, T* out) {
-  constexpr int64_t L = kLanes<T>;
-  const int64_t padded = (S + L - 1) / L * L;
-  std::vector<T> scratch(static_cast<size_t>(padded * C), T(0)), rows_out(static_cast<size_t>(kGradRows * padded));
+  BasisGradScratch<T> scratch(S, C);
   for (int64_t o = begin; o < end; ++o) {
-    const int64_t first = target_ptr[o], last = target_ptr[o + 1];
-    if (first == last) continue;
-    const T* block = grad + o * S * C;
-    for (int64_t s = 0; s < S; ++s) {
-      for (int64_t c = 0; c < C; ++c) scratch[static_cast<size_t>(c * padded + s)] = block[s * C + c];
-    }
-    int64_t t = first;
-    for (; t + kGradRows <= last; t += kGradRows) {
-      basis_grad_rows<T, kGradRows>(scratch.data(), padded, features, source, t, S, C, rows_out.data(), out);
-    }
-    switch (last - t) {
-      case 3:
-        basis_grad_rows<T, 3>(scratch.data(), padded, features, source, t, S, C, rows_out.data(), out);
-        break;
-      case 2:
-        basis_grad_rows<T, 2>(scratch.data(), padded, features, source, t, S, C, rows_out.data(), out);
-        break;
-      case 1:
-        basis_grad_rows<T, 1>(scratch.data(), padded, features, source, t, S, C, rows_out.data(), out);
-        break;
-      default:
-        break;
+    const int64_t first = target_ptr[o], n = target_ptr[o + 1] - first;
+    if (n > 0) basis_grad_target(grad + o * S * C, features, source + first, n, S, C, scratch, out + first * S);
+  }
+}
+
+// The derivative by each factor of a factored basis: from a row's derivative by the written-out basis d[p R + r],
+// out[t, p] = sum_r d[p R + r] second[t, r] and out[t, P + r] = sum_p d[p R + r] first[t, p].
+template <typename T>
+void basis_grad_factored_impl(const T* grad, const T* features, const T* first, const T* second, int64_t P, int64_t R,
+                              const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,
+                              T* out) {
+  const int64_t S = P * R, W = P + R;
+  BasisGradScratch<T> scratch(S, C);
+  std::vector<T> rows;
+  for (int64_t o = begin; o < end; ++o) {
+    const int64_t row0 = target_ptr[o], n = target_ptr[o + 1] - row0;
+    if (n == 0) continue;
+    rows.resize(static_cast<size_t>(n * S));
+    basis_grad_target(grad + o * S * C, features, source + row0, n, S, C, scratch, rows.data());
+    for (int64_t t = 0; t < n; ++t) {
+      const T* d = rows.data() + t * S;
+      const T* a = first + (row0 + t) * P;
+      const T* b = second + (row0 + t) * R;
+      T* dst = out + (row0 + t) * W;
+      for (int64_t r = 0; r < R; ++r) dst[P + r] = T(0);
+      for (int64_t p = 0; p < P; ++p) {
+        T by_first = T(0);
+        for (int64_t r = 0; r < R; ++r) {
+          by_first += d[p * R + r] * b[r];
+          dst[P + r] += d[p * R + r] * a[p];
+        }
+        dst[p] = by_first;
+      }
     }
   }
 }
@@ -225,6 +302,24 @@ void features_grad_impl(const T* basis, const T* grad, const int64_t* target, co
   }
 }
 
+// features_grad of a factored basis: each row's basis written out into a row of scratch as it is met.
+template <typename T>
+void features_grad_factored_impl(const T* first, const T* second, int64_t P, int64_t R, const T* grad,
+                                 const int64_t* target, const int64_t* source_ptr, const int64_t* source_rows,
+                                 int64_t C, int64_t begin, int64_t end, T* out) {
+  const int64_t S = P * R;
+  std::vector<T> row(static_cast<size_t>(S));
+  for (int64_t n = begin; n < end; ++n) {
+    T* dst = out + n * C;
+    std::memset(dst, 0, sizeof(T) * C);
+    for (int64_t k = source_ptr[n]; k < source_ptr[n + 1]; ++k) {
+      const int64_t t = source_rows[k];
+      expand_factors(first + t * P, second + t * R, 1, P, R, row.data());
+      combine(row.data(), grad + target[t] * S * C, C, S, C, dst, true);
+    }
+  }
+}
+
 }  // namespace
 
 #define MLIPKIT_DEFINE_SEGMENT_OUTER_KERNELS(T)                                                                      \
@@ -239,6 +334,21 @@ void features_grad_impl(const T* basis, const T* grad, const int64_t* target, co
   void features_grad(const T* basis, const T* grad, const int64_t* target, const int64_t* source_ptr,                 \
                      const int64_t* source_rows, int64_t S, int64_t C, int64_t begin, int64_t end, T* out) {          \
     features_grad_impl(basis, grad, target, source_ptr, source_rows, S, C, begin, end, out);                         \
+  }                                                                                                                  \
+  void outer_sum_factored(const T* first, const T* second, int64_t P, int64_t R, const T* features,                  \
+                          const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,    \
+                          T* out) {                                                                                  \
+    outer_sum_factored_impl(first, second, P, R, features, source, target_ptr, C, begin, end, out);                  \
+  }                                                                                                                  \
+  void basis_grad_factored(const T* grad, const T* features, const T* first, const T* second, int64_t P, int64_t R,  \
+                           const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,   \
+                           T* out) {                                                                                 \
+    basis_grad_factored_impl(grad, features, first, second, P, R, source, target_ptr, C, begin, end, out);           \
+  }                                                                                                                  \
+  void features_grad_factored(const T* first, const T* second, int64_t P, int64_t R, const T* grad,                  \
+                              const int64_t* target, const int64_t* source_ptr, const int64_t* source_rows,           \
+                              int64_t C, int64_t begin, int64_t end, T* out) {                                        \
+    features_grad_factored_impl(first, second, P, R, grad, target, source_ptr, source_rows, C, begin, end, out);     \
   }
 
 MLIPKIT_DEFINE_SEGMENT_OUTER_KERNELS(float)

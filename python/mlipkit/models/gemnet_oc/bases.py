@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mlipkit.models.gemnet_oc.layers import ScaleFactor
+from mlipkit.models.gemnet_oc.layers import FactoredAngular, ScaleFactor
 from mlipkit.nn.radial import BernsteinBasis, BesselBasis, GaussianBasis, PolynomialCutoff, SoftEnvelope
 
 
@@ -23,15 +23,6 @@ def zonal_harmonics(cosines: torch.Tensor, num_degrees: int) -> torch.Tensor:
         legendre.append(((2 * degree + 1) * cosines * legendre[degree] - degree * legendre[degree - 1]) / (degree + 1))
     norms = [math.sqrt((2 * degree + 1) / (4 * math.pi)) for degree in range(num_degrees)]
     return torch.stack([norm * values for norm, values in zip(norms, legendre[:num_degrees])], dim=-1)
-
-
-def outer_product_basis(polar_values: torch.Tensor, dihedral_values: torch.Tensor) -> torch.Tensor:
-    """[N, K * K]: a circular basis of the polar angle times one of the dihedral, polar index major.
-
-    GemNet-OC's "legendre_outer" (zonal harmonics of both cosines) and
-    "gaussian_outer" (Gaussians of both cosines) quadruplet bases.
-    """
-    return (polar_values.unsqueeze(-1) * dihedral_values.unsqueeze(-2)).flatten(-2)
 
 
 def _fairchem_convention_harmonics(cosines: torch.Tensor, azimuths: torch.Tensor, num_degrees: int) -> torch.Tensor:
@@ -203,7 +194,8 @@ class SphericalBasis(nn.Module):
         self.circular_basis = GaussianBasis(-1.0, 1.0, num_spherical, trainable) if name == "gaussian_outer" else None
         self.scale_sbf = ScaleFactor() if scale_basis else None
 
-    def angular(self, directions: torch.Tensor) -> torch.Tensor:
+    def angular(self, directions: torch.Tensor) -> torch.Tensor | FactoredAngular:
+        """[N, num_spherical^2]; the "_outer" bases as their two factors, polar index major."""
         if self.harmonics is not None:
             return self.harmonics(directions)
         polar_cosines = directions[:, 2]
@@ -212,14 +204,20 @@ class SphericalBasis(nn.Module):
         defined = sines >= COLLINEAR_TOLERANCE
         dihedral_cosines = torch.where(defined, directions[:, 0] / torch.where(defined, sines, 1.0), 0.0)
         if self.circular_basis is None:
-            return outer_product_basis(
+            return FactoredAngular(
                 zonal_harmonics(polar_cosines, self.num_spherical), zonal_harmonics(dihedral_cosines, self.num_spherical)
             )
-        return outer_product_basis(self.circular_basis(polar_cosines), self.circular_basis(dihedral_cosines))
+        return FactoredAngular(self.circular_basis(polar_cosines), self.circular_basis(dihedral_cosines))
 
-    def forward(self, lengths: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, lengths: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | FactoredAngular]:
+        """The radial basis and the angular one; a scaled basis is written out (its scale factor is fitted to
+        the product's variance)."""
         values = self.angular(directions)
-        return self.radial_basis(lengths), values if self.scale_sbf is None else self.scale_sbf(values)
+        if self.scale_sbf is None:
+            return self.radial_basis(lengths), values
+        if isinstance(values, FactoredAngular):
+            values = values.written_out()
+        return self.radial_basis(lengths), self.scale_sbf(values)
 
 
 def safe_norm(vectors: torch.Tensor) -> torch.Tensor:

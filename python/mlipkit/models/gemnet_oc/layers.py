@@ -18,7 +18,7 @@ from torch import nn
 
 from mlipkit.models.gemnet_oc.indices import inner_index
 from mlipkit.nn.scatter import sum_into_segments
-from mlipkit.ops import segment_outer_sum
+from mlipkit.ops import segment_outer_sum, segment_outer_sum_factored
 
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 #: SiLU divided by 0.6 keeps roughly unit second moment on unit-Gaussian inputs (GemNet's ScaledSiLU)
@@ -129,6 +129,18 @@ class EdgeEmbedding(nn.Module):
         return self.dense(torch.cat([h.index_select(0, senders), h.index_select(0, receivers), m], dim=-1))
 
 
+class FactoredAngular(NamedTuple):
+    """An angular basis that is an outer product, ``angular[t, p R + r] = first[t, p] * second[t, r]``
+    (GemNet-OC's "legendre_outer" and "gaussian_outer" quadruplet bases), kept as its two factors: the
+    contraction op takes them as they are, so the [quadruplets, P R] basis and its derivative never exist."""
+
+    first: torch.Tensor  # [triplets, P]
+    second: torch.Tensor  # [triplets, R]
+
+    def written_out(self) -> torch.Tensor:
+        return (self.first.unsqueeze(-1) * self.second.unsqueeze(-2)).flatten(-2)
+
+
 class AngularBasis(NamedTuple):
     """A triplet or quadruplet basis in GemNet's factorised form.
 
@@ -137,7 +149,7 @@ class AngularBasis(NamedTuple):
     """
 
     radial_weights: torch.Tensor  # [outputs, emb_size_interm, num_angular]
-    angular: torch.Tensor  # [triplets, num_angular]
+    angular: torch.Tensor | FactoredAngular  # [triplets, num_angular]
     out: torch.Tensor  # [triplets], sorted
 
 
@@ -158,7 +170,7 @@ class BasisEmbedding(nn.Module):
         num_radial, num_spherical, emb_size_interm = self.weight.shape
         return (radial @ self.weight.reshape(num_radial, -1)).reshape(radial.shape[0], emb_size_interm, num_spherical)
 
-    def angular_basis(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor) -> AngularBasis:
+    def angular_basis(self, radial: torch.Tensor, angular: torch.Tensor | FactoredAngular, out: torch.Tensor) -> AngularBasis:
         return AngularBasis(self(radial), angular, out)
 
     def per_triplet(self, radial: torch.Tensor, angular: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -189,8 +201,13 @@ class EfficientInteractionBilinear(nn.Module):
         radial_weights, angular, out = basis
         num_outputs = radial_weights.shape[0]
         if self.kernel == "segment" and features.device.type == "cpu":
-            angular_features = segment_outer_sum(angular, features, source, out, num_outputs)
+            if isinstance(angular, FactoredAngular):
+                angular_features = segment_outer_sum_factored(angular.first, angular.second, features, source, out, num_outputs)
+            else:
+                angular_features = segment_outer_sum(angular, features, source, out, num_outputs)
         else:
+            if isinstance(angular, FactoredAngular):
+                angular = angular.written_out()
             angular_features = padded_outer_sum(angular, features.index_select(0, source), out, num_outputs)
         contracted = radial_weights @ angular_features  # [outputs, emb_size_interm, emb_size_in]
         width = contracted.shape[1] * features.shape[1]
