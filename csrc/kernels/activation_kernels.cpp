@@ -58,7 +58,9 @@ inline Vector<T> vector_exp(Vector<T> x) {
     series = series * r + static_cast<T>(inverse_factorial);
   }
   const Bits exponent = (__builtin_convertvector(n, Bits) + C::exponent_bias) << C::mantissa_bits;
-  return series * reinterpret_cast<const Vector<T>&>(exponent);
+  // the same bits read as floats (GCC vector extensions: a cast between vectors of one size keeps the bits;
+  // a reinterpret_cast of the reference would break strict aliasing)
+  return series * (Vector<T>)exponent;
 }
 
 template <typename T, int64_t L>
