@@ -72,9 +72,9 @@ inline void combine(const T* coefficient, const T* matrix, int64_t stride, int64
   }
 }
 
-// Basis columns per register block of outer_sum and rows of targets per register block of basis_grad: with two
-// vectors of channels (or of basis columns, three) that is 12 accumulators, which leaves AVX2's 16 registers room
-// for the operands.
+// Basis columns per register block of outer_sum (with two vectors of channels, 12 accumulators, which leaves
+// AVX2's 16 registers room for the operands) and rows of targets per register block of basis_grad (with two
+// vectors of basis columns, 8 accumulators; 6 rows x 2 vectors and 4 rows x 3 vectors measured no faster).
 constexpr int64_t kOuterColumns = 6;
 constexpr int64_t kGradRows = 4;
 
