@@ -175,6 +175,20 @@ def test_positions_entry_point_matches_edge_vectors(artifacts):
     assert relative_error(from_positions["forces"], from_vectors["forces"]) <= 1e-12
 
 
+@pytest.mark.parametrize("loader", ["python", "cpp"])
+def test_torchscript_artifacts_take_the_unoptimized_plan(artifacts, loader):
+    """The profiling executor would profile the first calls and guard on their shapes (prim::profile,
+    prim::TypeCheck in the plan it runs); both loaders run the plain graph and leave the process's setting alone."""
+    path, dtype = artifacts["torchscript_float64"]
+    _, inputs = graph_and_inputs(STRUCTURES["triclinic"](), 4.0, ["H", "C", "O", "Cu", "Au"], dtype)
+    run = Artifact(path).run if loader == "python" else _runtime.Model(str(path)).evaluate
+    for _ in range(2):
+        run(*inputs)
+        executed = str(torch.jit.last_executed_optimized_graph())
+        assert "prim::profile" not in executed and "prim::TypeCheck" not in executed
+    assert torch._C._get_graph_executor_optimize()
+
+
 def test_energy_only_checkpoint_gains_forces_by_modifier(tmp_path):
     model = build_small("nequip", do_derivatives=False)
     checkpoint = mlipkit.save_checkpoint(model, tmp_path / "energy_only.ckpt")

@@ -28,7 +28,8 @@ artifact (``mlip-compile``); nequip eager and nequip's AOTInductor export
 settings, which is what ``nequip-compile`` runs after loading a checkpoint);
 mace-torch eager and through ``torch.compile`` as its ASE calculator's
 ``compile_mode="default"`` prepares it. GemNet-OC: fairchem's OC20 ``gemnet-oc`` sizes and neighbour caps with every interaction on, all cutoffs
-r_max, conservative forces (``gemnet_oc_direct``: direct forces), against mlipkit eager and its artifact, the
+r_max, conservative forces (``gemnet_oc_direct``: direct forces), against mlipkit eager and its artifacts
+(AOTInductor and TorchScript), the
 eager calls of both under torch.no_grad as inference runs them; fairchem's graph code runs only in
 float32, and its forward builds its graphs (radius_graph_pbc, caps, triplets, quadruplets) in every call,
 which mlipkit's artifact also does for the index sets (only the neighbour list is outside).
@@ -84,9 +85,10 @@ IMPLEMENTATIONS = {
                ("nequip", "aotinductor")],
     "mace": [("mlipkit", "e3nn"), ("mlipkit", "fused"), ("mlipkit", "aotinductor"), ("mace", "eager"),
              ("mace", "compile")],
-    "gemnet_oc": [("mlipkit", "eager"), ("mlipkit", "aotinductor"), ("fairchem", "eager")],
+    "gemnet_oc": [("mlipkit", "eager"), ("mlipkit", "aotinductor"), ("mlipkit", "torchscript"), ("fairchem", "eager")],
     # the same with direct forces (OC20's own mode): a per-edge head, no gradient
-    "gemnet_oc_direct": [("mlipkit", "eager"), ("mlipkit", "aotinductor"), ("fairchem", "eager")],
+    "gemnet_oc_direct": [("mlipkit", "eager"), ("mlipkit", "aotinductor"), ("mlipkit", "torchscript"),
+                         ("fairchem", "eager")],
     # --imported: one file per peer, imported by mlip-import and compiled, against the peer running that file
     "imported_mace": [("mlipkit", "imported"), ("mace", "file")],
     "imported_nequip": [("mlipkit", "imported"), ("nequip", "checkpoint")],
@@ -236,12 +238,13 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
                                     for module in model.modules() if isinstance(module, SymmetricContraction))
             info["flop_floor"][name] = (2 * (counter.get_total_flops() + radial_mlp_flops) + 4 * coupling_flops
                                         + contraction_flops)
-        if kernel == "aotinductor":
-            artifact_path = directory / f"{model_name}_{'_'.join(types)}_{dtype_name}.pt2"
+        if kernel in ("aotinductor", "torchscript"):
+            extension = ".pt2" if kernel == "aotinductor" else ".pt"
+            artifact_path = directory / f"{model_name}_{'_'.join(types)}_{dtype_name}{extension}"
             if not artifact_path.exists():
                 checkpoint = mlipkit.save_checkpoint(model, directory / f"{model_name}_{'_'.join(types)}.ckpt")
                 started = time.perf_counter()
-                compile_checkpoint(checkpoint, artifact_path, mode="aotinductor", log=lambda line: None)
+                compile_checkpoint(checkpoint, artifact_path, mode=kernel, log=lambda line: None)
                 info["compile_s"]["_".join(types)] = time.perf_counter() - started
             artifact = Artifact(artifact_path)
             calls[name] = lambda artifact=artifact, inputs=inputs: artifact.run(*inputs)
