@@ -104,18 +104,20 @@ def test_collinear_geometries_give_finite_energies_and_forces(structure, sbf):
         assert bool(torch.isfinite(out[name]).all()), name
 
 
+@pytest.mark.parametrize("sbf", ["spherical_harmonics", "legendre_outer"])
 @pytest.mark.parametrize("structure", ["cell", "chain", "small_cell"])
-def test_segment_contraction_equals_the_padded_path(structure):
-    """The triplet and quadruplet sums by mlipkit::segment_outer_sum equal the padded matrix products: energies,
-    forces, stress, and the weight gradient of a force-training loss (its double backward), 1e-12 relative
-    (collinear and planar quadruplets included; the perfect crystal's forces are zero, so only noise)."""
+def test_segment_contraction_equals_the_padded_path(structure, sbf):
+    """The triplet and quadruplet sums by mlipkit::segment_outer_sum (the outer-product quadruplet basis in two
+    stages) equal the padded matrix products of the written-out basis: energies, forces, stress, and the weight
+    gradient of a force-training loss (its double backward), 1e-12 relative (collinear and planar quadruplets
+    included; the perfect crystal's forces are zero, so only noise)."""
     from conftest import cu_au_triclinic
     from mlipkit.compile import apply_modifiers
 
     atoms = cu_au_triclinic() if structure == "cell" else collinear_structures()[structure]
     results = {}
     for kernel in ("segment", "padded"):
-        model = build_small("gemnet_oc").train()
+        model = build_small("gemnet_oc", sbf=sbf).train()
         if kernel == "padded":
             apply_modifiers(model, ["set_kernels:{triplet_contraction: padded}"])
         assert model.config.triplet_contraction_kernel == kernel
@@ -125,6 +127,32 @@ def test_segment_contraction_equals_the_padded_path(structure):
         results[kernel] = [out[keys.ENERGY], out[keys.FORCES], out[keys.STRESS]] + [g for g in gradients if g is not None]
     for segment, padded in zip(results["segment"], results["padded"]):
         assert relative_error(segment, padded) <= 1e-12
+
+
+def test_grouped_outer_sum_equals_the_written_out_basis():
+    """The two-stage sum of a factored basis whose first factor is shared by groups of rows equals the sum of
+    the written-out basis (plain torch): values, and first and second derivatives by gradcheck and
+    gradgradcheck, float64; groups without rows and outputs without groups included."""
+    from mlipkit.models.gemnet_oc.layers import FactoredAngular, grouped_outer_sum
+
+    generator = torch.Generator().manual_seed(0)
+    group_out = torch.tensor([0, 0, 2, 2, 2, 4])  # outputs 1 and 3 have no groups
+    group = torch.tensor([0, 0, 0, 2, 3, 3, 5, 5])  # groups 1 and 4 have no rows
+    source = torch.tensor([3, 0, 3, 1, 2, 0, 0, 3])
+    first, second, features = (torch.randn(*shape, dtype=torch.float64, generator=generator, requires_grad=True)
+                               for shape in ((6, 3), (8, 2), (4, 5)))
+
+    def grouped(first, second, features):
+        return grouped_outer_sum(FactoredAngular(first, second, group, group_out), features, source, 5)
+
+    def written_out(first, second, features):
+        angular = FactoredAngular(first, second, group, group_out).written_out()
+        rows = angular.unsqueeze(-1) * features.index_select(0, source).unsqueeze(1)
+        return torch.zeros(5, 6, 5, dtype=torch.float64).index_add(0, group_out.index_select(0, group), rows)
+
+    assert relative_error(grouped(first, second, features), written_out(first, second, features)) <= 1e-14
+    assert torch.autograd.gradcheck(grouped, (first, second, features))
+    assert torch.autograd.gradgradcheck(grouped, (first, second, features))
 
 
 def test_perfect_crystal_forces_vanish():

@@ -90,5 +90,6 @@ def test_outer_product_quadruplet_bases_equal_fairchems(name):
     cosines = torch.tensor(FIXTURE["cosines"], dtype=torch.float64)
     dihedral_cosines = torch.cos(torch.tensor(FIXTURE["angles"], dtype=torch.float64))
     circular = (lambda values: zonal_harmonics(values, 3)) if name == "legendre_outer" else GaussianBasis(-1.0, 1.0, 3).double()
-    produced = FactoredAngular(circular(cosines), circular(dihedral_cosines)).written_out()
+    rows = torch.arange(len(cosines))
+    produced = FactoredAngular(circular(cosines), circular(dihedral_cosines), rows, rows).written_out()
     assert torch.allclose(produced, torch.tensor(FIXTURE[name], dtype=torch.float64), rtol=1e-12, atol=1e-14)

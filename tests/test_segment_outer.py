@@ -1,5 +1,4 @@
-"""mlipkit::segment_outer_sum (GemNet-OC's triplet and quadruplet contraction) and its factored-basis form against
-their written-out references."""
+"""mlipkit::segment_outer_sum (GemNet-OC's triplet and quadruplet contraction) against its written-out reference."""
 
 from __future__ import annotations
 
@@ -11,12 +10,7 @@ import pytest
 import torch
 
 from conftest import results_per_instruction_set
-from mlipkit.ops import (
-    segment_outer_sum,
-    segment_outer_sum_factored,
-    segment_outer_sum_factored_reference,
-    segment_outer_sum_reference,
-)
+from mlipkit.ops import segment_outer_sum, segment_outer_sum_reference
 
 
 def problem(num_rows=40, num_sources=9, num_targets=7, num_basis=5, channels=6, dtype=torch.float64, seed=0):
@@ -55,63 +49,6 @@ def test_derivatives_equal_the_reference_to_third_order():
         assert (ours - theirs).abs().max() <= 1e-12 * theirs.abs().max()
 
 
-def factored_problem(num_rows=60, first_width=7, second_width=7, channels=32, dtype=torch.float64, seed=0):
-    """A factored basis (first [rows, P], second [rows, R]) on problem()'s rows, sources and targets."""
-    first, features, source, target, num_targets = problem(num_rows=num_rows, num_basis=first_width, channels=channels,
-                                                           dtype=dtype, seed=seed)
-    second = torch.randn(num_rows, second_width, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
-    return first, second, features, source, target, num_targets
-
-
-@pytest.mark.parametrize("widths", [(7, 7, 32), (3, 5, 6), (2, 3, 37)])
-def test_factored_basis_equals_the_written_out_one_to_third_order(widths):
-    first, second, features, source, target, num_targets = factored_problem(
-        first_width=widths[0], second_width=widths[1], channels=widths[2])
-    inputs = [first.requires_grad_(), second.requires_grad_(), features.requires_grad_()]
-    weights = torch.randn(num_targets, widths[0] * widths[1], widths[2], dtype=torch.float64)
-
-    def values_and_derivatives(function):
-        out = function(*inputs, source, target, num_targets)
-        first_order = torch.autograd.grad((out**2 * weights).sum(), inputs, create_graph=True)
-        second_order = torch.autograd.grad(sum((g * g.detach().sin()).sum() for g in first_order), inputs, create_graph=True)
-        third_order = torch.autograd.grad(sum((g**2).sum() for g in second_order), inputs)
-        return [out, *first_order, *second_order, *third_order]
-
-    ours, theirs = values_and_derivatives(segment_outer_sum_factored), values_and_derivatives(segment_outer_sum_factored_reference)
-    assert ours[0].abs().max() > 0 and all(t.abs().max() > 0 for t in theirs)
-    for a, b in zip(ours, theirs):
-        assert (a - b).abs().max() <= 1e-12 * b.abs().max()
-    out32 = segment_outer_sum_factored(*(t.detach().float() for t in inputs), source, target, num_targets)
-    assert (out32.double() - theirs[0]).abs().max() <= 1e-5 * theirs[0].abs().max()
-
-
-def test_factored_gradcheck_gradgradcheck_and_opcheck():
-    first, second, features, source, target, num_targets = factored_problem(num_rows=12, first_width=2, second_width=3,
-                                                                           channels=2)
-    inputs = (first.requires_grad_(), second.requires_grad_(), features[:5].requires_grad_())
-    source = source % 5
-    function = lambda a, b, f: segment_outer_sum_factored(a, b, f, source, target, num_targets)  # noqa: E731
-    assert torch.autograd.gradcheck(function, inputs)
-    assert torch.autograd.gradgradcheck(function, inputs)
-    grad = torch.randn(num_targets, 6, 2, dtype=torch.float64)
-    ops = torch.ops.mlipkit
-    torch.library.opcheck(ops.segment_outer_sum_factored, (*inputs, source, target, num_targets))
-    torch.library.opcheck(ops.segment_outer_sum_factored_basis_grad, (grad, inputs[2], inputs[0], inputs[1], source, target))
-    torch.library.opcheck(ops.segment_outer_sum_factored_features_grad, (inputs[0], inputs[1], grad, source, target, 5))
-
-
-def test_factored_empty_sets_and_mismatched_factors():
-    first, second, features, source, target, _ = factored_problem(num_rows=0, first_width=2, second_width=3, channels=4)
-    out = segment_outer_sum_factored(first.requires_grad_(), second.requires_grad_(), features.requires_grad_(), source,
-                                     target, 3)
-    assert out.shape == (3, 6, 4) and out.abs().max() == 0
-    out.sum().backward()
-    assert first.grad.shape == (0, 2) and second.grad.shape == (0, 3) and features.grad.abs().max() == 0
-    first, second, features, source, target, num_targets = factored_problem()
-    with pytest.raises(RuntimeError, match="first and second have 60 and 59 rows for 60 index entries"):
-        segment_outer_sum_factored(first, second[:-1], features, source, target, num_targets)
-
-
 def test_gradcheck_gradgradcheck_and_opcheck():
     basis, features, source, target, num_targets = problem(num_rows=12, num_sources=5, num_targets=4, num_basis=3, channels=2)
     inputs = (basis.requires_grad_(), features.requires_grad_())
@@ -139,9 +76,7 @@ def test_bitwise_the_same_on_one_and_two_threads():
         "from mlipkit.ops import segment_outer_sum;"
         "b, f, s, t, n = problem(num_rows=5000, num_sources=700, num_targets=600, num_basis=7, channels=32, dtype=torch.float32);"
         "b.requires_grad_(); f.requires_grad_(); out = segment_outer_sum(b, f, s, t, n); (out * out.detach()).sum().backward();"
-        "from mlipkit.ops import segment_outer_sum_factored as factored; a2 = b[:, :7].detach().requires_grad_();"
-        "out2 = factored(a2, a2.detach().cos().requires_grad_(), f, s, t, n); (out2 * out2.detach()).sum().backward();"
-        "print(hash(tuple(torch.cat([out.flatten(), b.grad.flatten(), f.grad.flatten(), out2.flatten(), a2.grad.flatten()]).tolist())))"
+        "print(hash(tuple(torch.cat([out.flatten(), b.grad.flatten(), f.grad.flatten()]).tolist())))"
     )
     results = {
         threads: subprocess.run([sys.executable, "-c", f"import torch; torch.set_num_threads({threads}); " + script],
@@ -153,8 +88,7 @@ def test_bitwise_the_same_on_one_and_two_threads():
 
 def test_every_instruction_set_gives_the_same_numbers():
     """The baseline (SSE2) kernels equal the ones this CPU picks (AVX2/AVX-512), values and both gradients, with
-    basis widths that leave vector tails (7, 49) and channel counts of whole and partial vectors; the factored
-    basis (7 x 7) too."""
+    basis widths that leave vector tails (7, 49) and channel counts of whole and partial vectors."""
     script = (
         "import torch, sys; sys.path.insert(0, {tests!r}); from test_segment_outer import problem; from mlipkit import ops\n"
         "results = [ops.kernel_isa()]\n"
@@ -162,10 +96,6 @@ def test_every_instruction_set_gives_the_same_numbers():
         "    b, f, s, t, n = problem(num_rows=300, num_sources=40, num_targets=30, num_basis=S, channels=C)\n"
         "    b.requires_grad_(); f.requires_grad_(); out = ops.segment_outer_sum(b, f, s, t, n)\n"
         "    results += [out.detach(), *torch.autograd.grad((out ** 2).sum(), (b, f))]\n"
-        "    if S == 49:\n"
-        "        a, c = b[:, :7].detach().requires_grad_(), b[:, 7:14].detach().requires_grad_()\n"
-        "        out = ops.segment_outer_sum_factored(a, c, f, s, t, n)\n"
-        "        results += [out.detach(), *torch.autograd.grad((out ** 2).sum(), (a, c, f))]\n"
         "torch.save(results, sys.argv[1])\n"
     ).format(tests=os.path.dirname(__file__))
     results = results_per_instruction_set(script, "segment_outer")

@@ -145,33 +145,6 @@ void outer_sum_impl(const T* basis, const T* features, const int64_t* source, co
   }
 }
 
-// rows[t, p R + r] = first[t, p] second[t, r] for n rows: a factored basis written out for one target's rows
-// (a few kB that stay in cache, where the whole [rows, P R] basis would be memory traffic).
-template <typename T>
-inline void expand_factors(const T* first, const T* second, int64_t n, int64_t P, int64_t R, T* rows) {
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t p = 0; p < P; ++p) {
-      const T a = first[t * P + p];
-      T* row = rows + (t * P + p) * R;
-      for (int64_t r = 0; r < R; ++r) row[r] = a * second[t * R + r];
-    }
-  }
-}
-
-template <typename T>
-void outer_sum_factored_impl(const T* first, const T* second, int64_t P, int64_t R, const T* features,
-                             const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,
-                             T* out) {
-  const int64_t S = P * R;
-  std::vector<T> rows;
-  for (int64_t o = begin; o < end; ++o) {
-    const int64_t row0 = target_ptr[o], n = target_ptr[o + 1] - row0;
-    rows.resize(static_cast<size_t>(n * S));
-    expand_factors(first + row0 * P, second + row0 * R, n, P, R, rows.data());
-    outer_sum_target(rows.data(), features, source + row0, n, S, C, out + o * S * C);
-  }
-}
-
 // rows_out[j, s0 .. s0 + VB L] = sum_c features[source[t + j], c] block^T[c, s0 ..] for TB rows t + j of one
 // target: TB x VB accumulators in registers over c (``transposed``: [C, padded], rows padded to whole vectors).
 template <typename T, int64_t TB, int64_t VB>
@@ -256,38 +229,6 @@ void basis_grad_impl(const T* grad, const T* features, const int64_t* source, co
   }
 }
 
-// The derivative by each factor of a factored basis: from a row's derivative by the written-out basis d[p R + r],
-// out[t, p] = sum_r d[p R + r] second[t, r] and out[t, P + r] = sum_p d[p R + r] first[t, p].
-template <typename T>
-void basis_grad_factored_impl(const T* grad, const T* features, const T* first, const T* second, int64_t P, int64_t R,
-                              const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,
-                              T* out) {
-  const int64_t S = P * R, W = P + R;
-  BasisGradScratch<T> scratch(S, C);
-  std::vector<T> rows;
-  for (int64_t o = begin; o < end; ++o) {
-    const int64_t row0 = target_ptr[o], n = target_ptr[o + 1] - row0;
-    if (n == 0) continue;
-    rows.resize(static_cast<size_t>(n * S));
-    basis_grad_target(grad + o * S * C, features, source + row0, n, S, C, scratch, rows.data());
-    for (int64_t t = 0; t < n; ++t) {
-      const T* d = rows.data() + t * S;
-      const T* a = first + (row0 + t) * P;
-      const T* b = second + (row0 + t) * R;
-      T* dst = out + (row0 + t) * W;
-      for (int64_t r = 0; r < R; ++r) dst[P + r] = T(0);
-      for (int64_t p = 0; p < P; ++p) {
-        T by_first = T(0);
-        for (int64_t r = 0; r < R; ++r) {
-          by_first += d[p * R + r] * b[r];
-          dst[P + r] += d[p * R + r] * a[p];
-        }
-        dst[p] = by_first;
-      }
-    }
-  }
-}
-
 // out[n, :] = sum over the rows t of source n (in row order) of sum_s basis[t, s] grad[target[t], s, :].
 template <typename T>
 void features_grad_impl(const T* basis, const T* grad, const int64_t* target, const int64_t* source_ptr,
@@ -298,24 +239,6 @@ void features_grad_impl(const T* basis, const T* grad, const int64_t* target, co
     for (int64_t k = source_ptr[n]; k < source_ptr[n + 1]; ++k) {
       const int64_t t = source_rows[k];
       combine(basis + t * S, grad + target[t] * S * C, C, S, C, dst, true);
-    }
-  }
-}
-
-// features_grad of a factored basis: each row's basis written out into a row of scratch as it is met.
-template <typename T>
-void features_grad_factored_impl(const T* first, const T* second, int64_t P, int64_t R, const T* grad,
-                                 const int64_t* target, const int64_t* source_ptr, const int64_t* source_rows,
-                                 int64_t C, int64_t begin, int64_t end, T* out) {
-  const int64_t S = P * R;
-  std::vector<T> row(static_cast<size_t>(S));
-  for (int64_t n = begin; n < end; ++n) {
-    T* dst = out + n * C;
-    std::memset(dst, 0, sizeof(T) * C);
-    for (int64_t k = source_ptr[n]; k < source_ptr[n + 1]; ++k) {
-      const int64_t t = source_rows[k];
-      expand_factors(first + t * P, second + t * R, 1, P, R, row.data());
-      combine(row.data(), grad + target[t] * S * C, C, S, C, dst, true);
     }
   }
 }
@@ -334,21 +257,6 @@ void features_grad_factored_impl(const T* first, const T* second, int64_t P, int
   void features_grad(const T* basis, const T* grad, const int64_t* target, const int64_t* source_ptr,                 \
                      const int64_t* source_rows, int64_t S, int64_t C, int64_t begin, int64_t end, T* out) {          \
     features_grad_impl(basis, grad, target, source_ptr, source_rows, S, C, begin, end, out);                         \
-  }                                                                                                                  \
-  void outer_sum_factored(const T* first, const T* second, int64_t P, int64_t R, const T* features,                  \
-                          const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,    \
-                          T* out) {                                                                                  \
-    outer_sum_factored_impl(first, second, P, R, features, source, target_ptr, C, begin, end, out);                  \
-  }                                                                                                                  \
-  void basis_grad_factored(const T* grad, const T* features, const T* first, const T* second, int64_t P, int64_t R,  \
-                           const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,   \
-                           T* out) {                                                                                 \
-    basis_grad_factored_impl(grad, features, first, second, P, R, source, target_ptr, C, begin, end, out);           \
-  }                                                                                                                  \
-  void features_grad_factored(const T* first, const T* second, int64_t P, int64_t R, const T* grad,                  \
-                              const int64_t* target, const int64_t* source_ptr, const int64_t* source_rows,           \
-                              int64_t C, int64_t begin, int64_t end, T* out) {                                        \
-    features_grad_factored_impl(first, second, P, R, grad, target, source_ptr, source_rows, C, begin, end, out);     \
   }
 
 MLIPKIT_DEFINE_SEGMENT_OUTER_KERNELS(float)

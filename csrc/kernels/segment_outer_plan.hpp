@@ -21,17 +21,6 @@ namespace segment_outer {
   /* out[n] for sources [begin, end) (overwritten) */                                                            \
   void features_grad(const T* basis, const T* grad, const int64_t* target, const int64_t* source_ptr,             \
                      const int64_t* source_rows, int64_t S, int64_t C, int64_t begin, int64_t end, T* out);       \
-  /* the same three with the basis factored: basis[t, p R + r] = first[t, p] second[t, r] (P x R = S); */        \
-  /* basis_grad_factored writes out[t, 0 .. P) (by first) and out[t, P .. P + R) (by second) */                  \
-  void outer_sum_factored(const T* first, const T* second, int64_t P, int64_t R, const T* features,              \
-                          const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin,            \
-                          int64_t end, T* out);                                                                   \
-  void basis_grad_factored(const T* grad, const T* features, const T* first, const T* second, int64_t P,         \
-                           int64_t R, const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, \
-                           int64_t end, T* out);                                                                  \
-  void features_grad_factored(const T* first, const T* second, int64_t P, int64_t R, const T* grad,              \
-                              const int64_t* target, const int64_t* source_ptr, const int64_t* source_rows,       \
-                              int64_t C, int64_t begin, int64_t end, T* out);                                     \
   }
 
 MLIPKIT_DECLARE_SEGMENT_OUTER_KERNELS(baseline, float)

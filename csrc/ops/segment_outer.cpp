@@ -11,17 +11,7 @@
 // mlipkit::segment_outer_sum_basis_grad(grad [O,S,C], features, source, sorted_target) -> [T, S]
 // mlipkit::segment_outer_sum_features_grad(basis, grad [O,S,C], source, sorted_target, num_sources) -> [N, C]
 // so the autograd formula of each op calls the other two, and derivatives of any order
-// (forces, force training) stay on these three kernels.
-//
-// A basis that is an outer product of two factors, basis[t, p R + r] = first[t, p] second[t, r] (GemNet-OC's
-// "legendre_outer" and "gaussian_outer" quadruplet bases), has its own three ops, which take the factors and
-// write the basis out only for one target's rows at a time, in cache:
-// mlipkit::segment_outer_sum_factored(first [T,P], second [T,R], features, source, sorted_target, num_targets)
-// mlipkit::segment_outer_sum_factored_basis_grad(grad, features, first, second, source, sorted_target) -> [T, P+R]
-//   (the derivatives by first and by second side by side)
-// mlipkit::segment_outer_sum_factored_features_grad(first, second, grad, source, sorted_target, num_sources)
-// They are the derivatives of the form F(first, second, features, grad) with the basis replaced by the product,
-// and again each one's autograd formula calls the three. Each output row is owned by one
+// (forces, force training) stay on these three kernels. Each output row is owned by one
 // thread and summed in a fixed order (targets in triplet order; sources in triplet order
 // after a stable counting sort), so results do not depend on the number of threads.
 
@@ -102,28 +92,6 @@ void run_features_grad(const T* basis, const T* grad, const int64_t* target, con
   MLIPKIT_RUN_KERNEL(features_grad, basis, grad, target, source_ptr, source_rows, S, C, begin, end, out)
 }
 
-template <typename T>
-void run_outer_sum_factored(const T* first, const T* second, int64_t P, int64_t R, const T* features,
-                            const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,
-                            T* out) {
-  MLIPKIT_RUN_KERNEL(outer_sum_factored, first, second, P, R, features, source, target_ptr, C, begin, end, out)
-}
-
-template <typename T>
-void run_basis_grad_factored(const T* grad, const T* features, const T* first, const T* second, int64_t P, int64_t R,
-                             const int64_t* source, const int64_t* target_ptr, int64_t C, int64_t begin, int64_t end,
-                             T* out) {
-  MLIPKIT_RUN_KERNEL(basis_grad_factored, grad, features, first, second, P, R, source, target_ptr, C, begin, end, out)
-}
-
-template <typename T>
-void run_features_grad_factored(const T* first, const T* second, int64_t P, int64_t R, const T* grad,
-                                const int64_t* target, const int64_t* source_ptr, const int64_t* source_rows, int64_t C,
-                                int64_t begin, int64_t end, T* out) {
-  MLIPKIT_RUN_KERNEL(features_grad_factored, first, second, P, R, grad, target, source_ptr, source_rows, C, begin, end,
-                     out)
-}
-
 #undef MLIPKIT_RUN_KERNEL
 
 at::Tensor outer_sum_cpu(const at::Tensor& basis, const at::Tensor& features, const at::Tensor& source,
@@ -202,114 +170,6 @@ at::Tensor features_grad_cpu(const at::Tensor& basis, const at::Tensor& grad, co
   return out;
 }
 
-void check_factors(const char* op, const at::Tensor& first, const at::Tensor& second, const at::Tensor& like,
-                   int64_t num_rows) {
-  check_operand(op, "first", first, 2, like);
-  check_operand(op, "second", second, 2, like);
-  TORCH_CHECK(first.size(0) == num_rows && second.size(0) == num_rows, "mlipkit::", op, ": first and second have ",
-              first.size(0), " and ", second.size(0), " rows for ", num_rows, " index entries");
-}
-
-at::Tensor outer_sum_factored_cpu(const at::Tensor& first, const at::Tensor& second, const at::Tensor& features,
-                                  const at::Tensor& source, const at::Tensor& sorted_target, int64_t num_targets) {
-  constexpr const char* kOp = "segment_outer_sum_factored";
-  check_operand(kOp, "features", features, 2, first);
-  check_indices(kOp, source, sorted_target, source.size(0));
-  check_factors(kOp, first, second, features, source.size(0));
-  TORCH_CHECK(num_targets >= 0, "mlipkit::", kOp, ": num_targets must be >= 0, got ", num_targets);
-  const int64_t P = first.size(1), R = second.size(1), channels = features.size(1);
-  const auto a = first.contiguous();
-  const auto b = second.contiguous();
-  const auto f = features.contiguous();
-  const auto src = source.contiguous();
-  check_sources(kOp, src.data_ptr<int64_t>(), src.size(0), features.size(0));
-  const auto ptr = segment_pointers(sorted_target, num_targets, kOp);
-  auto out = at::empty({num_targets, P * R, channels}, features.options());
-  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "mlipkit_segment_outer_sum_factored", [&] {
-    at::parallel_for(0, num_targets, kRowGrain, [&](int64_t begin, int64_t end) {
-      run_outer_sum_factored(a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), P, R, f.data_ptr<scalar_t>(),
-                             src.data_ptr<int64_t>(), ptr.data(), channels, begin, end, out.data_ptr<scalar_t>());
-    });
-  });
-  return out;
-}
-
-at::Tensor basis_grad_factored_cpu(const at::Tensor& grad, const at::Tensor& features, const at::Tensor& first,
-                                   const at::Tensor& second, const at::Tensor& source,
-                                   const at::Tensor& sorted_target) {
-  constexpr const char* kOp = "segment_outer_sum_factored_basis_grad";
-  check_operand(kOp, "grad", grad, 3, features);
-  check_operand(kOp, "features", features, 2, grad);
-  check_indices(kOp, source, sorted_target, source.size(0));
-  check_factors(kOp, first, second, grad, source.size(0));
-  const int64_t P = first.size(1), R = second.size(1), channels = grad.size(2);
-  TORCH_CHECK(grad.size(1) == P * R && channels == features.size(1), "mlipkit::", kOp, ": grad of shape ",
-              grad.sizes(), " does not match factors of ", P, " and ", R, " columns and features of ", features.size(1),
-              " channels");
-  const auto g = grad.contiguous();
-  const auto f = features.contiguous();
-  const auto a = first.contiguous();
-  const auto b = second.contiguous();
-  const auto src = source.contiguous();
-  check_sources(kOp, src.data_ptr<int64_t>(), src.size(0), features.size(0));
-  const auto ptr = segment_pointers(sorted_target, grad.size(0), kOp);
-  auto out = at::empty({source.size(0), P + R}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "mlipkit_segment_outer_sum_factored_basis_grad", [&] {
-    at::parallel_for(0, grad.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
-      run_basis_grad_factored(g.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
-                              b.data_ptr<scalar_t>(), P, R, src.data_ptr<int64_t>(), ptr.data(), channels, begin, end,
-                              out.data_ptr<scalar_t>());
-    });
-  });
-  return out;
-}
-
-at::Tensor features_grad_factored_cpu(const at::Tensor& first, const at::Tensor& second, const at::Tensor& grad,
-                                      const at::Tensor& source, const at::Tensor& sorted_target, int64_t num_sources) {
-  constexpr const char* kOp = "segment_outer_sum_factored_features_grad";
-  check_operand(kOp, "grad", grad, 3, first);
-  check_indices(kOp, source, sorted_target, source.size(0));
-  check_factors(kOp, first, second, grad, source.size(0));
-  const int64_t P = first.size(1), R = second.size(1), channels = grad.size(2);
-  TORCH_CHECK(grad.size(1) == P * R, "mlipkit::", kOp, ": grad has ", grad.size(1), " basis rows but the factors ",
-              P, " x ", R);
-  TORCH_CHECK(num_sources >= 0, "mlipkit::", kOp, ": num_sources must be >= 0, got ", num_sources);
-  const auto a = first.contiguous();
-  const auto b = second.contiguous();
-  const auto g = grad.contiguous();
-  const auto src = source.contiguous();
-  const auto tgt = sorted_target.contiguous();
-  const int64_t* sp = src.data_ptr<int64_t>();
-  check_sources(kOp, sp, src.size(0), num_sources);
-  segment_pointers(tgt, grad.size(0), kOp);
-  const auto [ptr, rows] = rows_by_group(sp, src.size(0), num_sources);
-  auto out = at::empty({num_sources, channels}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "mlipkit_segment_outer_sum_factored_features_grad", [&] {
-    at::parallel_for(0, num_sources, kRowGrain, [&](int64_t begin, int64_t end) {
-      run_features_grad_factored(a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), P, R, g.data_ptr<scalar_t>(),
-                                 tgt.data_ptr<int64_t>(), ptr.data(), rows.data(), channels, begin, end,
-                                 out.data_ptr<scalar_t>());
-    });
-  });
-  return out;
-}
-
-at::Tensor outer_sum_factored_meta(const at::Tensor& first, const at::Tensor& second, const at::Tensor& features,
-                                   const at::Tensor&, const at::Tensor&, c10::SymInt num_targets) {
-  return at::empty_symint({std::move(num_targets), first.sym_size(1) * second.sym_size(1), features.sym_size(1)},
-                          features.options());
-}
-
-at::Tensor basis_grad_factored_meta(const at::Tensor& grad, const at::Tensor&, const at::Tensor& first,
-                                    const at::Tensor& second, const at::Tensor& source, const at::Tensor&) {
-  return at::empty_symint({source.sym_size(0), first.sym_size(1) + second.sym_size(1)}, grad.options());
-}
-
-at::Tensor features_grad_factored_meta(const at::Tensor&, const at::Tensor&, const at::Tensor& grad, const at::Tensor&,
-                                       const at::Tensor&, c10::SymInt num_sources) {
-  return at::empty_symint({std::move(num_sources), grad.sym_size(2)}, grad.options());
-}
-
 at::Tensor outer_sum_meta(const at::Tensor& basis, const at::Tensor& features, const at::Tensor&, const at::Tensor&,
                           c10::SymInt num_targets) {
   return at::empty_symint({std::move(num_targets), basis.sym_size(1), features.sym_size(1)}, basis.options());
@@ -350,36 +210,6 @@ at::Tensor call_features_grad(const at::Tensor& basis, const at::Tensor& grad, c
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          c10::SymInt)>();
   return op.call(basis, grad, source, sorted_target, num_sources);
-}
-
-at::Tensor call_outer_sum_factored(const at::Tensor& first, const at::Tensor& second, const at::Tensor& features,
-                                   const at::Tensor& source, const at::Tensor& sorted_target,
-                                   const c10::SymInt& num_targets) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("mlipkit::segment_outer_sum_factored", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         const at::Tensor&, c10::SymInt)>();
-  return op.call(first, second, features, source, sorted_target, num_targets);
-}
-
-at::Tensor call_basis_grad_factored(const at::Tensor& grad, const at::Tensor& features, const at::Tensor& first,
-                                    const at::Tensor& second, const at::Tensor& source,
-                                    const at::Tensor& sorted_target) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("mlipkit::segment_outer_sum_factored_basis_grad", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         const at::Tensor&, const at::Tensor&)>();
-  return op.call(grad, features, first, second, source, sorted_target);
-}
-
-at::Tensor call_features_grad_factored(const at::Tensor& first, const at::Tensor& second, const at::Tensor& grad,
-                                       const at::Tensor& source, const at::Tensor& sorted_target,
-                                       const c10::SymInt& num_sources) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("mlipkit::segment_outer_sum_factored_features_grad", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         const at::Tensor&, c10::SymInt)>();
-  return op.call(first, second, grad, source, sorted_target, num_sources);
 }
 
 // ---------------------------------------------------------------- autograd: each op's derivatives are the other two
@@ -453,86 +283,6 @@ class FeaturesGradFunction : public torch::autograd::Function<FeaturesGradFuncti
   }
 };
 
-// The factored ops: F(a, b, x, G) = sum_t sum_{p,r,c} a[t,p] b[t,r] x[source[t],c] G[target[t],pr,c] is linear in
-// each argument, so the derivative of one op by another argument is again one of the three.
-
-// [by first, by second] split from basis_grad_factored's [T, P + R].
-variable_list split_factors(const at::Tensor& both, const at::Tensor& first) {
-  const auto P = first.sym_size(1);
-  return {both.narrow_symint(1, 0, P), both.narrow_symint(1, P, both.sym_size(1) - P)};
-}
-
-class OuterSumFactoredFunction : public torch::autograd::Function<OuterSumFactoredFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& first, const at::Tensor& second,
-                            const at::Tensor& features, const at::Tensor& source, const at::Tensor& sorted_target,
-                            const c10::SymInt& num_targets) {
-    ctx->save_for_backward({first, second, features, source, sorted_target});
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return call_outer_sum_factored(first, second, features, source, sorted_target, num_targets);
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto &first = saved[0], &second = saved[1], &features = saved[2], &source = saved[3], &target = saved[4];
-    const auto& g = grads[0];
-    if (!g.defined()) return variable_list(6);
-    const auto by_factor = split_factors(call_basis_grad_factored(g, features, first, second, source, target), first);
-    return {by_factor[0], by_factor[1],
-            call_features_grad_factored(first, second, g, source, target, features.sym_size(0)), at::Tensor(),
-            at::Tensor(), at::Tensor()};
-  }
-};
-
-class BasisGradFactoredFunction : public torch::autograd::Function<BasisGradFactoredFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& features,
-                            const at::Tensor& first, const at::Tensor& second, const at::Tensor& source,
-                            const at::Tensor& sorted_target) {
-    ctx->save_for_backward({grad, features, first, second, source, sorted_target});
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return call_basis_grad_factored(grad, features, first, second, source, sorted_target);
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto &grad = saved[0], &features = saved[1], &first = saved[2], &second = saved[3], &source = saved[4],
-               &target = saved[5];
-    const auto& d = grads[0];  // [T, P + R], in the place of the derivatives by first and by second
-    if (!d.defined()) return variable_list(6);
-    const auto d_factors = split_factors(d, first);
-    const auto &d_first = d_factors[0], &d_second = d_factors[1];
-    const auto by_factor = split_factors(call_basis_grad_factored(grad, features, d_first, d_second, source, target), first);
-    const auto num_targets = grad.sym_size(0), num_sources = features.sym_size(0);
-    return {call_outer_sum_factored(d_first, second, features, source, target, num_targets) +
-                call_outer_sum_factored(first, d_second, features, source, target, num_targets),
-            call_features_grad_factored(d_first, second, grad, source, target, num_sources) +
-                call_features_grad_factored(first, d_second, grad, source, target, num_sources),
-            by_factor[0], by_factor[1], at::Tensor(), at::Tensor()};
-  }
-};
-
-class FeaturesGradFactoredFunction : public torch::autograd::Function<FeaturesGradFactoredFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& first, const at::Tensor& second,
-                            const at::Tensor& grad, const at::Tensor& source, const at::Tensor& sorted_target,
-                            const c10::SymInt& num_sources) {
-    ctx->save_for_backward({first, second, grad, source, sorted_target});
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return call_features_grad_factored(first, second, grad, source, sorted_target, num_sources);
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto &first = saved[0], &second = saved[1], &grad = saved[2], &source = saved[3], &target = saved[4];
-    const auto& d = grads[0];  // [N, C], in the place of the features
-    if (!d.defined()) return variable_list(6);
-    const auto by_factor = split_factors(call_basis_grad_factored(grad, d, first, second, source, target), first);
-    return {by_factor[0], by_factor[1], call_outer_sum_factored(first, second, d, source, target, grad.sym_size(0)),
-            at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-};
-
 at::Tensor outer_sum_autograd(const at::Tensor& basis, const at::Tensor& features, const at::Tensor& source,
                               const at::Tensor& sorted_target, c10::SymInt num_targets) {
   return OuterSumFunction::apply(basis, features, source, sorted_target, num_targets);
@@ -548,24 +298,6 @@ at::Tensor features_grad_autograd(const at::Tensor& basis, const at::Tensor& gra
   return FeaturesGradFunction::apply(basis, grad, source, sorted_target, num_sources);
 }
 
-at::Tensor outer_sum_factored_autograd(const at::Tensor& first, const at::Tensor& second, const at::Tensor& features,
-                                       const at::Tensor& source, const at::Tensor& sorted_target,
-                                       c10::SymInt num_targets) {
-  return OuterSumFactoredFunction::apply(first, second, features, source, sorted_target, num_targets);
-}
-
-at::Tensor basis_grad_factored_autograd(const at::Tensor& grad, const at::Tensor& features, const at::Tensor& first,
-                                        const at::Tensor& second, const at::Tensor& source,
-                                        const at::Tensor& sorted_target) {
-  return BasisGradFactoredFunction::apply(grad, features, first, second, source, sorted_target);
-}
-
-at::Tensor features_grad_factored_autograd(const at::Tensor& first, const at::Tensor& second, const at::Tensor& grad,
-                                           const at::Tensor& source, const at::Tensor& sorted_target,
-                                           c10::SymInt num_sources) {
-  return FeaturesGradFactoredFunction::apply(first, second, grad, source, sorted_target, num_sources);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
@@ -574,42 +306,24 @@ TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
   m.def(
       "segment_outer_sum_features_grad(Tensor basis, Tensor grad, Tensor source, Tensor sorted_target, "
       "SymInt num_sources) -> Tensor");
-  m.def(
-      "segment_outer_sum_factored(Tensor first, Tensor second, Tensor features, Tensor source, Tensor sorted_target, "
-      "SymInt num_targets) -> Tensor");
-  m.def(
-      "segment_outer_sum_factored_basis_grad(Tensor grad, Tensor features, Tensor first, Tensor second, "
-      "Tensor source, Tensor sorted_target) -> Tensor");
-  m.def(
-      "segment_outer_sum_factored_features_grad(Tensor first, Tensor second, Tensor grad, Tensor source, "
-      "Tensor sorted_target, SymInt num_sources) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) {
   m.impl("segment_outer_sum", outer_sum_cpu);
   m.impl("segment_outer_sum_basis_grad", basis_grad_cpu);
   m.impl("segment_outer_sum_features_grad", features_grad_cpu);
-  m.impl("segment_outer_sum_factored", outer_sum_factored_cpu);
-  m.impl("segment_outer_sum_factored_basis_grad", basis_grad_factored_cpu);
-  m.impl("segment_outer_sum_factored_features_grad", features_grad_factored_cpu);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, Meta, m) {
   m.impl("segment_outer_sum", outer_sum_meta);
   m.impl("segment_outer_sum_basis_grad", basis_grad_meta);
   m.impl("segment_outer_sum_features_grad", features_grad_meta);
-  m.impl("segment_outer_sum_factored", outer_sum_factored_meta);
-  m.impl("segment_outer_sum_factored_basis_grad", basis_grad_factored_meta);
-  m.impl("segment_outer_sum_factored_features_grad", features_grad_factored_meta);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, Autograd, m) {
   m.impl("segment_outer_sum", outer_sum_autograd);
   m.impl("segment_outer_sum_basis_grad", basis_grad_autograd);
   m.impl("segment_outer_sum_features_grad", features_grad_autograd);
-  m.impl("segment_outer_sum_factored", outer_sum_factored_autograd);
-  m.impl("segment_outer_sum_factored_basis_grad", basis_grad_factored_autograd);
-  m.impl("segment_outer_sum_factored_features_grad", features_grad_factored_autograd);
 }
 
 }  // namespace mlipkit

@@ -136,20 +136,6 @@ def segment_outer_sum(
     return torch.ops.mlipkit.segment_outer_sum(basis, features, source, sorted_target, num_targets)
 
 
-def segment_outer_sum_factored(
-    first: torch.Tensor, second: torch.Tensor, features: torch.Tensor, source: torch.Tensor, sorted_target: torch.Tensor,
-    num_targets: int,
-) -> torch.Tensor:
-    """segment_outer_sum of the basis ``basis[t, p R + r] = first[t, p] * second[t, r]`` without writing it out.
-
-    A [rows, P R] basis would cost memory traffic of P R values a row in the
-    sum and again in its derivative; the op writes each target's rows out in
-    cache and returns derivatives by the two factors ([rows, P] and [rows, R]).
-    """
-    load_library()
-    return torch.ops.mlipkit.segment_outer_sum_factored(first, second, features, source, sorted_target, num_targets)
-
-
 def halo_exchange(node_features: torch.Tensor) -> torch.Tensor:
     """Node rows [N, W] whose ghost rows take their owners' values (see csrc/ops/halo_exchange.cpp).
 

@@ -95,12 +95,3 @@ def segment_outer_sum_reference(
     """Every row's outer product written out, then summed into its target with index_add."""
     outer = basis.unsqueeze(2) * features.index_select(0, source).unsqueeze(1)
     return outer.new_zeros((num_targets,) + tuple(outer.shape[1:])).index_add(0, target, outer)
-
-
-def segment_outer_sum_factored_reference(
-    first: torch.Tensor, second: torch.Tensor, features: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
-    num_targets: int,
-) -> torch.Tensor:
-    """The factored basis written out (first index major), then segment_outer_sum_reference."""
-    basis = (first.unsqueeze(2) * second.unsqueeze(1)).flatten(1)
-    return segment_outer_sum_reference(basis, features, source, target, num_targets)

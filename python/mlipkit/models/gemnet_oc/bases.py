@@ -194,25 +194,33 @@ class SphericalBasis(nn.Module):
         self.circular_basis = GaussianBasis(-1.0, 1.0, num_spherical, trainable) if name == "gaussian_outer" else None
         self.scale_sbf = ScaleFactor() if scale_basis else None
 
-    def angular(self, directions: torch.Tensor) -> torch.Tensor | FactoredAngular:
-        """[N, num_spherical^2]; the "_outer" bases as their two factors, polar index major."""
+    def angular(
+        self, directions: torch.Tensor, polar_cosines: torch.Tensor, triplet: torch.Tensor, triplet_out: torch.Tensor
+    ) -> torch.Tensor | FactoredAngular:
+        """[N, num_spherical^2]; the "_outer" bases as their two factors, polar index major.
+
+        ``polar_cosines`` per output triplet c->a<-b, ``triplet`` each quadruplet's (sorted), ``triplet_out``
+        each triplet's output edge (sorted): the polar factor is a triplet's, computed once for its quadruplets.
+        """
         if self.harmonics is not None:
             return self.harmonics(directions)
-        polar_cosines = directions[:, 2]
         # cos(dihedral); at a polar angle of 0 or pi the dihedral is undefined and counts as pi/2, as in fairchem
         sines = safe_norm(directions[:, :2])
         defined = sines >= COLLINEAR_TOLERANCE
         dihedral_cosines = torch.where(defined, directions[:, 0] / torch.where(defined, sines, 1.0), 0.0)
         if self.circular_basis is None:
-            return FactoredAngular(
-                zonal_harmonics(polar_cosines, self.num_spherical), zonal_harmonics(dihedral_cosines, self.num_spherical)
-            )
-        return FactoredAngular(self.circular_basis(polar_cosines), self.circular_basis(dihedral_cosines))
+            polar, dihedral = zonal_harmonics(polar_cosines, self.num_spherical), zonal_harmonics(dihedral_cosines, self.num_spherical)
+        else:
+            polar, dihedral = self.circular_basis(polar_cosines), self.circular_basis(dihedral_cosines)
+        return FactoredAngular(polar, dihedral, triplet, triplet_out)
 
-    def forward(self, lengths: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | FactoredAngular]:
-        """The radial basis and the angular one; a scaled basis is written out (its scale factor is fitted to
-        the product's variance)."""
-        values = self.angular(directions)
+    def forward(
+        self, lengths: torch.Tensor, directions: torch.Tensor, polar_cosines: torch.Tensor, triplet: torch.Tensor,
+        triplet_out: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | FactoredAngular]:
+        """The radial basis and the angular one (arguments as for ``angular``); a scaled basis is written out
+        (its scale factor is fitted to the product's variance)."""
+        values = self.angular(directions, polar_cosines, triplet, triplet_out)
         if self.scale_sbf is None:
             return self.radial_basis(lengths), values
         if isinstance(values, FactoredAngular):

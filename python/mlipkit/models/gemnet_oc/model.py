@@ -507,11 +507,14 @@ class GemNetOC(nn.Module):
             # c -> a <- b: polar angle at a, the normal of c-a-b, and the dihedral between the two planes
             v_ca = main_units.index_select(0, quads["triplet_out_out"])
             v_ba_out = qint_units.index_select(0, quads["triplet_out_in"])
-            polar_cosines = _cosines(v_ca, v_ba_out).index_select(0, quads["trip_out_to_quad"])
+            triplet_polar_cosines = _cosines(v_ca, v_ba_out)
+            polar_cosines = triplet_polar_cosines.index_select(0, quads["trip_out_to_quad"])
             normal_cab = _cross(v_ca, v_ba_out).index_select(0, quads["trip_out_to_quad"])
             normal_abd = _cross(v_db, v_ba_in).index_select(0, quads["trip_in_to_quad"])
             directions = quadruplet_directions(normal_cab, normal_abd, polar_cosines)
-            rad_sph, sph = self.sbf_basis_qint(main_lengths, directions)
+            rad_sph, sph = self.sbf_basis_qint(
+                main_lengths, directions, triplet_polar_cosines, quads["trip_out_to_quad"], quads["triplet_out_out"]
+            )
             fields.update(
                 quadruplet_triplet_in=quads["triplet_in_in"],
                 quadruplet_triplet_to_quadruplet=quads["trip_in_to_quad"],
