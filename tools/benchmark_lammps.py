@@ -45,6 +45,7 @@ import torch
 
 import mlipkit
 from mlipkit.compile import compile_model
+from mlipkit.compile.metadata import EXTENSIONS
 
 DECK = """
 units metal
@@ -76,8 +77,7 @@ def default_artifact(
         # apart within the run: a tenth of them keeps the dynamics sane (the cost is the same)
         with torch.no_grad():
             model.partial_charges.readout.out.weight.mul_(0.1)
-    extension = ".pt2" if mode == "aotinductor" else ".pt"
-    path = directory / f"default_{model_name}_cu{'_coulomb' if options else ''}{extension}"
+    path = directory / f"default_{model_name}_cu{'_coulomb' if options else ''}{EXTENSIONS[mode]}"
     started = time.perf_counter()
     compile_model(model, path, mode=mode)
     what = f"with a Coulomb term at {coulomb_cutoff} Å " if options else ""

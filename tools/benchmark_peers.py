@@ -198,6 +198,7 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
 
     import mlipkit
     from mlipkit.compile import Artifact, compile_checkpoint
+    from mlipkit.compile.metadata import EXTENSIONS
     from mlipkit.data import graph_from_atoms, keys
     from mlipkit.data.graph import compute_edge_vectors
     from mlipkit.nn import linear
@@ -238,9 +239,8 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
                                     for module in model.modules() if isinstance(module, SymmetricContraction))
             info["flop_floor"][name] = (2 * (counter.get_total_flops() + radial_mlp_flops) + 4 * coupling_flops
                                         + contraction_flops)
-        if kernel in ("aotinductor", "torchscript"):
-            extension = ".pt2" if kernel == "aotinductor" else ".pt"
-            artifact_path = directory / f"{model_name}_{'_'.join(types)}_{dtype_name}{extension}"
+        if kernel in EXTENSIONS:
+            artifact_path = directory / f"{model_name}_{'_'.join(types)}_{dtype_name}{EXTENSIONS[kernel]}"
             if not artifact_path.exists():
                 checkpoint = mlipkit.save_checkpoint(model, directory / f"{model_name}_{'_'.join(types)}.ckpt")
                 started = time.perf_counter()
