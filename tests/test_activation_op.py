@@ -8,6 +8,7 @@ from torch.library import opcheck
 from mlipkit import ops
 from mlipkit.nn.activations import ACTIVATIONS as ACTIVATION_FUNCTIONS
 from mlipkit.nn.activations import activation as activation_function
+from mlipkit.nn.activations import scaled_activation
 from mlipkit.nn.mlp import mlp_with_activation_op, radial_mlp
 from test_convolution_kernel import relative
 
@@ -62,6 +63,20 @@ def test_gradcheck_and_gradgradcheck(activation):
         function = lambda x, factor: ops.activation_derivative(x, activation, order, 0.6, factor)  # noqa: E731
         assert torch.autograd.gradcheck(function, (x, factor))
         assert torch.autograd.gradgradcheck(function, (x, factor))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_scaled_activation_equals_torch_through_two_derivatives(activation):
+    """What GemNet-OC's layers call: scale * f(x) in one op on the CPU, torch's function times scale elsewhere."""
+    x = grid(torch.float64)
+    derivatives = autograd_derivatives(activation, x, 2)
+    x = x.clone().requires_grad_(True)
+    value = scaled_activation(x, activation, 0.7)
+    first = torch.autograd.grad(value.sum(), x, create_graph=True)[0]
+    second = torch.autograd.grad(first.sum(), x)[0]
+    for got, expected in zip((value, first, second), derivatives):
+        assert close(got.detach(), 0.7 * expected) <= 1e-12
+    assert scaled_activation(x.detach().to("meta"), activation, 0.7).shape == x.shape
 
 
 def test_opcheck():

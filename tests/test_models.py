@@ -1,5 +1,7 @@
 """Physics tests every registered model must pass (parametrised over the registry)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +126,29 @@ def test_inference_under_no_grad_gives_the_same_outputs(small_model):
         assert relative_error(outputs[name], expected[name].detach()) <= 1e-13, name
     assert float(outputs[keys.FORCES].abs().max()) > 1e-3
     assert not outputs[keys.FORCES].requires_grad
+
+
+def saved_bytes(model, atoms: Atoms) -> int:
+    """The distinct storages autograd keeps for the backward during one evaluation under torch.no_grad."""
+    storages = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.no_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        evaluate(model, atoms)
+    return sum(storages.values())
+
+
+def test_inference_keeps_nothing_for_weight_gradients(small_model):
+    """Under torch.no_grad in eval mode nobody asks for weight gradients: autograd keeps what it keeps for the
+    model with frozen weights, not each layer's input as well; the weights stay trainable parameters."""
+    atoms = STRUCTURES["triclinic"]()
+    frozen = copy.deepcopy(small_model).requires_grad_(False)
+    assert saved_bytes(small_model, atoms) == saved_bytes(frozen, atoms) > 0
+    assert all(isinstance(weight, torch.nn.Parameter) for weight in small_model.parameters())
+    assert any(weight.requires_grad for weight in small_model.parameters())
 
 
 @pytest.mark.parametrize("structure", ["triclinic", "slab"])

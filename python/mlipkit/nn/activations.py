@@ -7,6 +7,8 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 
+from mlipkit import ops
+
 ActivationName = Literal["silu", "swish", "tanh", "sigmoid", "softplus", "gelu", "relu"]
 #: Activations that may act on odd (pseudo)scalars: only odd functions keep parity.
 OddActivationName = Literal["tanh"]
@@ -27,3 +29,11 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation '{name}'; known: {sorted(ACTIVATIONS)}") from None
+
+
+def scaled_activation(x: torch.Tensor, name: str, scale: float) -> torch.Tensor:
+    """``scale * f(x)``: on the CPU one ``mlipkit::activation_derivative`` pass forward and one backward, where
+    the activation and the product take two each way (and the product's input is kept); torch's own elsewhere."""
+    if x.device.type == "cpu":
+        return ops.activation_derivative(x, name, 0, scale)
+    return activation(name)(x) * scale

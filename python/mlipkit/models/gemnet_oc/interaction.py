@@ -120,8 +120,9 @@ class InteractionBlock(nn.Module):
         self.inv_sqrt_num_aint = 1.0 / math.sqrt(1.0 + edge_atom_interaction + atom_interaction)
 
     def forward(self, h: torch.Tensor, m: torch.Tensor, graphs: Interactions) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.dense_ca(m) + self.trip_interaction(
-            m, graphs.rbf_triplet, graphs.cbf_triplet, graphs.triplet_in, graphs.main_reverse
+        scale = self.inv_sqrt_num_eint
+        x = self.dense_ca(m, scale) + self.trip_interaction(
+            m, graphs.rbf_triplet, graphs.cbf_triplet, graphs.triplet_in, graphs.main_reverse, scale=scale
         )
         if self.quad_interaction is not None:
             x = x + self.quad_interaction(
@@ -132,13 +133,13 @@ class InteractionBlock(nn.Module):
                 graphs.quadruplet_triplet_in,
                 graphs.quadruplet_triplet_to_quadruplet,
                 graphs.main_reverse,
+                scale,
             )
         if self.atom_edge_interaction is not None:
             x = x + self.atom_edge_interaction(
                 h, graphs.rbf_atom_edge, graphs.cbf_atom_edge, graphs.atom_edge_triplet_in, graphs.main_reverse,
-                expand_index=graphs.aeaint_senders,
+                expand_index=graphs.aeaint_senders, scale=scale,
             )
-        x = x * self.inv_sqrt_num_eint
         h_new = h
         if self.edge_atom_interaction is not None:
             h_new = h_new + self.edge_atom_interaction(
@@ -149,9 +150,9 @@ class InteractionBlock(nn.Module):
             h_new = h_new + self.atom_interaction(h, graphs.rbf_atom_atom, graphs.aint_senders, graphs.aint_receivers)
         h = h_new * self.inv_sqrt_num_aint
 
-        m = (m + run(self.layers_before_skip, x)) * INV_SQRT_2
+        m = torch.add(run(self.layers_before_skip, x, INV_SQRT_2), m, alpha=INV_SQRT_2)
         m = run(self.layers_after_skip, m)
         h = run(self.atom_emb_layers, h)
         h = (h + self.atom_update(m, graphs.basis_atom_update, graphs.main_receivers, graphs.num_atoms)) * INV_SQRT_2
-        m2 = run(self.residual_m, self.concat_layer(h, m, graphs.main_senders, graphs.main_receivers))
-        return h, (m + m2) * INV_SQRT_2
+        m2 = run(self.residual_m, self.concat_layer(h, m, graphs.main_senders, graphs.main_receivers), INV_SQRT_2)
+        return h, torch.add(m2, m, alpha=INV_SQRT_2)
