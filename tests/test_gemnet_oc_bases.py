@@ -93,3 +93,45 @@ def test_outer_product_quadruplet_bases_equal_fairchems(name):
     rows = torch.arange(len(cosines))
     produced = FactoredAngular(circular(cosines), circular(dihedral_cosines), rows, rows).written_out()
     assert torch.allclose(produced, torch.tensor(FIXTURE[name], dtype=torch.float64), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["legendre_outer", "gaussian_outer"])
+def test_outer_bases_read_the_dihedral_from_unit_normals(name):
+    """The outer bases take cos(dihedral) as the cosine between the two planes' unit normals (per triplet, one
+    dot product a quadruplet); it equals the one from each quadruplet's direction (sin p cos d, sin p sin d,
+    cos p) that the spherical-harmonics basis reads, an undefined dihedral (collinear atoms) counts as pi/2 in
+    both, and the derivatives stay finite at planar and collinear quadruplets."""
+    from mlipkit.models.gemnet_oc.bases import (
+        COLLINEAR_TOLERANCE, QuadrupletTriplets, RadialBasis, SphericalBasis, quadruplet_directions,
+    )
+
+    generator = torch.Generator().manual_seed(0)
+    normal_cab = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    normal_abd = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    normal_cab[1] = 0.0  # c, a, b collinear
+    normal_abd[2] = 0.0  # d, b, a collinear
+    normal_abd[3] = -0.4 * normal_cab[3]  # planar, d opposite c
+    normal_abd[4] = 0.7 * normal_cab[4]  # planar, d on c's side
+    normal_cab.requires_grad_(True)
+    normal_abd.requires_grad_(True)
+    triplets = QuadrupletTriplets(
+        output=torch.tensor([0, 0, 1, 2, 3, 3, 4]), input=torch.tensor([0, 1, 1, 2, 3, 4, 4]), output_edge=torch.arange(5)
+    )
+    polar_cosines = torch.linspace(-0.9, 0.9, 5, dtype=torch.float64)
+    radial = RadialBasis("gaussian", 4, 5.0, "polynomial", 5, False, False, 1.0)
+    basis = SphericalBasis(name, 3, radial, scale_basis=False).double()
+    dihedral = basis.angular(normal_cab, normal_abd, polar_cosines, triplets).second
+
+    directions = quadruplet_directions(
+        normal_cab.index_select(0, triplets.output), normal_abd.index_select(0, triplets.input),
+        polar_cosines.index_select(0, triplets.output),
+    ).detach()
+    sines = directions[:, :2].norm(dim=-1)
+    expected_cosines = torch.where(sines >= COLLINEAR_TOLERANCE, directions[:, 0] / sines.clamp_min(COLLINEAR_TOLERANCE), 0.0)
+    circular = (lambda values: zonal_harmonics(values, 3)) if name == "legendre_outer" else basis.circular_basis
+    assert torch.allclose(dihedral, circular(expected_cosines), rtol=1e-12, atol=1e-14)
+    assert expected_cosines[[2, 3]].tolist() == [0.0, 0.0]  # the collinear ones: pi/2
+    assert expected_cosines[[4, 6]].tolist() == pytest.approx([-1.0, 1.0], abs=1e-14)  # the planar ones
+
+    gradients = torch.autograd.grad(dihedral.pow(2).sum(), [normal_cab, normal_abd])
+    assert all(bool(torch.isfinite(gradient).all()) for gradient in gradients)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -177,11 +177,21 @@ class CircularBasis(nn.Module):
 COLLINEAR_TOLERANCE = 1e-9
 
 
+class QuadrupletTriplets(NamedTuple):
+    """Where each quadruplet's triplets are: its output triplet c->a<-b (``output``, sorted) and its input
+    triplet d->b->a (``input``); and each output triplet's output edge (``output_edge``, sorted)."""
+
+    output: torch.Tensor
+    input: torch.Tensor
+    output_edge: torch.Tensor
+
+
 class SphericalBasis(nn.Module):
     """A radial basis of the output edge and the quadruplet basis of the polar angle c-a-b and the dihedral
     c-a-b-d (fairchem's sbf), num_spherical^2 wide.
 
-    Takes each quadruplet's direction (sin(polar) cos(dihedral), sin(polar) sin(dihedral), cos(polar)).
+    Takes the normals of the planes c-a-b (per output triplet) and d-b-a (per input triplet) and the polar
+    cosines (per output triplet).
     """
 
     def __init__(
@@ -195,37 +205,78 @@ class SphericalBasis(nn.Module):
         self.scale_sbf = ScaleFactor() if scale_basis else None
 
     def angular(
-        self, directions: torch.Tensor, polar_cosines: torch.Tensor, triplet: torch.Tensor, triplet_out: torch.Tensor
+        self, normal_cab: torch.Tensor, normal_abd: torch.Tensor, polar_cosines: torch.Tensor, triplets: QuadrupletTriplets
     ) -> torch.Tensor | FactoredAngular:
-        """[N, num_spherical^2]; the "_outer" bases as their two factors, polar index major.
+        """[quadruplets, num_spherical^2]; the "_outer" bases as their two factors, polar index major (the polar
+        factor is a triplet's, computed once for its quadruplets).
 
-        ``polar_cosines`` per output triplet c->a<-b, ``triplet`` each quadruplet's (sorted), ``triplet_out``
-        each triplet's output edge (sorted): the polar factor is a triplet's, computed once for its quadruplets.
+        The outer bases need only cos(dihedral), the cosine of the angle between the two planes' normals: unit
+        normals per triplet (zero where the atoms are collinear, so that the undefined dihedral counts as
+        pi/2, as in fairchem), then one dot product a quadruplet.
         """
         if self.harmonics is not None:
+            directions = quadruplet_directions(
+                normal_cab.index_select(0, triplets.output), normal_abd.index_select(0, triplets.input),
+                polar_cosines.index_select(0, triplets.output),
+            )
             return self.harmonics(directions)
-        # cos(dihedral); at a polar angle of 0 or pi the dihedral is undefined and counts as pi/2, as in fairchem
-        sines = safe_norm(directions[:, :2])
-        defined = sines >= COLLINEAR_TOLERANCE
-        dihedral_cosines = torch.where(defined, directions[:, 0] / torch.where(defined, sines, 1.0), 0.0)
+        dihedral_cosines = (
+            unit_or_zero(normal_cab).index_select(0, triplets.output) * unit_or_zero(normal_abd).index_select(0, triplets.input)
+        ).sum(-1)
         if self.circular_basis is None:
             polar, dihedral = zonal_harmonics(polar_cosines, self.num_spherical), zonal_harmonics(dihedral_cosines, self.num_spherical)
         else:
             polar, dihedral = self.circular_basis(polar_cosines), self.circular_basis(dihedral_cosines)
-        return FactoredAngular(polar, dihedral, triplet, triplet_out)
+        return FactoredAngular(polar, dihedral, triplets.output, triplets.output_edge)
 
     def forward(
-        self, lengths: torch.Tensor, directions: torch.Tensor, polar_cosines: torch.Tensor, triplet: torch.Tensor,
-        triplet_out: torch.Tensor,
+        self, lengths: torch.Tensor, normal_cab: torch.Tensor, normal_abd: torch.Tensor, polar_cosines: torch.Tensor,
+        triplets: QuadrupletTriplets,
     ) -> tuple[torch.Tensor, torch.Tensor | FactoredAngular]:
         """The radial basis and the angular one (arguments as for ``angular``); a scaled basis is written out
         (its scale factor is fitted to the product's variance)."""
-        values = self.angular(directions, polar_cosines, triplet, triplet_out)
+        values = self.angular(normal_cab, normal_abd, polar_cosines, triplets)
         if self.scale_sbf is None:
             return self.radial_basis(lengths), values
         if isinstance(values, FactoredAngular):
             values = values.written_out()
         return self.radial_basis(lengths), self.scale_sbf(values)
+
+
+def cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a x b by components (torch.linalg.cross would pin the traced vector width to 3 with a guard)."""
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
+
+
+def unit_or_zero(vectors: torch.Tensor) -> torch.Tensor:
+    """v / |v|, or zero where |v| is below COLLINEAR_TOLERANCE (the normal of three collinear atoms)."""
+    lengths = safe_norm(vectors)
+    defined = lengths >= COLLINEAR_TOLERANCE
+    return torch.where(defined.unsqueeze(-1), vectors / torch.where(defined, lengths, 1.0).unsqueeze(-1), 0.0)
+
+
+def quadruplet_directions(normal_cab: torch.Tensor, normal_abd: torch.Tensor, polar_cosines: torch.Tensor) -> torch.Tensor:
+    """(sin p cos d, sin p sin d, cos p) of each quadruplet's polar angle p (c-a-b) and unsigned dihedral d.
+
+    With unit edge vectors |normal_cab| = sin p, so the first component is
+    normal_cab's projection on normal_abd's direction (smooth through p = 0)
+    and the second the length of the rest (fairchem's unsigned dihedral: a
+    kink at planar quadruplets). An undefined dihedral (d, b, a collinear)
+    counts as pi/2, as in fairchem. Values below COLLINEAR_TOLERANCE count as
+    exactly zero, so that rounding noise in an exactly collinear or planar
+    geometry decides neither values nor derivatives.
+    """
+    length_abd = safe_norm(normal_abd)
+    defined = length_abd >= COLLINEAR_TOLERANCE
+    divisor = torch.where(defined, length_abd, 1.0)
+    along = torch.where(defined, (normal_cab * normal_abd).sum(-1) / divisor, 0.0)
+    rejection = safe_norm(cross(normal_cab, normal_abd))
+    across_defined = torch.where(rejection >= COLLINEAR_TOLERANCE, rejection, 0.0) / divisor
+    length_cab = safe_norm(normal_cab)
+    across = torch.where(defined, across_defined, torch.where(length_cab >= COLLINEAR_TOLERANCE, length_cab, 0.0))
+    return torch.stack([along, across, polar_cosines], dim=-1)
 
 
 def safe_norm(vectors: torch.Tensor) -> torch.Tensor:

@@ -24,14 +24,14 @@ from mlipkit.data.graph import AtomicGraph, compute_edge_vectors
 from mlipkit.models.config import PotentialConfig
 from mlipkit.models.gemnet_oc import indices
 from mlipkit.models.gemnet_oc.bases import (
-    COLLINEAR_TOLERANCE,
     CircularBasis,
     CircularBasisName,
     RadialBasis,
     RadialBasisName,
+    QuadrupletTriplets,
     SphericalBasis,
     SphericalBasisName,
-    safe_norm,
+    cross,
 )
 from mlipkit.models.gemnet_oc.interaction import InteractionBlock, Interactions
 from mlipkit.models.gemnet_oc.layers import (
@@ -304,13 +304,6 @@ def _initialize_output(weight: torch.Tensor, name: str) -> None:
             weight.copy_(torch.logspace(-4, 0, weight.shape[1], dtype=weight.dtype).expand_as(weight))
 
 
-def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a x b by components (torch.linalg.cross would pin the traced vector width to 3 with a guard)."""
-    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
-    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
-    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
-
-
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1).clamp(-1.0, 1.0)
 
@@ -508,12 +501,9 @@ class GemNetOC(nn.Module):
             v_ca = main_units.index_select(0, quads["triplet_out_out"])
             v_ba_out = qint_units.index_select(0, quads["triplet_out_in"])
             triplet_polar_cosines = _cosines(v_ca, v_ba_out)
-            polar_cosines = triplet_polar_cosines.index_select(0, quads["trip_out_to_quad"])
-            normal_cab = _cross(v_ca, v_ba_out).index_select(0, quads["trip_out_to_quad"])
-            normal_abd = _cross(v_db, v_ba_in).index_select(0, quads["trip_in_to_quad"])
-            directions = quadruplet_directions(normal_cab, normal_abd, polar_cosines)
             rad_sph, sph = self.sbf_basis_qint(
-                main_lengths, directions, triplet_polar_cosines, quads["trip_out_to_quad"], quads["triplet_out_out"]
+                main_lengths, cross(v_ca, v_ba_out), cross(v_db, v_ba_in), triplet_polar_cosines,
+                QuadrupletTriplets(quads["trip_out_to_quad"], quads["trip_in_to_quad"], quads["triplet_out_out"]),
             )
             fields.update(
                 quadruplet_triplet_in=quads["triplet_in_in"],
@@ -588,28 +578,6 @@ class GemNetOC(nn.Module):
             edge_force_magnitudes = 0.5 * (edge_force_magnitudes + edge_force_magnitudes.index_select(0, graphs.main_reverse))
         forces = sum_into_segments(edge_force_magnitudes * main_units, graphs.main_receivers, num_nodes)
         return energies, node_features[:num_atoms], forces[:num_atoms]
-
-
-def quadruplet_directions(normal_cab: torch.Tensor, normal_abd: torch.Tensor, polar_cosines: torch.Tensor) -> torch.Tensor:
-    """(sin p cos d, sin p sin d, cos p) of each quadruplet's polar angle p (c-a-b) and unsigned dihedral d.
-
-    With unit edge vectors |normal_cab| = sin p, so the first component is
-    normal_cab's projection on normal_abd's direction (smooth through p = 0)
-    and the second the length of the rest (fairchem's unsigned dihedral: a
-    kink at planar quadruplets). An undefined dihedral (d, b, a collinear)
-    counts as pi/2, as in fairchem. Values below COLLINEAR_TOLERANCE count as
-    exactly zero, so that rounding noise in an exactly collinear or planar
-    geometry decides neither values nor derivatives.
-    """
-    length_abd = safe_norm(normal_abd)
-    defined = length_abd >= COLLINEAR_TOLERANCE
-    divisor = torch.where(defined, length_abd, 1.0)
-    along = torch.where(defined, (normal_cab * normal_abd).sum(-1) / divisor, 0.0)
-    rejection = safe_norm(_cross(normal_cab, normal_abd))
-    across_defined = torch.where(rejection >= COLLINEAR_TOLERANCE, rejection, 0.0) / divisor
-    length_cab = safe_norm(normal_cab)
-    across = torch.where(defined, across_defined, torch.where(length_cab >= COLLINEAR_TOLERANCE, length_cab, 0.0))
-    return torch.stack([along, across, polar_cosines], dim=-1)
 
 
 def scale_factors(module: nn.Module) -> dict[str, ScaleFactor]:
