@@ -26,9 +26,9 @@ from mlipkit.models.gemnet_oc import indices
 from mlipkit.models.gemnet_oc.bases import (
     CircularBasis,
     CircularBasisName,
+    QuadrupletTriplets,
     RadialBasis,
     RadialBasisName,
-    QuadrupletTriplets,
     SphericalBasis,
     SphericalBasisName,
     cross,
