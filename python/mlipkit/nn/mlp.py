@@ -9,8 +9,7 @@ from typing import Sequence
 import torch
 from e3nn.nn import FullyConnectedNet
 
-from mlipkit import ops
-from mlipkit.nn.activations import activation
+from mlipkit.nn.activations import activation, scaled_activation
 
 
 def radial_mlp(
@@ -57,5 +56,5 @@ def mlp_with_activation_op(mlp: FullyConnectedNet, inputs: torch.Tensor, activat
     weights, _, scale = mlp_weight_matrices(mlp)
     hidden = inputs
     for weight in weights[:-1]:
-        hidden = ops.activation_derivative(hidden @ weight, activation_name, 0, scale)
+        hidden = scaled_activation(hidden @ weight, activation_name, scale)
     return hidden @ weights[-1]
