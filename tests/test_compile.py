@@ -400,6 +400,24 @@ def test_single_type_model_compiles_with_aotinductor(tmp_path):
     assert relative_error(Artifact(report.path).run(*inputs)[keys.EDGE_FORCES], model(graph)[keys.EDGE_FORCES]) <= 1e-10
 
 
+def test_quicker_build_compiles_kernels_at_o2_and_keeps_no_stack_traces():
+    """The kernel file's optimization level goes through a private PyTorch function: a torch that renames or
+    stops calling it must fail here, not silently double the compile time."""
+    from torch._inductor import cpp_builder
+
+    def command(min_optimize):
+        options = cpp_builder.CppTorchDeviceOptions(compile_only=True, device_type="cpu", min_optimize=min_optimize)
+        return cpp_builder.CppBuilder(name="kernel", sources="kernel.cpp", output_dir=".", BuildOption=options).get_command_line()
+
+    wrapper_command = command(True)
+    assert " -O3 " in command(False) and not torch.fx.config.do_not_emit_stack_traces
+    with export_module.quicker_aotinductor_build():
+        assert " -O2 " in command(False) and " -O3 " not in command(False)
+        assert command(True) == wrapper_command
+        assert torch.fx.config.do_not_emit_stack_traces
+    assert " -O3 " in command(False) and not torch.fx.config.do_not_emit_stack_traces
+
+
 def test_symbolic_traces_keep_the_graph_size_free(model_name):
     """Tracing forces, and the force-loss gradient by the weights (double backward through the custom ops),
     with symbolic shapes adds no guard that fixes the number of atoms or edges to the traced graph's."""
