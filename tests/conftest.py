@@ -186,7 +186,7 @@ ARTIFACT_SPECS = {
     "ewald_torchscript_float64": ("nequip", "torchscript", torch.float64, "lammps"),
     "imported_mace_torchscript_float64": ("imported", "torchscript", torch.float64, "lammps"),
     "imported_nequip_torchscript_float64": ("imported", "torchscript", torch.float64, "lammps"),
-    "imported_gemnet_oc_torchscript_float32": ("imported", "torchscript", torch.float32, "lammps"),
+    "imported_gemnet_oc_torchscript_float32": ("imported", "torchscript", torch.float32, "ase"),
 }
 #: the other packages' files behind the "imported" artifacts (tools/*_reference.py --import-fixtures), and
 #: read_foreign_model's options for each

@@ -5,7 +5,8 @@ environment (``bash tools/peer_envs.sh fairchem``): parameter counts of
 several configurations (tests/data/fairchem_gemnet_oc_counts.json) and, for
 three configurations with every interaction on, fairchem's random weights and
 scale factors with its energies and forces on two CuO cells
-(tests/data/fairchem_gemnet_oc_parity.pt).
+(tests/data/fairchem_gemnet_oc_parity.pt), and a model whose neighbour caps
+bind unevenly on a Cu slab with CO (tests/data/fairchem_gemnet_oc_caps.pt).
 """
 
 import json
@@ -31,6 +32,7 @@ from mlipkit.models.gemnet_oc.model import (
 DATA = Path(__file__).parent / "data"
 COUNTS = json.loads((DATA / "fairchem_gemnet_oc_counts.json").read_text())
 PARITY = torch.load(DATA / "fairchem_gemnet_oc_parity.pt", weights_only=False)
+CAPS = torch.load(DATA / "fairchem_gemnet_oc_caps.pt", weights_only=False)
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS["configurations"]))
@@ -73,6 +75,39 @@ def test_equals_fairchem_with_its_weights(name, dtype):
     assert abs((energies[0] - energies[1]) - (fairchem_energies[0] - fairchem_energies[1])) <= 1e-5 * abs(fairchem_energies[0])
     # the energies differ by the same isolated-atom constant
     assert abs((fairchem_energies[0] - energies[0]) - (fairchem_energies[1] - energies[1])) <= 1e-5 * abs(fairchem_energies[0])
+
+
+def test_lower_index_caps_equal_fairchem_where_caps_bind_unevenly():
+    """fairchem keeps the capped pair a < b when a is within b's cap; on a slab with CO an adsorbate's nearest
+    neighbours are not the surface atoms' nearest, so only that rule gives fairchem's graph and forces."""
+    options = {key: value for key, value in CAPS["options"].items() if key not in ("otf_graph", "use_pbc", "regress_forces")}
+    worst, energies = {}, {}
+    for rule in ("lower_index", "either_direction"):
+        model = build_model("gemnet_oc", dtype=torch.float32, type_names=["C", "O", "Cu"], cap_symmetrization=rule, **options)
+        load_fairchem_state_dict(model.core, CAPS["state_dict"])
+        assert model.depends_on_atom_order == (rule == "lower_index")
+        worst[rule], energies[rule] = 0.0, []
+        for structure in CAPS["structures"]:
+            assert torch.isfinite(structure["forces"]).all()
+            out = model(graph_from_atoms(parity_atoms(structure), model.r_max, model.type_names, torch.float32))
+            energies[rule].append(float(out[keys.ENERGY].detach()))
+            worst[rule] = max(worst[rule], relative_error(out[keys.FORCES], structure["forces"]))
+    assert worst["lower_index"] <= 1e-5 and worst["either_direction"] >= 1e-2
+    fairchem = [structure["energy"] for structure in CAPS["structures"]]
+    mlipkit = energies["lower_index"]
+    assert abs((mlipkit[0] - mlipkit[1]) - (fairchem[0] - fairchem[1])) <= 1e-5 * abs(fairchem[0])
+
+
+def test_lower_index_caps_are_refused_for_lammps_until_symmetric(tmp_path):
+    from mlipkit.compile import CompileError, ModifierError, apply_modifiers, compile_model
+
+    model = build_small("gemnet_oc", num_blocks=1, max_neighbors=6, cap_symmetrization="lower_index")
+    with pytest.raises(CompileError, match="LAMMPS renumbers atoms"):
+        compile_model(model, tmp_path / "capped.pt", mode="torchscript")
+    apply_modifiers(model, ["symmetric_neighbour_caps"])
+    assert not model.depends_on_atom_order and model.config.cap_symmetrization == "either_direction"
+    with pytest.raises(ModifierError, match="already keeps a pair"):
+        apply_modifiers(model, ["symmetric_neighbour_caps"])
 
 
 def test_fairchem_state_dict_must_fit():

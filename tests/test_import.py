@@ -24,6 +24,7 @@ from mlipkit.cli import import_ as import_cli
 from mlipkit.cli import info as info_cli
 from mlipkit.data import graph_from_atoms, keys
 from mlipkit.importers import read_foreign_model
+from mlipkit.importers.fairchem import fairchem_neighbour_caps
 from mlipkit.importers.unpickling import FileHoldsCode, UnsupportedModel
 
 DATA = Path(__file__).parent / "data" / "mace_import"
@@ -226,6 +227,19 @@ def test_imported_gemnet_oc_equals_fairchem(name, tmp_path, capsys):
         assert float(out[keys.ENERGY][0]) == pytest.approx(structure["energy"], rel=1e-6)
         forces = out[keys.FORCES].detach().double()
         assert float((forces - structure["forces"].double()).norm() / structure["forces"].double().norm()) <= 1e-5
+
+
+def test_fairchem_neighbour_caps_are_spelled_out_as_fairchem_applies_them():
+    """fairchem caps the embedding graph at 50 unless told otherwise (mlipkit's GemNet-OC caps nothing by
+    default); an interaction that is off, or has no cap of its own, takes the embedding graph's."""
+    caps = fairchem_neighbour_caps({"quad_interaction": True, "max_neighbors_qint": 8, "max_neighbors_aeaint": 20})
+    assert (caps["max_neighbors"], caps["max_neighbors_qint"], caps["max_neighbors_aeaint"], caps["max_neighbors_aint"]) == (50, 8, 50, 50)
+    caps = fairchem_neighbour_caps({"max_neighbors": 30, "atom_edge_interaction": True, "max_neighbors_aeaint": 40,
+                                    "atom_interaction": True})
+    assert (caps["max_neighbors"], caps["max_neighbors_qint"], caps["max_neighbors_aeaint"], caps["max_neighbors_aint"]) == (30, 30, 40, 40)
+    assert caps["cap_symmetrization"] == "lower_index"
+    imported = read_foreign_model(FAIRCHEM / "gemnet_oc_conservative.pt").model
+    assert imported.config.cap_symmetrization == "lower_index" and imported.depends_on_atom_order
 
 
 def test_gemnet_oc_keeps_every_element_of_its_embedding_by_default():

@@ -9,7 +9,8 @@
                                                           # one rank of 8 timed alone (no oversubscription)
     python tools/benchmark_lammps.py ... --json out/lammps.json --plot docs/figures/lammps_scaling.png
     python tools/benchmark_lammps.py --plot-from out/lammps.json --plot docs/figures/lammps_scaling.png
-    python tools/benchmark_lammps.py --slab66 --artifact out/benchmark_peers/artifacts/gemnet_oc_C_O_Cu_float32.pt2 \
+    mlip-compile out/benchmark_peers/artifacts/gemnet_oc_C_O_Cu.ckpt slab.pt2 --modifier symmetric_neighbour_caps
+    python tools/benchmark_lammps.py --slab66 --artifact slab.pt2 \
         --comm shell --ranks 1 --threads 2 --steps 10     # GemNet-OC on the OC20-shaped slab (edge messages: comm shell)
 
 Compiles the default NequIP (4 layers, l_max 2, 32 features, r_max 5) and/or

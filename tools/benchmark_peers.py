@@ -129,7 +129,8 @@ def registry_name(model_name: str) -> str:
 
 def mlipkit_options(model_name: str, kernel: str) -> dict:
     if model_name.startswith("gemnet_oc"):
-        return dict(gemnet_oc_options(model_name), per_type_energy_shifts=-1.0)
+        # fairchem's rule for the capped embedding graph, so that both packages compute on the same graph
+        return dict(gemnet_oc_options(model_name), per_type_energy_shifts=-1.0, cap_symmetrization="lower_index")
     options = dict(REFERENCE_PATH[model_name]) if kernel == "e3nn" else {}
     return dict(options, r_max=R_MAX, avg_num_neighbours=10.0, **MLIPKIT_OPTIONS[model_name])
 
@@ -244,7 +245,9 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
             if not artifact_path.exists():
                 checkpoint = mlipkit.save_checkpoint(model, directory / f"{model_name}_{'_'.join(types)}.ckpt")
                 started = time.perf_counter()
-                compile_checkpoint(checkpoint, artifact_path, mode=kernel, log=lambda line: None)
+                # a model whose graph depends on the atoms' order compiles for ASE, not LAMMPS (same inputs)
+                target = "ase" if model.depends_on_atom_order else "lammps"
+                compile_checkpoint(checkpoint, artifact_path, mode=kernel, target=target, log=lambda line: None)
                 info["compile_s"]["_".join(types)] = time.perf_counter() - started
             artifact = Artifact(artifact_path)
             calls[name] = lambda artifact=artifact, inputs=inputs: artifact.run(*inputs)

@@ -6,6 +6,7 @@
     .peers/fairchem/bin/python tools/fairchem_reference.py --bases-fixture tests/data/fairchem_gemnet_oc_bases.json
     .peers/fairchem/bin/python tools/fairchem_reference.py --indices
     .peers/fairchem/bin/python tools/fairchem_reference.py --parity-fixture tests/data/fairchem_gemnet_oc_parity.pt
+    .peers/fairchem/bin/python tools/fairchem_reference.py --caps-fixture tests/data/fairchem_gemnet_oc_caps.pt
     .peers/fairchem/bin/python tools/fairchem_reference.py --import-fixtures tests/data/fairchem_import
 
 fairchem-core is installed without its dependencies; its GemNet-OC imports
@@ -18,6 +19,7 @@ namespaces and only the modules the model needs are imported.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import sys
 import types
@@ -37,8 +39,10 @@ OC20_GEMNET_OC = dict(
 )
 
 
+@functools.cache
 def import_gemnet_oc():
-    """fairchem's GemNetOC class, without running fairchem.core's package initialisers."""
+    """fairchem's GemNetOC class, without running fairchem.core's package initialisers (once: the stand-in
+    packages it registers hide fairchem from a second look-up)."""
     spec = importlib.util.find_spec("fairchem")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("fairchem is not installed here: run bash tools/peer_envs.sh fairchem and use .peers/fairchem/bin/python")
@@ -250,6 +254,22 @@ PARITY_CONFIGURATIONS = {
 }
 
 
+def random_gemnet_oc(options: dict):
+    """fairchem's GemNetOC with torch's seed-0 weights and scale factors drawn from [0.5, 1.5), and the generator
+    that drew them (the import fixtures draw EMA weights from it next)."""
+    import torch
+
+    GemNetOC = import_gemnet_oc()
+    torch.manual_seed(0)
+    model = GemNetOC(**options)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__ == "ScaleFactor":
+                module.scale_factor.fill_(float(torch.rand((), generator=generator)) + 0.5)
+    return model, generator
+
+
 def parity_structures():
     """Two rattled 32-atom CuO cells of one composition (mlipkit subtracts each type's isolated-atom energy,
     fairchem does not, so energy differences are compared). The cells are wider than the cutoff: in smaller
@@ -271,7 +291,6 @@ def write_parity_fixture(path: Path) -> None:
     energies and forces (float32, as fairchem's graph code runs), for tests/test_gemnet_oc.py."""
     import torch
 
-    GemNetOC = import_gemnet_oc()
     structures = parity_structures()
     fixture = {"fairchem_core": "1.10.0", "structures": [], "configurations": {}}
     for atoms in structures:
@@ -279,13 +298,7 @@ def write_parity_fixture(path: Path) -> None:
             {"numbers": torch.tensor(atoms.numbers), "positions": torch.tensor(atoms.positions), "cell": torch.tensor(atoms.cell.array)}
         )
     for name, options in PARITY_CONFIGURATIONS.items():
-        torch.manual_seed(0)
-        model = GemNetOC(**options)
-        generator = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for module in model.modules():
-                if type(module).__name__ == "ScaleFactor":
-                    module.scale_factor.fill_(float(torch.rand((), generator=generator)) + 0.5)
+        model, _ = random_gemnet_oc(options)
         energies, forces = [], []
         for atoms in structures:
             out = model(fairchem_batch(atoms))
@@ -300,6 +313,46 @@ def write_parity_fixture(path: Path) -> None:
         print(f"{name}: energies {energies}, |F| max {max(float(f.abs().max()) for f in forces):.4f}")
     torch.save(fixture, path)
     print(f"wrote {path}")
+
+
+#: SMALL_GEMNET_OC with caps that bind unevenly on a slab with CO (surface, bulk-like and adsorbate atoms)
+CAPPED_GEMNET_OC = dict(SMALL_GEMNET_OC, max_neighbors=12, max_neighbors_qint=6, max_neighbors_aeaint=8, max_neighbors_aint=20)
+
+
+def capped_structures():
+    """A Cu(111) slab (2 x 2 x 3) with CO on top, rattled twice: one composition, for energy differences. Rattled,
+    since the perfect slab has ties at the caps (which neighbour a cap keeps among equals is each package's own)
+    and collinear triplets (where fairchem's forces are NaN)."""
+    from ase.build import add_adsorbate, fcc111, molecule
+
+    slab = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
+    add_adsorbate(slab, molecule("CO"), 1.9, "ontop")
+    slab.pbc = True
+    structures = []
+    for seed in (3, 4):
+        rattled = slab.copy()
+        rattled.rattle(0.05, seed=seed)
+        structures.append(rattled)
+    return structures
+
+
+def write_caps_fixture(path: Path) -> None:
+    """fairchem's CAPPED_GEMNET_OC (random weights and scale factors) on capped_structures(): its state dict,
+    energies, forces and the size of its capped embedding graph, for tests/test_gemnet_oc.py."""
+    import torch
+
+    model, _ = random_gemnet_oc(CAPPED_GEMNET_OC)
+    structures = []
+    for atoms in capped_structures():
+        batch = fairchem_batch(atoms)
+        out = model(batch)
+        structures.append({"numbers": torch.tensor(atoms.numbers), "positions": torch.tensor(atoms.positions),
+                           "cell": torch.tensor(atoms.cell.array), "energy": float(out["energy"].detach()[0]),
+                           "forces": out["forces"].detach().clone(),
+                           "embedding_edges": int(model.get_graphs_and_indices(batch)[0]["edge_index"].shape[1])})
+    torch.save({"fairchem_core": "1.10.0", "options": CAPPED_GEMNET_OC, "structures": structures,
+                "state_dict": {key: value.detach().clone() for key, value in model.state_dict().items()}}, path)
+    print(f"wrote {path}: embedding edges {[s['embedding_edges'] for s in structures]}")
 
 
 #: checkpoints as fairchem-core's trainer saves them, for tests/test_import.py: a direct-forces model with EMA
@@ -319,17 +372,10 @@ def write_import_fixtures(directory: Path) -> None:
     references added, EMA weights in place) on parity_structures()."""
     import torch
 
-    GemNetOC = import_gemnet_oc()
     directory.mkdir(parents=True, exist_ok=True)
     structures = parity_structures()
     for name, recipe in IMPORT_CHECKPOINTS.items():
-        torch.manual_seed(0)
-        model = GemNetOC(**recipe["options"])
-        generator = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for module in model.modules():
-                if type(module).__name__ == "ScaleFactor":
-                    module.scale_factor.fill_(float(torch.rand((), generator=generator)) + 0.5)
+        model, generator = random_gemnet_oc(recipe["options"])
         # as torch.save keeps them: one copy of a tensor registered under two names
         copies = {}
         state_dict = {f"module.{key}": copies.setdefault(id(value), value.detach().clone()) for key, value in model.state_dict().items()}
@@ -394,12 +440,15 @@ def main() -> None:
     parser.add_argument("--indices", action="store_true", help="triplet and quadruplet counts, fairchem's and mlipkit's")
     parser.add_argument("--bases-fixture", type=Path, help="write fairchem's radial, circular and spherical basis values to this JSON file")
     parser.add_argument("--parity-fixture", type=Path, help="write fairchem's weights, energies and forces (several configurations) to this .pt file")
+    parser.add_argument("--caps-fixture", type=Path, help="write fairchem's predictions where neighbour caps bind unevenly (a slab with CO) to this .pt file")
     parser.add_argument("--import-fixtures", type=Path, help="write trainer checkpoints and their predictions (tests/test_import.py) here")
     arguments = parser.parse_args()
     if arguments.bases_fixture:
         write_bases_fixture(arguments.bases_fixture)
     if arguments.parity_fixture:
         write_parity_fixture(arguments.parity_fixture)
+    if arguments.caps_fixture:
+        write_caps_fixture(arguments.caps_fixture)
     if arguments.import_fixtures:
         write_import_fixtures(arguments.import_fixtures)
     if arguments.indices:
@@ -411,7 +460,7 @@ def main() -> None:
     if arguments.evaluate:
         evaluate_small()
     if not (arguments.counts or arguments.evaluate or arguments.fixture or arguments.indices or arguments.bases_fixture
-            or arguments.parity_fixture or arguments.import_fixtures):
+            or arguments.parity_fixture or arguments.caps_fixture or arguments.import_fixtures):
         parser.print_help()
 
 

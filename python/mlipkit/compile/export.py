@@ -320,6 +320,12 @@ def _check_exportable(model: Potential, target: str) -> None:
             f"the model is energy-only, so target '{target}' has no forces: apply the modifier "
             "enable_ForceStressOutput, or compile with --target energy"
         )
+    if target == "lammps" and model.depends_on_atom_order:
+        raise CompileError(
+            "the model caps neighbours by fairchem's rule (cap_symmetrization: lower_index), which depends on the "
+            "atoms' order, and LAMMPS renumbers atoms as they move: apply the modifier symmetric_neighbour_caps "
+            "(a pair kept when either atom is within the other's cap), or compile --target ase"
+        )
     spaced = [name for name in model.type_names if not name or any(c.isspace() for c in name)]
     if spaced:
         raise CompileError(f"type names {spaced} contain whitespace, which the artifact metadata cannot hold")

@@ -138,6 +138,16 @@ def set_kernels(
         _set_config(model, triplet_contraction_kernel=triplet_contraction)
 
 
+def symmetric_neighbour_caps(model: Potential) -> None:
+    if not isinstance(model.core, GemNetOC):
+        raise ModifierError(f"symmetric_neighbour_caps: the '{model.model_name}' model has no neighbour caps (GemNet-OC has)")
+    if not model.core.lower_index_caps:
+        raise ModifierError("symmetric_neighbour_caps: the model's capped graph already keeps a pair when either atom is "
+                            "within the other's cap (or it has no max_neighbors)")
+    model.core.lower_index_caps = False
+    _set_config(model, cap_symmetrization="either_direction")
+
+
 MODIFIERS: dict[str, Modifier] = {
     modifier.name: modifier
     for modifier in (
@@ -160,6 +170,12 @@ MODIFIERS: dict[str, Modifier] = {
             "path; the fused convolution sums in its own fixed order; symmetric_contraction: MACE's product basis; "
             "triplet_contraction: GemNet-OC's triplet and quadruplet sums)",
             set_kernels,
+        ),
+        Modifier(
+            "symmetric_neighbour_caps",
+            "GemNet-OC with max_neighbors: keep a pair of atoms when either is within the other's cap, independent of "
+            "atom order (as LAMMPS needs), instead of fairchem's rule by atom index (what imported fairchem models use)",
+            symmetric_neighbour_caps,
         ),
     )
 }

@@ -54,6 +54,31 @@ def model_options(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key not in IGNORED_OPTIONS}
 
 
+#: fairchem's cap of the embedding graph when its config names none (mlipkit's GemNet-OC caps nothing by default)
+FAIRCHEM_MAX_NEIGHBORS = 50
+
+
+def fairchem_neighbour_caps(options: dict[str, Any]) -> dict[str, Any]:
+    """Every cap fairchem applies, spelled out, and fairchem's rule for the capped graph's reverse edges.
+
+    fairchem always caps the embedding graph (50 unless given); an interaction's cap is the embedding graph's
+    unless the interaction is on and its own is given, and the atom-atom graph's is at least every other. Its
+    capped graph keeps the pair a < b when a is within b's cap (cap_symmetrization: lower_index).
+    """
+    main = options.get("max_neighbors", FAIRCHEM_MAX_NEIGHBORS)
+
+    def own(name: str, switches: tuple[str, ...]) -> int:
+        given = options.get(name)
+        return given if given is not None and any(options.get(switch, False) for switch in switches) else main
+
+    aeaint = own("max_neighbors_aeaint", ("atom_edge_interaction", "edge_atom_interaction"))
+    qint = own("max_neighbors_qint", ("quad_interaction",))
+    given_aint = options.get("max_neighbors_aint")
+    aint = given_aint if given_aint is not None and options.get("atom_interaction", False) else max(main, aeaint, qint)
+    return dict(options, max_neighbors=main, max_neighbors_aeaint=aeaint, max_neighbors_qint=qint,
+                max_neighbors_aint=aint, cap_symmetrization="lower_index")
+
+
 def normalizer(checkpoint: dict[str, Any], names: tuple[str, ...]) -> tuple[float, float]:
     """(mean, rmsd) of the first of ``names`` among the checkpoint's normalizers; (0, 1) without one."""
     normalizers = checkpoint.get("normalizers") or {}
@@ -87,7 +112,7 @@ def averaged_weights(state_dict: dict[str, torch.Tensor], ema: dict[str, Any]) -
 
 def build_gemnet_oc_model(checkpoint: dict[str, Any], use_ema: bool = True, type_names: list[str] | None = None) -> Potential:
     """The mlipkit GemNet-OC equal to what fairchem's trainer predicts with ``checkpoint``, in float32."""
-    options = model_options(checkpoint["config"])
+    options = fairchem_neighbour_caps(model_options(checkpoint["config"]))
     state_dict = {key.removeprefix("module."): value for key, value in checkpoint["state_dict"].items()}
     if use_ema and checkpoint.get("ema"):
         state_dict = averaged_weights(state_dict, checkpoint["ema"])

@@ -108,6 +108,11 @@ class Potential(nn.Module):
         return self.core.extra_input_fields
 
     @property
+    def depends_on_atom_order(self) -> bool:
+        """Whether renumbering the atoms changes the prediction (GemNet-OC with fairchem's neighbour-cap rule)."""
+        return bool(getattr(self.core, "lower_index_caps", False))
+
+    @property
     def can_exchange_halos(self) -> bool:
         """Whether a LAMMPS rank can evaluate only its own atoms and exchange node features between layers: the
         messages are node features (not GemNet-OC's edge messages) and every atom's electrostatics is local."""

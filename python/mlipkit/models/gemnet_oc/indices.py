@@ -174,6 +174,16 @@ def nearest_neighbours(
     return candidates[keep]
 
 
+def lower_index_half(edges: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor) -> torch.Tensor:
+    """The ``edges`` whose sender's index is at most the receiver's: fairchem's half of a capped graph.
+
+    fairchem keeps the pair a < b when a is within b's cap and adds the reverse, whatever b's own cap holds.
+    An atom's edges to its own images stay both: they lie in the same atom's list at the same length, so a
+    cap keeps both directions or neither (ties at the cap aside).
+    """
+    return edges.index_select(0, torch.nonzero(senders.index_select(0, edges) <= receivers.index_select(0, edges)).squeeze(1))
+
+
 def with_reverse_edges(edges: torch.Tensor, reverse: torch.Tensor, num_edges: int) -> torch.Tensor:
     """``edges`` (ascending positions) together with their reverse edges, ascending: a symmetric graph."""
     selected = torch.zeros(num_edges, dtype=torch.bool, device=edges.device)

@@ -171,6 +171,10 @@ class GemNetOCConfig(PotentialConfig):
     """the same for the atom-atom graph"""
     enforce_max_neighbors_strictly: bool = True
     """exactly k (ties broken by the edge vector's components); false: also every neighbour within 0.01 Å of the (k+1)-th, as fairchem"""
+    cap_symmetrization: Literal["either_direction", "lower_index"] = "either_direction"
+    """how the capped embedding graph gets both directions of its edges: `either_direction` keeps a pair of atoms
+    when either is within the other's `max_neighbors` (independent of atom order); `lower_index` is fairchem's
+    rule, a < b kept when a is within b's cap (depends on atom order, so not for LAMMPS, which reorders atoms)"""
     rbf: RadialBasisOption = RadialBasisOption()
     """the edges' radial basis: `{name: gaussian|spherical_bessel|bernstein, ...}`"""
     rbf_spherical: RadialBasisOption | None = None
@@ -319,6 +323,8 @@ class GemNetOC(nn.Module):
         self.cutoffs = config.effective_cutoffs
         self.caps = config.effective_max_neighbors
         self.strict_caps = config.enforce_max_neighbors_strictly
+        #: fairchem's rule for the capped embedding graph (see GemNetOCConfig.cap_symmetrization)
+        self.lower_index_caps = config.cap_symmetrization == "lower_index" and self.caps["main"] is not None
         self.quad = config.quad_interaction
         self.atom_edge = config.atom_edge_interaction
         self.edge_atom = config.edge_atom_interaction
@@ -466,7 +472,10 @@ class GemNetOC(nn.Module):
 
         # the embedding graph must hold every edge's reverse: a cap (or rounding at the cutoff) that keeps
         # one direction keeps both
-        main = indices.with_reverse_edges(subgraph(self.cutoffs["cutoff"], self.caps["main"]), reverse, num_edges)
+        capped = subgraph(self.cutoffs["cutoff"], self.caps["main"])
+        if self.lower_index_caps:
+            capped = indices.lower_index_half(capped, senders, receivers)
+        main = indices.with_reverse_edges(capped, reverse, num_edges)
         main_index = edge_index.index_select(1, main)
         main_lengths, main_units = lengths.index_select(0, main), units.index_select(0, main)
         main_reverse = indices.positions_in(main, num_edges).index_select(0, reverse.index_select(0, main))
