@@ -85,7 +85,10 @@ class Dense(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        x = self.linear(x)
+        return self.activate(self.linear(x), scale)
+
+    def activate(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The layer's activation (and ``scale``) on a product with its weight computed elsewhere."""
         if self.activation is not None:
             return scaled_activation(x, self.activation, SCALED_SILU_FACTOR * scale)
         return x * scale if scale != 1.0 else x
@@ -130,14 +133,25 @@ class AtomEmbedding(nn.Module):
 
 
 class EdgeEmbedding(nn.Module):
-    """Edge features from the sender's and receiver's atom features and the edge's own."""
+    """Edge features from the sender's and receiver's atom features and the edge's own.
+
+    The dense layer of [h_sender, h_receiver, m] is evaluated as W_s h_sender + W_r h_receiver + W_m m, the
+    atoms' products on the atoms and then gathered: the same sum, with the atom features' share of the
+    matrix product done once per atom instead of once per edge (OC20's GemNet-OC: half of each block's
+    [edges, 1024] x [1024, 512] product, in the forward pass and again in the backward; slab66, gradient
+    forces, eager: 1.035 -> 1.002 s a call).
+    """
 
     def __init__(self, atom_features: int, edge_features: int, out_features: int, activation: str | None):
         super().__init__()
         self.dense = Dense(2 * atom_features + edge_features, out_features, activation=activation)
+        self.atom_features = atom_features
 
     def forward(self, h: torch.Tensor, m: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor) -> torch.Tensor:
-        return self.dense(torch.cat([h.index_select(0, senders), h.index_select(0, receivers), m], dim=-1))
+        weight, a = self.dense.linear.weight, self.atom_features  # the layer has no bias
+        pre = m @ weight[:, 2 * a :].T + (h @ weight[:, :a].T).index_select(0, senders)
+        pre = pre + (h @ weight[:, a : 2 * a].T).index_select(0, receivers)
+        return self.dense.activate(pre)
 
 
 class FactoredAngular(NamedTuple):
