@@ -67,6 +67,7 @@ def test_equals_fairchem_with_its_weights(name, dtype):
     load_fairchem_state_dict(model.core, reference["state_dict"])
     energies, worst = [], 0.0
     for structure, forces in zip(PARITY["structures"], reference["forces"]):
+        assert torch.isfinite(forces).all()  # max(worst, nan) would keep worst
         out = model(graph_from_atoms(parity_atoms(structure), model.r_max, model.type_names, dtype))
         energies.append(float(out[keys.ENERGY].detach()))
         worst = max(worst, relative_error(out[keys.FORCES], forces))
