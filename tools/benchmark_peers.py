@@ -198,8 +198,8 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
     from torch.utils.flop_counter import FlopCounterMode
 
     import mlipkit
-    from mlipkit.compile import Artifact, compile_checkpoint
-    from mlipkit.compile.metadata import EXTENSIONS
+    from mlipkit.compile import Artifact, compile_checkpoint, read_metadata
+    from mlipkit.compile.metadata import EXTENSIONS, config_hash
     from mlipkit.data import graph_from_atoms, keys
     from mlipkit.data.graph import compute_edge_vectors
     from mlipkit.nn import linear
@@ -242,7 +242,8 @@ def mlipkit_worker(model_name: str, kernel: str, dtype_name: str, names: list[st
                                         + contraction_flops)
         if kernel in EXTENSIONS:
             artifact_path = directory / f"{model_name}_{'_'.join(types)}_{dtype_name}{EXTENSIONS[kernel]}"
-            if not artifact_path.exists():
+            # an artifact of another configuration (an option changed since it was written) is compiled anew
+            if not artifact_path.exists() or read_metadata(artifact_path).config_hash != config_hash(model.model_name, model.config):
                 checkpoint = mlipkit.save_checkpoint(model, directory / f"{model_name}_{'_'.join(types)}.ckpt")
                 started = time.perf_counter()
                 # a model whose graph depends on the atoms' order compiles for ASE, not LAMMPS (same inputs)
