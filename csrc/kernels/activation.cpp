@@ -230,6 +230,15 @@ at::Tensor derivative_cpu(const at::Tensor& x_in, c10::string_view name, int64_t
   return out;
 }
 
+// Any other device (CUDA): the same formula from ATen's element-wise ops (a few passes where the CPU kernel
+// makes one); torch's own activations would differ from the CPU op in the order of their roundings only.
+at::Tensor polynomial_in(const Polynomial& p, const at::Tensor& u, double scale) {
+  if (p.empty()) return at::zeros_like(u);
+  at::Tensor sum = at::full_like(u, p.back() * scale);
+  for (size_t k = p.size() - 1; k-- > 0;) sum = sum * u + p[k] * scale;
+  return sum;
+}
+
 at::Tensor derivative_meta(const at::Tensor& x, c10::string_view name, int64_t order, double scale,
                            const std::optional<at::Tensor>& factor) {
   parse(kOp, name);
@@ -292,6 +301,24 @@ at::Tensor derivative(const at::Tensor& x, c10::string_view name, int64_t order,
   return op.call(x, name, order, scale, factor);
 }
 
+
+at::Tensor derivative_composite(const at::Tensor& x, c10::string_view name, int64_t order, double scale,
+                                const std::optional<at::Tensor>& factor) {
+  const Activation activation = parse(kOp, name);
+  check_operands(x, order, factor);
+  const Formula f = formula(activation, x, order);
+  const at::Tensor base = f.sigmoid_base ? at::sigmoid(x) : f.base;
+  at::Tensor value = polynomial_in(f.a, base, scale);
+  if (!f.b.empty()) value = value + x * polynomial_in(f.b, base, scale);
+  if (f.multiplier.defined()) value = value * f.multiplier;
+  if (f.addend.defined()) value = value + f.addend * scale;
+  if (f.has_threshold) {
+    const auto above = f.threshold_inclusive ? x >= 20.0 : x > 20.0;
+    value = at::where(above, at::full_like(value, f.above_threshold * scale), value);
+  }
+  return (factor.has_value() ? value * *factor : value).contiguous();
+}
+
 }  // namespace activation
 
 TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
@@ -299,6 +326,8 @@ TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) { m.impl("activation_derivative", activation::derivative_cpu); }
+
+TORCH_LIBRARY_IMPL(mlipkit, CUDA, m) { m.impl("activation_derivative", activation::derivative_composite); }
 
 TORCH_LIBRARY_IMPL(mlipkit, Meta, m) { m.impl("activation_derivative", activation::derivative_meta); }
 

@@ -18,5 +18,10 @@ void check_name(const char* op, c10::string_view name);
 at::Tensor derivative(const at::Tensor& x, c10::string_view name, int64_t order, double scale,
                       const std::optional<at::Tensor>& factor = std::nullopt);
 
+// The op from ATen's element-wise ops, for devices without the kernel (CUDA): equal to the CPU kernel up to
+// rounding.
+at::Tensor derivative_composite(const at::Tensor& x, c10::string_view name, int64_t order, double scale,
+                                const std::optional<at::Tensor>& factor);
+
 }  // namespace activation
 }  // namespace mlipkit

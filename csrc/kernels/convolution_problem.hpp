@@ -118,7 +118,7 @@ class Plan {
     TORCH_CHECK(!paths.empty() && paths.size() % kPathFields == 0, kOp, ": paths must hold ", kPathFields,
                 " integers per path, got ", paths.size());
     TORCH_CHECK(couplings.dim() == 1, kOp, ": couplings must be 1-D, got shape ", couplings.sizes());
-    const auto values = couplings.to(at::kDouble).contiguous();
+    const auto values = couplings.to(at::kCPU, at::kDouble).contiguous();  // read on the host
     const double* c = values.data_ptr<double>();
     int64_t c_offset = 0;
     std::vector<std::pair<int64_t, int64_t>> weight_ranges;
@@ -247,7 +247,7 @@ struct Operand {
 };
 
 // node_features [N, F] (float32 or float64) and the per-edge operands [E, columns] (edge_sh first) against
-// edge_index [2, E] int64; they and `others` share one dtype; all on the CPU.
+// edge_index [2, E] int64; they and `others` share one dtype; all on one device.
 inline void check_operands(const char* op, const at::Tensor& x, std::initializer_list<Operand> edge_operands,
                            std::initializer_list<Operand> others, const at::Tensor& edge_index) {
   TORCH_CHECK(x.dim() == 2, op, ": node_features must be [N, F], got shape ", x.sizes());
@@ -283,8 +283,8 @@ inline void check_operands(const char* op, const at::Tensor& x, std::initializer
   typed.push_back(Operand{"node_features", x});
   typed.push_back(Operand{"edge_index", edge_index});
   for (const Operand& operand : typed) {
-    TORCH_CHECK(operand.tensor.device().is_cpu(), op, ": this build has CPU kernels only, got a tensor on ",
-                operand.tensor.device());
+    TORCH_CHECK(operand.tensor.device() == x.device(), op, ": ", operand.name, " is on ", operand.tensor.device(),
+                " but node_features is on ", x.device());
   }
 }
 

@@ -36,19 +36,13 @@
 #include "fixed_size.hpp"
 #include "isa.hpp"
 #include "polynomial_plan.hpp"
+#include "polynomial_terms.hpp"
 
 namespace mlipkit {
 namespace polynomial {
-namespace {
 
-constexpr int64_t kTermFields = 4 + kMaxDegree;
 constexpr const char* kOp = "mlipkit::channelwise_polynomial";
-
-// One term as the op receives it.
-struct Term {
-  int64_t output, coefficient, multiplier, degree;
-  int64_t factors[kMaxDegree];
-};
+constexpr const char* kGradOp = "mlipkit::channelwise_polynomial_coefficient_grad";
 
 std::vector<Term> parse_terms(at::IntArrayRef fields, int64_t num_features, int64_t num_outputs,
                               int64_t num_coefficients, const char* op) {
@@ -78,6 +72,44 @@ std::vector<Term> parse_terms(at::IntArrayRef fields, int64_t num_features, int6
   }
   return terms;
 }
+
+// ---------------------------------------------------------------- checks
+
+static void check_operands(const at::Tensor& features, const at::Tensor& node_weights, const at::Tensor& third,
+                    const char* third_name, const char* op) {
+  TORCH_CHECK(features.dim() == 3, op, ": features must be [N, D, C], got shape ", features.sizes());
+  TORCH_CHECK(node_weights.dim() == 2 && node_weights.size(0) == features.size(0), op,
+              ": node_weights must be [N, E] with N = ", features.size(0), ", got shape ", node_weights.sizes());
+  TORCH_CHECK(third.dim() == 3 && third.size(2) == features.size(2), op, ": ", third_name,
+              " must be 3-D with C = ", features.size(2), " channels last, got shape ", third.sizes());
+  TORCH_CHECK(features.scalar_type() == at::kFloat || features.scalar_type() == at::kDouble, op,
+              ": features must be float32 or float64, got ", features.scalar_type());
+  TORCH_CHECK(node_weights.scalar_type() == features.scalar_type() && third.scalar_type() == features.scalar_type(),
+              op, ": features, node_weights and ", third_name, " must have one dtype, got ", features.scalar_type(),
+              ", ", node_weights.scalar_type(), ", ", third.scalar_type());
+  for (const at::Tensor* t : {&features, &node_weights, &third}) {
+    TORCH_CHECK(t->device() == features.device(), op, ": features is on ", features.device(), " but ",
+                t == &node_weights ? "node_weights" : third_name, " is on ", t->device());
+  }
+}
+
+void check_evaluate(const at::Tensor& features, const at::Tensor& node_weights, const at::Tensor& coefficients,
+                    int64_t num_outputs) {
+  check_operands(features, node_weights, coefficients, "coefficients", kOp);
+  TORCH_CHECK(coefficients.size(0) == node_weights.size(1), kOp, ": coefficients has ", coefficients.size(0),
+              " sets but node_weights has ", node_weights.size(1), " columns");
+  TORCH_CHECK(num_outputs >= 0, kOp, ": num_outputs must be >= 0, got ", num_outputs);
+}
+
+void check_coefficient_grad(const at::Tensor& features, const at::Tensor& node_weights, const at::Tensor& grad_out,
+                            int64_t num_coefficients) {
+  check_operands(features, node_weights, grad_out, "grad_out", kGradOp);
+  TORCH_CHECK(grad_out.size(0) == features.size(0), kGradOp, ": grad_out has ", grad_out.size(0),
+              " rows but features has ", features.size(0));
+  TORCH_CHECK(num_coefficients >= 0, kGradOp, ": num_coefficients must be >= 0, got ", num_coefficients);
+}
+
+namespace {
 
 // The terms sorted into runs by key (output or coefficient row), with offsets in elements.
 template <typename T>
@@ -149,25 +181,6 @@ void run_coefficient_gradient(const Problem<T>& p, const T* x, const T* w, const
   }
 }
 
-// ---------------------------------------------------------------- checks
-
-void check_operands(const at::Tensor& features, const at::Tensor& node_weights, const at::Tensor& third,
-                    const char* third_name, const char* op) {
-  TORCH_CHECK(features.dim() == 3, op, ": features must be [N, D, C], got shape ", features.sizes());
-  TORCH_CHECK(node_weights.dim() == 2 && node_weights.size(0) == features.size(0), op,
-              ": node_weights must be [N, E] with N = ", features.size(0), ", got shape ", node_weights.sizes());
-  TORCH_CHECK(third.dim() == 3 && third.size(2) == features.size(2), op, ": ", third_name,
-              " must be 3-D with C = ", features.size(2), " channels last, got shape ", third.sizes());
-  TORCH_CHECK(features.scalar_type() == at::kFloat || features.scalar_type() == at::kDouble, op,
-              ": features must be float32 or float64, got ", features.scalar_type());
-  TORCH_CHECK(node_weights.scalar_type() == features.scalar_type() && third.scalar_type() == features.scalar_type(),
-              op, ": features, node_weights and ", third_name, " must have one dtype, got ", features.scalar_type(),
-              ", ", node_weights.scalar_type(), ", ", third.scalar_type());
-  for (const at::Tensor* t : {&features, &node_weights, &third}) {
-    TORCH_CHECK(t->device().is_cpu(), op, ": this build has CPU kernels only, got a tensor on ", t->device());
-  }
-}
-
 // Nodes per parallel chunk: enough term-channel products to outweigh the scheduling.
 int64_t node_grain(size_t num_terms, int64_t num_channels) {
   const int64_t work = std::max<int64_t>(1, static_cast<int64_t>(num_terms) * std::max<int64_t>(1, num_channels));
@@ -183,10 +196,7 @@ constexpr int64_t kRunChunk = 32;
 
 at::Tensor polynomial_cpu(const at::Tensor& features, const at::Tensor& node_weights, const at::Tensor& coefficients,
                           at::IntArrayRef terms, int64_t num_outputs) {
-  check_operands(features, node_weights, coefficients, "coefficients", kOp);
-  TORCH_CHECK(coefficients.size(0) == node_weights.size(1), kOp, ": coefficients has ", coefficients.size(0),
-              " sets but node_weights has ", node_weights.size(1), " columns");
-  TORCH_CHECK(num_outputs >= 0, kOp, ": num_outputs must be >= 0, got ", num_outputs);
+  check_evaluate(features, node_weights, coefficients, num_outputs);
   const auto x = features.contiguous();
   const auto w = node_weights.contiguous();
   const auto k = coefficients.contiguous();
@@ -210,16 +220,12 @@ at::Tensor polynomial_cpu(const at::Tensor& features, const at::Tensor& node_wei
 
 at::Tensor coefficient_grad_cpu(const at::Tensor& features, const at::Tensor& node_weights,
                                 const at::Tensor& grad_out, at::IntArrayRef terms, int64_t num_coefficients) {
-  constexpr const char* op = "mlipkit::channelwise_polynomial_coefficient_grad";
-  check_operands(features, node_weights, grad_out, "grad_out", op);
-  TORCH_CHECK(grad_out.size(0) == features.size(0), op, ": grad_out has ", grad_out.size(0), " rows but features has ",
-              features.size(0));
-  TORCH_CHECK(num_coefficients >= 0, op, ": num_coefficients must be >= 0, got ", num_coefficients);
+  check_coefficient_grad(features, node_weights, grad_out, num_coefficients);
   const auto x = features.contiguous();
   const auto w = node_weights.contiguous();
   const auto g = grad_out.contiguous();
   const int64_t num_nodes = x.size(0), C = x.size(2), num_sets = w.size(1);
-  auto parsed = parse_terms(terms, x.size(1), g.size(1), num_coefficients, op);
+  auto parsed = parse_terms(terms, x.size(1), g.size(1), num_coefficients, kGradOp);
   // rows no term reads have a zero gradient; the kernels write the others
   auto grad = at::zeros({num_sets, num_coefficients, C}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlipkit_channelwise_polynomial_coefficient_grad", [&] {

@@ -36,6 +36,7 @@
 
 #include "../ops/sorted_segments.hpp"
 #include "activation.hpp"
+#include "radial_convolution.hpp"
 #include "convolution_problem.hpp"
 #include "fixed_size.hpp"
 
@@ -379,6 +380,40 @@ at::Tensor radial_convolution_autograd(const at::Tensor& x, const at::Tensor& sh
 }
 
 }  // namespace
+
+// Any other device (CUDA): the MLP on all edges at once with ATen's matmuls, then the plain convolution
+// op; the weights [E, W] exist for the call (the CPU op's tiles are the memory saving still to carry over).
+at::Tensor radial_convolution_composite(const at::Tensor& node_features, const at::Tensor& edge_sh,
+                                        const at::Tensor& edge_radial, const at::Tensor& mlp_weights,
+                                        at::IntArrayRef mlp_widths, c10::string_view activation,
+                                        double activation_scale, const at::Tensor& edge_index,
+                                        const at::Tensor& couplings, at::IntArrayRef paths, int64_t num_out_features) {
+  check_operands(kRadialOp, node_features, {{"edge_sh", edge_sh}, {"edge_radial", edge_radial}},
+                 {{"mlp_weights", mlp_weights}}, edge_index);
+  const Mlp mlp = mlp_of(mlp_weights.contiguous(), mlp_widths, std::string(activation), activation_scale);
+  check_mlp_input(edge_radial, mlp_widths);
+  const auto weights = mlp_forward(mlp, edge_radial, nullptr);
+  return call_forward(node_features, edge_sh, weights, edge_index, couplings, paths, num_out_features);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> radial_convolution_backward_composite(
+    const at::Tensor& grad_out, const at::Tensor& node_features, const at::Tensor& edge_sh,
+    const at::Tensor& edge_radial, const at::Tensor& mlp_weights, at::IntArrayRef mlp_widths,
+    c10::string_view activation, double activation_scale, const at::Tensor& edge_index, const at::Tensor& couplings,
+    at::IntArrayRef paths, bool weight_gradients) {
+  check_operands(kRadialOp, node_features, {{"edge_sh", edge_sh}, {"edge_radial", edge_radial}},
+                 {{"mlp_weights", mlp_weights}, {"grad_out", grad_out}}, edge_index);
+  const Mlp mlp = mlp_of(mlp_weights.contiguous(), mlp_widths, std::string(activation), activation_scale);
+  check_mlp_input(edge_radial, mlp_widths);
+  MlpTrace trace;
+  const auto weights = mlp_forward(mlp, edge_radial, &trace);
+  auto [grad_x, grad_sh, grad_weights] = call_backward(grad_out, node_features, edge_sh, weights, edge_index,
+                                                       couplings, paths);
+  auto [grad_radial, grad_mlp] = mlp_backward(mlp, trace, grad_weights, weight_gradients);
+  return {grad_x, grad_sh, grad_radial,
+          weight_gradients ? flat_weight_gradient(grad_mlp) : at::zeros_like(mlp_weights)};
+}
+
 }  // namespace convolution
 
 TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
@@ -395,6 +430,11 @@ TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) {
   m.impl("radial_convolution", convolution::radial_convolution_cpu);
   m.impl("radial_convolution_backward", convolution::radial_convolution_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(mlipkit, CUDA, m) {
+  m.impl("radial_convolution", convolution::radial_convolution_composite);
+  m.impl("radial_convolution_backward", convolution::radial_convolution_backward_composite);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, Meta, m) {

@@ -8,6 +8,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from mlipkit import ops
 from mlipkit.nn.activations import activation
 from mlipkit.nn.fused_convolution import FusedConvolution
 from mlipkit.nn.gate import Gate
@@ -90,7 +91,7 @@ class Convolution(nn.Module):
         edge_index: torch.Tensor,
     ) -> torch.Tensor:
         x = self.linear_in(node_features)
-        if self.tensor_product_kernel == "fused" and x.device.type == "cpu":
+        if self.tensor_product_kernel == "fused" and ops.has_kernels(x.device):
             if self.training:
                 edge_weights = mlp_with_activation_op(self.radial, edge_radial, self.radial_activation)
                 aggregated = self.fused(x, edge_sh, edge_weights, edge_index)

@@ -261,7 +261,7 @@ class SymmetricContraction(nn.Module):
             self.flops_per_node += self.num_channels * (order + 1) * (1 + len(set(monomial)))
 
     def forward(self, node_feats: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
-        if self.kernel == "sparse" and node_feats.device.type == "cpu":
+        if self.kernel == "sparse" and ops.has_kernels(node_feats.device):
             return self._sparse(node_feats, node_attrs)
         return self._dense(node_feats, node_attrs)
 

@@ -27,6 +27,23 @@ def load_library() -> None:
     torch.ops.load_library(str(path))
 
 
+def has_kernels(device: torch.device) -> bool:
+    """Whether the fused convolution and polynomial kernels run on ``device``: always on the CPU; on a GPU where
+    the op library was built with CUDA (elsewhere the models take the reference path)."""
+    return device.type == "cpu" or (device.type == "cuda" and _built_with_cuda_kernels())
+
+
+@functools.cache
+def _built_with_cuda_kernels() -> bool:
+    load_library()
+    return torch._C._dispatch_has_kernel_for_dispatch_key("mlipkit::tensor_product_convolution", "CUDA")
+
+
+def emulation_library_path() -> Path:
+    """The CPU emulation of the device ops (``torch.ops.mlipkit_emulated``), which only tests load."""
+    return library_path().with_name("libmlipkit_device_emulation.so")
+
+
 def segment_sum(src: torch.Tensor, sorted_index: torch.Tensor, num_segments: int) -> torch.Tensor:
     """Deterministic sum of the rows of ``src`` into ``num_segments`` rows by a sorted index."""
     load_library()

@@ -1,0 +1,178 @@
+"""The device ops (csrc/device) that a CUDA build runs on the GPU, checked here through their CPU emulation
+(torch.ops.mlipkit_emulated: the same host code and kernel functors, each thread a loop iteration) against
+the CPU kernels; and every model on a device other than the CPU, through fake tensors. What emulation cannot
+check (the launches, the compiled device code) tools/gpu_check.sh checks on a GPU."""
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+import mlipkit
+from conftest import build_small, cu_au_triclinic
+from mlipkit import ops
+from mlipkit.compile.export import ExportablePotential, contract_inputs
+from mlipkit.compile.metadata import TARGET_INPUTS, artifact_outputs
+from mlipkit.data import graph_from_atoms
+from mlipkit.nn.mlp import mlp_operands
+from test_convolution_kernel import KERNEL_MODELS, build, convolutions_of, operands, random_graph
+from test_polynomial_kernel import problem
+from test_radial_convolution import ACTIVATIONS, radial_operands, standalone_convolution
+
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    torch.ops.load_library(str(ops.emulation_library_path()))
+    return torch.ops.mlipkit_emulated
+
+
+def difference(value, reference):
+    """Relative difference in norm (inf for a shape mismatch or a non-finite value)."""
+    if value.shape != reference.shape:
+        return float("inf")
+    difference = float((value.double() - reference.double()).norm() / reference.double().norm().clamp_min(1e-300))
+    return difference if difference == difference else float("inf")
+
+
+def assert_all_close(produced, expected, dtype):
+    for index, (value, reference) in enumerate(zip(produced, expected, strict=True)):
+        assert difference(value, reference) <= TOLERANCE[dtype], f"output {index}: {difference(value, reference):.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(KERNEL_MODELS))
+def test_convolution_ops_equal_the_cpu_kernels(emulated, name, dtype):
+    """Forward, backward and double backward of every path set, with an isolated node and repeated edges."""
+    for layer, convolution in enumerate(convolutions_of(build(name, dtype))):
+        fused = convolution.fused
+        edge_index = random_graph(9, 40, seed=layer, isolated=(4,))
+        x, sh, w = operands(convolution, 9, edge_index, dtype, layer)
+        dx, dsh, dw = operands(convolution, 9, edge_index, dtype, layer + 100)
+        g = torch.randn(9, fused.num_out_features, dtype=dtype)
+        plan = (edge_index, fused.couplings.to(dtype), fused.paths)
+        for op_name, arguments in {
+            "tensor_product_convolution": (x, sh, w, *plan, fused.num_out_features),
+            "tensor_product_convolution_backward": (g, x, sh, w, *plan),
+            "tensor_product_convolution_double_backward": (g, x, sh, w, dx, dsh, dw, *plan),
+        }.items():
+            produced = getattr(emulated, op_name)(*arguments)
+            expected = getattr(torch.ops.mlipkit, op_name)(*arguments)
+            if isinstance(expected, torch.Tensor):
+                produced, expected = (produced,), (expected,)
+            assert_all_close(produced, expected, dtype)
+
+
+def test_convolution_ops_on_empty_graphs(emulated):
+    convolution = convolutions_of(build("nequip_uneven"))[0]
+    fused = convolution.fused
+    for num_nodes in (0, 3):
+        edge_index = torch.zeros(2, 0, dtype=torch.long)
+        x, sh, w = operands(convolution, num_nodes, edge_index, torch.float64, 0)
+        out = emulated.tensor_product_convolution(x, sh, w, edge_index, fused.couplings, fused.paths, fused.num_out_features)
+        assert out.shape == (num_nodes, fused.num_out_features) and not out.any()
+
+
+def test_device_ops_refuse_bad_graphs(emulated):
+    convolution = convolutions_of(build("nequip_uneven"))[0]
+    fused = convolution.fused
+    edge_index = random_graph(5, 12, seed=0)
+    x, sh, w = operands(convolution, 5, edge_index, torch.float64, 0)
+    unsorted = edge_index.flip(1)
+    outside = edge_index.clone()
+    outside[0, 3] = 5
+    for bad, message in ((unsorted, "must be sorted"), (outside, "sender lies outside")):
+        with pytest.raises(RuntimeError, match=message):
+            emulated.tensor_product_convolution(x, sh, w, bad, fused.couplings, fused.paths, fused.num_out_features)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels", [1, 37])
+def test_polynomial_ops_equal_the_cpu_kernels(emulated, channels, dtype):
+    """Evaluation and the coefficient gradient; the nodes span several of the gradient's node chunks."""
+    (features, node_weights, coefficients), terms, num_outputs = problem(channels, dtype)
+    features, node_weights = features.repeat(20, 1, 1), node_weights.repeat(20, 1)
+    grad_out = torch.randn(features.shape[0], num_outputs, channels, dtype=dtype)
+    num_coefficients = coefficients.shape[1]
+    for op_name, arguments in {
+        "channelwise_polynomial": (features, node_weights, coefficients, terms, num_outputs),
+        "channelwise_polynomial_coefficient_grad": (features, node_weights, grad_out, terms, num_coefficients),
+    }.items():
+        produced = getattr(emulated, op_name)(*arguments)
+        expected = getattr(torch.ops.mlipkit, op_name)(*arguments)
+        assert_all_close((produced,), (expected,), dtype)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_composite_equals_the_kernel(emulated, activation):
+    """Orders 0-3 with and without a factor, across softplus's threshold at 20."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(500, generator=generator, dtype=torch.float64) * 4, torch.tensor([19.5, 20.0, 20.5, 30.0], dtype=torch.float64)])
+    factor = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+    for order in range(4):
+        for given in (None, factor):
+            produced = emulated.activation_derivative(x, activation, order, 0.7, given)
+            expected = torch.ops.mlipkit.activation_derivative(x, activation, order, 0.7, given)
+            assert_all_close((produced,), (expected,), torch.float64)
+
+
+@pytest.mark.parametrize("weight_gradients", [True, False])
+def test_radial_convolution_composite_equals_the_fused_op(emulated, weight_gradients):
+    convolution = standalone_convolution(3, [16, 16], "silu")
+    fused = convolution.fused
+    edge_index = random_graph(11, 60, seed=3, isolated=(2,))
+    x, sh, radial = radial_operands(convolution, 11, edge_index, 3)
+    mlp_weights, widths, scale = mlp_operands(convolution.radial)
+    mlp = (mlp_weights.detach(), widths, "silu", scale)
+    plan = (edge_index, fused.couplings, fused.paths)
+    g = torch.randn(11, fused.num_out_features, dtype=torch.float64)
+    forward = (x, sh, radial, *mlp, *plan, fused.num_out_features)
+    assert_all_close((emulated.radial_convolution(*forward),), (torch.ops.mlipkit.radial_convolution(*forward),), torch.float64)
+    backward = (g, x, sh, radial, *mlp, *plan, weight_gradients)
+    assert_all_close(emulated.radial_convolution_backward(*backward), torch.ops.mlipkit.radial_convolution_backward(*backward), torch.float64)
+
+
+def model_on_fake_device(model, inputs: dict, device: str):
+    """Run ``model`` with its parameters, buffers and ``inputs`` as fake tensors on ``device``: a tensor the
+    model makes on the CPU, or keeps outside its buffers (so that ``.to`` would not move it), meets one of them
+    and raises, as it would on a GPU."""
+    mode = FakeTensorMode(shape_env=ShapeEnv())
+    with mode:
+        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        state = {name: torch.empty(t.shape, dtype=t.dtype, device=device) for name, t in tensors.items()}
+        fake = {name: torch.empty(t.shape, dtype=t.dtype, device=device) for name, t in inputs.items()}
+        return torch.func.functional_call(model, state, tuple(fake.values()))
+
+
+@pytest.mark.parametrize("name", sorted(mlipkit.models.REGISTRY))
+def test_every_model_follows_its_inputs_device(name):
+    """The artifact's function (energies and edge forces by autograd) of every model on the meta device (a
+    fake CUDA device cannot run autograd without a CUDA build): every output is on that device."""
+    model = build_small(name)
+    model.do_derivatives = True
+    graph = graph_from_atoms(cu_au_triclinic(), model.r_max, model.type_names, torch.float64)
+    graph["node_energy_mask"] = torch.ones(len(graph["atom_types"]), dtype=torch.bool)
+    inputs = TARGET_INPUTS["lammps"]
+    outputs = artifact_outputs("lammps", model.energy_uncertainty_readout is not None, model.direct_forces)
+    exportable = ExportablePotential(model, inputs, outputs)
+    values = dict(zip(inputs, contract_inputs(graph, torch.device("cpu"), inputs, torch.float64)))
+    produced = model_on_fake_device(exportable, values, "meta")
+    assert len(produced) == len(outputs) and all(value.device.type == "meta" for value in produced)
+
+
+def test_a_tensor_left_on_the_cpu_is_caught():
+    """The check above can fail: a module that adds a CPU tensor to its input raises on the fake device."""
+
+    class LeavesATensorOnTheCpu(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.ones(x.shape)
+
+    with pytest.raises(RuntimeError, match="device"):
+        model_on_fake_device(LeavesATensorOnTheCpu(), {"x": torch.zeros(3, 2)}, "meta")
+
+
+def test_reference_path_off_the_cpu_without_cuda_kernels():
+    """This CPU build has no CUDA kernels: models on a GPU would take the reference path."""
+    assert ops.has_kernels(torch.device("cpu"))
+    assert not ops.has_kernels(torch.device("cuda")) or torch.cuda.is_available()
