@@ -1,7 +1,15 @@
-"""The device ops (csrc/device) that a CUDA build runs on the GPU, checked here through their CPU emulation
-(torch.ops.mlipkit_emulated: the same host code and kernel functors, each thread a loop iteration) against
-the CPU kernels; and every model on a device other than the CPU, through fake tensors. What emulation cannot
-check (the launches, the compiled device code) tools/gpu_check.sh checks on a GPU."""
+"""The device ops (csrc/device) that a CUDA build runs on the GPU, against the CPU kernels: on every machine
+through their CPU emulation (torch.ops.mlipkit_emulated: the same host code and kernel functors, each thread
+a loop iteration), and on a GPU, where there is one, as CUDA ops; every model on a device other than the CPU
+(fake tensors here, a GPU there); CUDA artifacts and the C++ runtime on a GPU. tools/gpu_check.sh runs this
+file on a GPU machine."""
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +20,7 @@ import mlipkit
 from conftest import build_small, cu_au_triclinic
 from mlipkit import ops
 from mlipkit.compile.export import ExportablePotential, contract_inputs
+from mlipkit.compile.modifiers import ModifierError, set_kernels
 from mlipkit.compile.metadata import TARGET_INPUTS, artifact_outputs
 from mlipkit.data import graph_from_atoms
 from mlipkit.nn.mlp import mlp_operands
@@ -20,12 +29,37 @@ from test_polynomial_kernel import problem
 from test_radial_convolution import ACTIVATIONS, radial_operands, standalone_convolution
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
+GPU = torch.cuda.is_available()
+#: where the GPU tests run: the GPU; MLIPKIT_TEST_DEVICE=cpu runs them on the CPU instead (tools/gpu_check.sh's
+#: dry run on a machine without a GPU, which checks the script and the tests, comparing the CPU with itself)
+TEST_DEVICE = os.environ.get("MLIPKIT_TEST_DEVICE", "cuda")
+needs_gpu = pytest.mark.skipif(not (GPU or TEST_DEVICE == "cpu"), reason="needs a GPU (tools/gpu_check.sh runs these on one)")
 
 
-@pytest.fixture(scope="module")
-def emulated():
-    torch.ops.load_library(str(ops.emulation_library_path()))
-    return torch.ops.mlipkit_emulated
+class DeviceOps:
+    """``ops.NAME(*cpu_tensors)``: the device ops on CPU tensors, through the emulation or on the GPU (results
+    brought back to the CPU)."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+        if backend == "emulated":
+            torch.ops.load_library(str(ops.emulation_library_path()))
+
+    def __getattr__(self, name):
+        if self.backend == "emulated":
+            return getattr(torch.ops.mlipkit_emulated, name)
+
+        def on_gpu(*arguments):
+            moved = [a.to(TEST_DEVICE) if isinstance(a, torch.Tensor) else a for a in arguments]
+            result = getattr(torch.ops.mlipkit, name)(*moved)
+            return tuple(r.cpu() for r in result) if isinstance(result, (tuple, list)) else result.cpu()
+
+        return on_gpu
+
+
+@pytest.fixture(scope="module", params=["emulated", pytest.param("cuda", marks=needs_gpu)])
+def emulated(request):
+    return DeviceOps(request.param)
 
 
 def difference(value, reference):
@@ -82,7 +116,7 @@ def test_device_ops_refuse_bad_graphs(emulated):
     unsorted = edge_index.flip(1)
     outside = edge_index.clone()
     outside[0, 3] = 5
-    for bad, message in ((unsorted, "must be sorted"), (outside, "sender lies outside")):
+    for bad, message in ((unsorted, "sort edges by receiver first"), (outside, r"sender.* outside \[0, 5\)")):
         with pytest.raises(RuntimeError, match=message):
             emulated.tensor_product_convolution(x, sh, w, bad, fused.couplings, fused.paths, fused.num_out_features)
 
@@ -172,7 +206,87 @@ def test_a_tensor_left_on_the_cpu_is_caught():
         model_on_fake_device(LeavesATensorOnTheCpu(), {"x": torch.zeros(3, 2)}, "meta")
 
 
-def test_reference_path_off_the_cpu_without_cuda_kernels():
-    """This CPU build has no CUDA kernels: models on a GPU would take the reference path."""
+def test_fused_kernels_where_the_build_has_them():
+    """The CPU always; the GPU where this build has CUDA kernels, which a machine with a GPU must have."""
     assert ops.has_kernels(torch.device("cpu"))
-    assert not ops.has_kernels(torch.device("cuda")) or torch.cuda.is_available()
+    assert not ops.has_kernels(torch.device("meta"))
+    assert ops.has_kernels(torch.device("cuda")) == GPU
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on this machine")
+def test_cuda_sources_compile_for_sm90():
+    """tools/cuda_build_check.sh: the CUDA sources compile against this torch's headers, every kernel built."""
+    script = Path(__file__).resolve().parent.parent / "tools" / "cuda_build_check.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "12 kernels" in result.stdout
+
+
+# ---------------------------------------------------------------- on a GPU
+
+
+@needs_gpu
+def test_cuda_ops_are_deterministic_and_pass_gradcheck():
+    """Two calls give the same bits; first and second derivatives by finite differences (float64)."""
+    convolution = convolutions_of(build("mace_odd"))[0]
+    fused = convolution.fused
+    edge_index = random_graph(6, 20, seed=1).to(TEST_DEVICE)
+    x, sh, w = (t.to(TEST_DEVICE).requires_grad_(True) for t in operands(convolution, 6, edge_index, torch.float64, 1))
+    plan = (edge_index, fused.couplings.to(TEST_DEVICE), fused.paths, fused.num_out_features)
+    convolve = lambda x, sh, w: torch.ops.mlipkit.tensor_product_convolution(x, sh, w, *plan)  # noqa: E731
+    assert torch.equal(convolve(x, sh, w), convolve(x, sh, w))
+    assert torch.autograd.gradcheck(convolve, (x, sh, w))
+    assert torch.autograd.gradgradcheck(convolve, (x, sh, w))
+    (features, node_weights, coefficients), terms, num_outputs = problem(3)
+    tensors = [t.to(TEST_DEVICE).requires_grad_(True) for t in (features, node_weights, coefficients)]
+    polynomial = lambda *t: torch.ops.mlipkit.channelwise_polynomial(*t, terms, num_outputs)  # noqa: E731
+    assert torch.equal(polynomial(*tensors), polynomial(*tensors))
+    assert torch.autograd.gradcheck(polynomial, tensors)
+    assert torch.autograd.gradgradcheck(polynomial, tensors)
+
+
+def evaluate_on(model, atoms, device):
+    graph = graph_from_atoms(atoms, model.r_max, model.type_names, torch.float64)
+    results = model.to(device)({name: value.to(device) for name, value in graph.items()})
+    return {name: results[name].detach().cpu() for name in ("energy", "forces", "stress")}
+
+
+@needs_gpu
+@pytest.mark.parametrize("kernel", ["fused", "reference"])
+@pytest.mark.parametrize("name", sorted(mlipkit.models.REGISTRY))
+def test_models_on_the_gpu_equal_the_cpu(name, kernel):
+    """Energy, forces and stress of every model on the GPU, with its kernels or the reference path, against
+    the CPU (float64)."""
+    model = build_small(name)
+    expected = evaluate_on(copy.deepcopy(model), cu_au_triclinic(), "cpu")
+    if kernel == "reference":
+        for option, value in (("tensor_product", "e3nn"), ("symmetric_contraction", "dense"), ("triplet_contraction", "padded")):
+            try:
+                set_kernels(model, **{option: value})
+            except ModifierError:
+                pass  # the model has no such kernel
+    produced = evaluate_on(model, cu_au_triclinic(), TEST_DEVICE)
+    for key, value in produced.items():
+        assert difference(value, expected[key]) <= 1e-10, key
+
+
+@needs_gpu
+@pytest.mark.parametrize("mode", ["aotinductor", "torchscript"])
+def test_cuda_artifact_equals_eager_and_the_cpp_runtime(tmp_path, mode):
+    """mlip-compile --device cuda (which verifies the artifact against the eager model itself), then the
+    artifact from Python and from the C++ runtime against the eager model on the CPU."""
+    _runtime = pytest.importorskip("mlipkit._runtime", reason="this build has no Python bindings of the C++ runtime")
+    from mlipkit.compile import compile_model
+    from mlipkit.compile.artifact import Artifact
+
+    model = build_small("nequip")
+    path = tmp_path / ("nequip.pt2" if mode == "aotinductor" else "nequip.pt")
+    compile_model(copy.deepcopy(model), path, mode, "ase", TEST_DEVICE)
+    atoms = cu_au_triclinic()
+    expected = evaluate_on(model, atoms, "cpu")
+    graph = graph_from_atoms(atoms, model.r_max, model.type_names, torch.float64)
+    python = Artifact(path)(graph)
+    cpp = _runtime.Model(str(path)).evaluate(*contract_inputs(graph, torch.device("cpu")))
+    for produced in (python["forces"], cpp["forces"]):
+        assert difference(produced.detach().cpu(), expected["forces"]) <= 1e-10
+    assert difference(cpp["energy"].detach().cpu().reshape(()), expected["energy"].reshape(())) <= 1e-10

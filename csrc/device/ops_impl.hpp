@@ -214,7 +214,7 @@ inline void check_index_on_device(const char* op, const char* name, const at::Te
                                                 : at::zeros({}, index.options().dtype(at::kBool));
   const auto flags = at::stack({outside, decreasing}).cpu();
   TORCH_CHECK(!flags[0].item<bool>(), op, ": a ", name, " lies outside [0, ", num_nodes, ")");
-  TORCH_CHECK(!flags[1].item<bool>(), op, ": the ", name, "s must be sorted (receiver-sorted edges)");
+  TORCH_CHECK(!flags[1].item<bool>(), op, ": the ", name, "s are not sorted; sort edges by receiver first");
 }
 
 struct DeviceEdges {
