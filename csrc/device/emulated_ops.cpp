@@ -25,33 +25,18 @@ void launch(int64_t num_elements, const F& kernel) {
 
 #include "../kernels/activation.hpp"
 #include "../kernels/radial_convolution.hpp"
+#include "../ops/schemas.hpp"
 #include "ops_impl.hpp"
 
-// The schemas of torch.ops.mlipkit's ops of the same names.
 TORCH_LIBRARY(mlipkit_emulated, m) {
-  m.def(
-      "tensor_product_convolution(Tensor node_features, Tensor edge_sh, Tensor edge_weights, Tensor edge_index, "
-      "Tensor couplings, int[] paths, int num_out_features) -> Tensor");
-  m.def(
-      "tensor_product_convolution_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, "
-      "Tensor edge_weights, Tensor edge_index, Tensor couplings, int[] paths) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "tensor_product_convolution_double_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, "
-      "Tensor edge_weights, Tensor d_node_features, Tensor d_edge_sh, Tensor d_edge_weights, Tensor edge_index, "
-      "Tensor couplings, int[] paths) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("channelwise_polynomial(Tensor features, Tensor node_weights, Tensor coefficients, int[] terms, "
-        "int num_outputs) -> Tensor");
-  m.def("channelwise_polynomial_coefficient_grad(Tensor features, Tensor node_weights, Tensor grad_out, "
-        "int[] terms, int num_coefficients) -> Tensor");
-  m.def("activation_derivative(Tensor x, str activation, int order=0, float scale=1.0, Tensor? factor=None) -> Tensor");
-  m.def(
-      "radial_convolution(Tensor node_features, Tensor edge_sh, Tensor edge_radial, Tensor mlp_weights, "
-      "int[] mlp_widths, str activation, float activation_scale, Tensor edge_index, Tensor couplings, int[] paths, "
-      "int num_out_features) -> Tensor");
-  m.def(
-      "radial_convolution_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, Tensor edge_radial, "
-      "Tensor mlp_weights, int[] mlp_widths, str activation, float activation_scale, Tensor edge_index, "
-      "Tensor couplings, int[] paths, bool weight_gradients) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(mlipkit::schemas::kTensorProductConvolution);
+  m.def(mlipkit::schemas::kTensorProductConvolutionBackward);
+  m.def(mlipkit::schemas::kTensorProductConvolutionDoubleBackward);
+  m.def(mlipkit::schemas::kChannelwisePolynomial);
+  m.def(mlipkit::schemas::kChannelwisePolynomialCoefficientGrad);
+  m.def(mlipkit::schemas::kActivationDerivative);
+  m.def(mlipkit::schemas::kRadialConvolution);
+  m.def(mlipkit::schemas::kRadialConvolutionBackward);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit_emulated, CPU, m) {

@@ -28,6 +28,7 @@
 
 #include "activation_plan.hpp"
 #include "isa.hpp"
+#include "../ops/schemas.hpp"
 
 namespace mlipkit {
 namespace activation {
@@ -322,7 +323,7 @@ at::Tensor derivative_composite(const at::Tensor& x, c10::string_view name, int6
 }  // namespace activation
 
 TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
-  m.def("activation_derivative(Tensor x, str activation, int order=0, float scale=1.0, Tensor? factor=None) -> Tensor");
+  m.def(schemas::kActivationDerivative);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) { m.impl("activation_derivative", activation::derivative_cpu); }

@@ -41,6 +41,7 @@
 #include "../ops/sorted_segments.hpp"
 #include "convolution_problem.hpp"
 #include "fixed_size.hpp"
+#include "../ops/schemas.hpp"
 
 namespace mlipkit {
 namespace convolution {
@@ -281,16 +282,9 @@ std::string selected_isa_name() { return isa_name(active_isa()); }
 }  // namespace convolution
 
 TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
-  m.def(
-      "tensor_product_convolution(Tensor node_features, Tensor edge_sh, Tensor edge_weights, Tensor edge_index, "
-      "Tensor couplings, int[] paths, int num_out_features) -> Tensor");
-  m.def(
-      "tensor_product_convolution_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, "
-      "Tensor edge_weights, Tensor edge_index, Tensor couplings, int[] paths) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "tensor_product_convolution_double_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, "
-      "Tensor edge_weights, Tensor d_node_features, Tensor d_edge_sh, Tensor d_edge_weights, Tensor edge_index, "
-      "Tensor couplings, int[] paths) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(schemas::kTensorProductConvolution);
+  m.def(schemas::kTensorProductConvolutionBackward);
+  m.def(schemas::kTensorProductConvolutionDoubleBackward);
   m.def("kernel_isa() -> str", convolution::selected_isa_name);
 }
 

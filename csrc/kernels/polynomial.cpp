@@ -37,6 +37,7 @@
 #include "isa.hpp"
 #include "polynomial_plan.hpp"
 #include "polynomial_terms.hpp"
+#include "../ops/schemas.hpp"
 
 namespace mlipkit {
 namespace polynomial {
@@ -416,12 +417,8 @@ at::Tensor coefficient_grad_autograd(const at::Tensor& features, const at::Tenso
 }  // namespace polynomial
 
 TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
-  m.def(
-      "channelwise_polynomial(Tensor features, Tensor node_weights, Tensor coefficients, int[] terms, "
-      "int num_outputs) -> Tensor");
-  m.def(
-      "channelwise_polynomial_coefficient_grad(Tensor features, Tensor node_weights, Tensor grad_out, int[] terms, "
-      "int num_coefficients) -> Tensor");
+  m.def(schemas::kChannelwisePolynomial);
+  m.def(schemas::kChannelwisePolynomialCoefficientGrad);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) {

@@ -39,6 +39,7 @@
 #include "radial_convolution.hpp"
 #include "convolution_problem.hpp"
 #include "fixed_size.hpp"
+#include "../ops/schemas.hpp"
 
 namespace mlipkit {
 namespace convolution {
@@ -417,14 +418,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> radial_convolution_ba
 }  // namespace convolution
 
 TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
-  m.def(
-      "radial_convolution(Tensor node_features, Tensor edge_sh, Tensor edge_radial, Tensor mlp_weights, "
-      "int[] mlp_widths, str activation, float activation_scale, Tensor edge_index, Tensor couplings, int[] paths, "
-      "int num_out_features) -> Tensor");
-  m.def(
-      "radial_convolution_backward(Tensor grad_out, Tensor node_features, Tensor edge_sh, Tensor edge_radial, "
-      "Tensor mlp_weights, int[] mlp_widths, str activation, float activation_scale, Tensor edge_index, "
-      "Tensor couplings, int[] paths, bool weight_gradients) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(schemas::kRadialConvolution);
+  m.def(schemas::kRadialConvolutionBackward);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) {
