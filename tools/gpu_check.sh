@@ -89,7 +89,7 @@ if [[ $mode == run ]]; then
   bindings=ON
   "$python" -c "import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" ||
     bindings=OFF
-  export CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90 -DMLIPKIT_PYTHON_BINDINGS=$bindings"
+  export CMAKE_ARGS="-DMLIPKIT_PYTHON_BINDINGS=$bindings" TORCH_CUDA_ARCH_LIST=9.0
   export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
   step build build 300 "$python" -m pip install --no-build-isolation --no-deps -v . || {
     tail -40 "$out/build.log"
