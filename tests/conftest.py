@@ -1,6 +1,10 @@
+import json
 import os
+import re
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,6 +276,21 @@ def shared_directory(tmp_path_factory):
     directory = (base.parent if base.name.startswith("popen-gw") else base) / "shared"
     directory.mkdir(exist_ok=True)
     return directory
+
+
+def artifact_for_device(source: Path, device: str, target: Path) -> Path:
+    """A copy of an artifact whose metadata names another device: how a CUDA artifact meets a machine without
+    a GPU (its code is never reached)."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as copy:
+        for item in archive.infolist():
+            data = archive.read(item.filename)
+            if item.filename.endswith("wrapper_metadata.json"):
+                data = json.dumps(dict(json.loads(data), **{"mlipkit.device": device})).encode()
+            elif item.filename.endswith("/extra/mlipkit_metadata.txt"):
+                data = re.sub(rb"^mlipkit\.device=.*$", b"mlipkit.device=" + device.encode(), data, flags=re.MULTILINE)
+            copy.writestr(item, data)
+    assert mlipkit.compile.read_metadata(target).device == device, f"{source}: no metadata entry to change"
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import mlipkit
-from conftest import build_small, cu_au_triclinic
+from conftest import artifact_for_device, build_small, cu_au_triclinic
 from mlipkit import ops
 from mlipkit.compile.export import ExportablePotential, contract_inputs
 from mlipkit.compile.modifiers import ModifierError, set_kernels
@@ -223,6 +223,20 @@ def test_cuda_sources_compile_for_sm90():
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "12 kernels" in result.stdout
+
+
+@pytest.mark.skipif(GPU, reason="checks what a machine without a GPU says")
+@pytest.mark.parametrize("name", ["aotinductor_float64", "torchscript_float64"])
+def test_a_cuda_artifact_says_it_needs_a_gpu(artifacts, tmp_path, name):
+    from mlipkit import _runtime
+    from mlipkit.calculators import MLIPCalculator
+
+    source = artifacts[name][0]
+    path = artifact_for_device(source, "cuda", tmp_path / f"cuda{source.suffix}")
+    with pytest.raises(ValueError, match="was compiled for CUDA, but this torch has no usable GPU"):
+        MLIPCalculator(path)
+    with pytest.raises(_runtime.ArtifactError, match="was compiled for CUDA, but this libtorch has no usable GPU"):
+        _runtime.Model(str(path))
 
 
 # ---------------------------------------------------------------- on a GPU

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 from ase.data import atomic_masses, atomic_numbers
 
-from conftest import build_small, shared_directory
+from conftest import artifact_for_device, build_small, shared_directory
 from filelock import FileLock
 from mlipkit.calculators import MLIPCalculator
 from mlipkit.compile import compile_model
@@ -441,6 +442,8 @@ ERRORS = {
     "excluded_pairs": error_case("remove 'neigh_modify exclude'", coeff="* * {artifact} Cu Au\nneigh_modify exclude type 1 2"),
     "bonded_pairs_left_out": error_case("needs bonded pairs in the neighbour list", style="mlip", units="metal"),
     "unknown_comm": error_case("comm must be halo or shell, not 'ring'", style="mlip comm ring"),
+    "cuda_artifact_without_gpu": error_case("was compiled for CUDA, but this libtorch has no usable GPU",
+                                            coeff="* * {directory}/cuda.pt2 Cu Au"),
 }
 
 
@@ -452,6 +455,10 @@ def test_errors_say_what_to_fix(lammps_artifact, tmp_path, case):
         atoms.positions[1] = atoms.positions[0] + 1e-6
     write_data(atoms, tmp_path / "data.lmp", ["Cu", "Au"])
     (tmp_path / "garbage.pt2").write_bytes(b"not a zip archive")
+    if case == "cuda_artifact_without_gpu":
+        if torch.cuda.is_available():
+            pytest.skip("checks what a machine without a GPU says")
+        artifact_for_device(lammps_artifact, "cuda", tmp_path / "cuda.pt2")
     coeff = error["coeff"].format(artifact=lammps_artifact, directory=tmp_path)
     # a molecular atom style with LAMMPS's default special_bonds (0 0 0) leaves bonded pairs out of the list
     structure = "atom_style atomic\nread_data data.lmp"

@@ -103,6 +103,8 @@ class Artifact:
             raise ValueError(
                 f"{self.path} was compiled for {self.metadata.device}; it cannot run on {self.device.type}"
             )
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{self.path} was compiled for CUDA, but this torch has no usable GPU")
         self.dtype = getattr(torch, self.metadata.dtype)
         ops.load_library()
         try:
