@@ -231,8 +231,7 @@ at::Tensor derivative_cpu(const at::Tensor& x_in, c10::string_view name, int64_t
   return out;
 }
 
-// Any other device (CUDA): the same formula from ATen's element-wise ops (a few passes where the CPU kernel
-// makes one); torch's own activations would differ from the CPU op in the order of their roundings only.
+// sum_k p[k] scale u^k by Horner's rule, on tensors
 at::Tensor polynomial_in(const Polynomial& p, const at::Tensor& u, double scale) {
   if (p.empty()) return at::zeros_like(u);
   at::Tensor sum = at::full_like(u, p.back() * scale);
@@ -302,7 +301,8 @@ at::Tensor derivative(const at::Tensor& x, c10::string_view name, int64_t order,
   return op.call(x, name, order, scale, factor);
 }
 
-
+// Any other device (CUDA): the kernel's formula from ATen's element-wise ops (a few passes where the CPU kernel
+// makes one), equal to it up to rounding.
 at::Tensor derivative_composite(const at::Tensor& x, c10::string_view name, int64_t order, double scale,
                                 const std::optional<at::Tensor>& factor) {
   const Activation activation = parse(kOp, name);

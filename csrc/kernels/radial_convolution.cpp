@@ -359,15 +359,12 @@ class RadialConvolutionFunction : public torch::autograd::Function<RadialConvolu
       return result;
     }
     // create_graph: the same backward from differentiable ops
-    const Mlp mlp = mlp_of(flat, widths, activation, scale);
-    MlpTrace trace;
-    const auto weights = mlp_forward(mlp, radial, &trace);
-    auto [grad_x, grad_sh, grad_weights] = call_backward(g, x, sh, weights, edge_index, couplings, paths);
-    auto [grad_radial, grad_mlp] = mlp_backward(mlp, trace, grad_weights, weight_gradients);
+    auto [grad_x, grad_sh, grad_radial, grad_flat] = radial_convolution_backward_composite(
+        g, x, sh, radial, flat, widths, activation, scale, edge_index, couplings, paths, weight_gradients);
     result[0] = grad_x;
     result[1] = grad_sh;
     result[2] = grad_radial;
-    if (weight_gradients) result[3] = flat_weight_gradient(grad_mlp);
+    if (weight_gradients) result[3] = grad_flat;
     return result;
   }
 };
@@ -382,8 +379,9 @@ at::Tensor radial_convolution_autograd(const at::Tensor& x, const at::Tensor& sh
 
 }  // namespace
 
-// Any other device (CUDA): the MLP on all edges at once with ATen's matmuls, then the plain convolution
-// op; the weights [E, W] exist for the call (the CPU op's tiles are the memory saving still to carry over).
+// Any other device (CUDA), and the CPU backward under create_graph: the MLP on all edges at once with ATen's
+// matmuls, then the plain convolution ops, all differentiable; the weights [E, W] exist for the call (the CPU
+// op's tiles, which never store them, are not carried over to the GPU yet).
 at::Tensor radial_convolution_composite(const at::Tensor& node_features, const at::Tensor& edge_sh,
                                         const at::Tensor& edge_radial, const at::Tensor& mlp_weights,
                                         at::IntArrayRef mlp_widths, c10::string_view activation,
