@@ -418,6 +418,12 @@ def test_quicker_build_compiles_kernels_at_o2_and_keeps_no_stack_traces():
     assert " -O3 " in command(False) and not torch.fx.config.do_not_emit_stack_traces
 
 
+def test_inductor_options_this_torch_lacks_are_left_out():
+    """Every build setting exists in this torch (a rename fails here); unknown ones, as an older torch lacks, go."""
+    options = export_module.AOTI_OPTIONS
+    assert export_module.inductor_options({"no_such_option": 1, "cpp.no_such_option": 2, **options}) == options
+
+
 def test_symbolic_traces_keep_the_graph_size_free(model_name):
     """Tracing forces, and the force-loss gradient by the weights (double backward through the custom ops),
     with symbolic shapes adds no guard that fixes the number of atoms or edges to the traced graph's."""

@@ -188,20 +188,40 @@ def quicker_aotinductor_build(kernel_optimization: str = KERNEL_OPTIMIZATION):
     PyTorch's flag function is wrapped while the context lasts. AOT autograd's re-trace records no Python
     stack trace per node (6 of its 21 s in a sampling profile); the graph's nodes keep their names.
     """
-    original = cpp_builder._get_optimization_cflags
+    # an older torch (a CUDA build a GPU user chose) may lack either hook; the compile is then only slower
+    original = getattr(cpp_builder, "_get_optimization_cflags", None)
+    stack_trace_switch = hasattr(torch.fx.config, "do_not_emit_stack_traces")
 
     def flags(cpp_compiler: str, min_optimize: bool = False) -> tuple[list[str], list[str]]:
         cflags, ldflags = original(cpp_compiler, min_optimize)
         return [kernel_optimization if flag == "O3" else flag for flag in cflags], ldflags
 
-    emitted_stack_traces = torch.fx.config.do_not_emit_stack_traces
-    cpp_builder._get_optimization_cflags = flags
-    torch.fx.config.do_not_emit_stack_traces = True
+    if original is not None:
+        cpp_builder._get_optimization_cflags = flags
+    if stack_trace_switch:
+        emitted_stack_traces = torch.fx.config.do_not_emit_stack_traces
+        torch.fx.config.do_not_emit_stack_traces = True
     try:
         yield
     finally:
-        cpp_builder._get_optimization_cflags = original
-        torch.fx.config.do_not_emit_stack_traces = emitted_stack_traces
+        if original is not None:
+            cpp_builder._get_optimization_cflags = original
+        if stack_trace_switch:
+            torch.fx.config.do_not_emit_stack_traces = emitted_stack_traces
+
+
+def inductor_options(options: dict[str, object]) -> dict[str, object]:
+    """``options`` less those this torch's Inductor does not have: AOTI_OPTIONS's settings, which only save
+    compile time, are newer than some torch releases (a CUDA build a GPU user chose)."""
+    known = {}
+    for key, value in options.items():
+        *sections, name = key.split(".")
+        holder = torch._inductor.config
+        for section in sections:
+            holder = getattr(holder, section, None)
+        if holder is not None and hasattr(holder, name):
+            known[key] = value
+    return known
 
 
 def export_aotinductor(entries: TracedEntries, path: Path, metadata: ArtifactMetadata) -> None:
@@ -214,7 +234,7 @@ def export_aotinductor(entries: TracedEntries, path: Path, metadata: ArtifactMet
     the default NequIP's float32 compile from 278 s to 187 s on 2 cores. Other
     entry points are further models of the package, under their names.
     """
-    options = dict(AOTI_OPTIONS, **{"aot_inductor.package": True, "aot_inductor.metadata": metadata.to_strings()})
+    options = dict(inductor_options(AOTI_OPTIONS), **{"aot_inductor.package": True, "aot_inductor.metadata": metadata.to_strings()})
     files = {}
     with warnings.catch_warnings(), quicker_aotinductor_build():
         # PyTorch's own packaging code trips its pytree deprecation warning
