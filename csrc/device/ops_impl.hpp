@@ -205,16 +205,25 @@ class DeviceConvolutionPlan {
 
 // ---------------------------------------------------------------- graphs
 
-// Fails, naming the op, unless every index lies in [0, num_nodes) and (sorted) never decreases.
+// Fails, naming the op and the first wrong entry, unless every index lies in [0, num_nodes) and (sorted) never
+// decreases; one synchronisation when all is well.
 inline void check_index_on_device(const char* op, const char* name, const at::Tensor& index, int64_t num_nodes,
                                   bool sorted) {
   if (index.numel() == 0) return;
-  auto outside = ((index < 0) | (index >= num_nodes)).any();
-  auto decreasing = sorted && index.numel() > 1 ? (index.slice(0, 1) < index.slice(0, 0, -1)).any()
-                                                : at::zeros({}, index.options().dtype(at::kBool));
-  const auto flags = at::stack({outside, decreasing}).cpu();
-  TORCH_CHECK(!flags[0].item<bool>(), op, ": a ", name, " lies outside [0, ", num_nodes, ")");
-  TORCH_CHECK(!flags[1].item<bool>(), op, ": the ", name, "s are not sorted; sort edges by receiver first");
+  const auto outside = (index < 0) | (index >= num_nodes);
+  const auto decreasing = sorted && index.numel() > 1 ? index.slice(0, 1) < index.slice(0, 0, -1)
+                                                      : at::zeros({1}, index.options().dtype(at::kBool));
+  const auto flags = at::stack({outside.any(), decreasing.any()}).cpu();
+  if (flags[0].item<bool>()) {
+    const int64_t edge = outside.nonzero()[0][0].item<int64_t>();
+    TORCH_CHECK(false, op, ": ", name, " of edge ", edge, " = ", index[edge].item<int64_t>(), " is outside [0, ",
+                num_nodes, ")");
+  }
+  if (flags[1].item<bool>()) {
+    const int64_t edge = decreasing.nonzero()[0][0].item<int64_t>();
+    TORCH_CHECK(false, op, ": the ", name, "s are not sorted (edge ", edge, " = ", index[edge].item<int64_t>(),
+                " > edge ", edge + 1, " = ", index[edge + 1].item<int64_t>(), "); sort edges by receiver first");
+  }
 }
 
 struct DeviceEdges {
