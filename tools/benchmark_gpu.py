@@ -104,7 +104,8 @@ def run(models: list[str], repeats: tuple[int, ...], device: str, calls: int) ->
 
 def markdown(rows: list[dict], machine: str) -> str:
     lines = [
-        f"{machine}; float32; energy + forces; median of the timed calls; memory: peak allocated by the call",
+        f"{machine}; float32; energy + forces; median of the timed calls; memory: peak allocated during the calls "
+        "(weights and graph included)",
         "",
         "| model | atoms | edges | reference ms | kernels ms | speed-up | kernels atom-steps/s | reference MB/atom | kernels MB/atom |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
