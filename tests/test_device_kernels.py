@@ -19,7 +19,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 import mlipkit
 from conftest import artifact_for_device, build_small, cu_au_triclinic
 from mlipkit import ops
-from mlipkit.compile.export import ExportablePotential, contract_inputs
+from mlipkit.compile.export import ExportablePotential, contract_inputs, relative_difference
 from mlipkit.compile.modifiers import ModifierError, set_kernels
 from mlipkit.compile.metadata import TARGET_INPUTS, artifact_outputs
 from mlipkit.data import graph_from_atoms
@@ -58,26 +58,19 @@ class DeviceOps:
 
 
 @pytest.fixture(scope="module", params=["emulated", pytest.param("cuda", marks=needs_gpu)])
-def emulated(request):
+def device_ops(request):
     return DeviceOps(request.param)
-
-
-def difference(value, reference):
-    """Relative difference in norm (inf for a shape mismatch or a non-finite value)."""
-    if value.shape != reference.shape:
-        return float("inf")
-    difference = float((value.double() - reference.double()).norm() / reference.double().norm().clamp_min(1e-300))
-    return difference if difference == difference else float("inf")
 
 
 def assert_all_close(produced, expected, dtype):
     for index, (value, reference) in enumerate(zip(produced, expected, strict=True)):
-        assert difference(value, reference) <= TOLERANCE[dtype], f"output {index}: {difference(value, reference):.3g}"
+        difference = relative_difference(value, reference)
+        assert difference <= TOLERANCE[dtype], f"output {index}: {difference:.3g}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", sorted(KERNEL_MODELS))
-def test_convolution_ops_equal_the_cpu_kernels(emulated, name, dtype):
+def test_convolution_ops_equal_the_cpu_kernels(device_ops, name, dtype):
     """Forward, backward and double backward of every path set, with an isolated node and repeated edges."""
     for layer, convolution in enumerate(convolutions_of(build(name, dtype))):
         fused = convolution.fused
@@ -91,24 +84,24 @@ def test_convolution_ops_equal_the_cpu_kernels(emulated, name, dtype):
             "tensor_product_convolution_backward": (g, x, sh, w, *plan),
             "tensor_product_convolution_double_backward": (g, x, sh, w, dx, dsh, dw, *plan),
         }.items():
-            produced = getattr(emulated, op_name)(*arguments)
+            produced = getattr(device_ops, op_name)(*arguments)
             expected = getattr(torch.ops.mlipkit, op_name)(*arguments)
             if isinstance(expected, torch.Tensor):
                 produced, expected = (produced,), (expected,)
             assert_all_close(produced, expected, dtype)
 
 
-def test_convolution_ops_on_empty_graphs(emulated):
+def test_convolution_ops_on_empty_graphs(device_ops):
     convolution = convolutions_of(build("nequip_uneven"))[0]
     fused = convolution.fused
     for num_nodes in (0, 3):
         edge_index = torch.zeros(2, 0, dtype=torch.long)
         x, sh, w = operands(convolution, num_nodes, edge_index, torch.float64, 0)
-        out = emulated.tensor_product_convolution(x, sh, w, edge_index, fused.couplings, fused.paths, fused.num_out_features)
+        out = device_ops.tensor_product_convolution(x, sh, w, edge_index, fused.couplings, fused.paths, fused.num_out_features)
         assert out.shape == (num_nodes, fused.num_out_features) and not out.any()
 
 
-def test_device_ops_refuse_bad_graphs(emulated):
+def test_device_ops_refuse_bad_graphs(device_ops):
     convolution = convolutions_of(build("nequip_uneven"))[0]
     fused = convolution.fused
     edge_index = random_graph(5, 12, seed=0)
@@ -119,12 +112,12 @@ def test_device_ops_refuse_bad_graphs(emulated):
     for bad, message in ((unsorted, r"\(.*= 4 > .*= 3\); sort edges by receiver first"),
                          (outside, r"sender of edge 3 = 5 is outside \[0, 5\)")):
         with pytest.raises(RuntimeError, match=message):
-            emulated.tensor_product_convolution(x, sh, w, bad, fused.couplings, fused.paths, fused.num_out_features)
+            device_ops.tensor_product_convolution(x, sh, w, bad, fused.couplings, fused.paths, fused.num_out_features)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("channels", [1, 37])
-def test_polynomial_ops_equal_the_cpu_kernels(emulated, channels, dtype):
+def test_polynomial_ops_equal_the_cpu_kernels(device_ops, channels, dtype):
     """Evaluation and the coefficient gradient; the nodes span several of the gradient's node chunks."""
     (features, node_weights, coefficients), terms, num_outputs = problem(channels, dtype)
     features, node_weights = features.repeat(20, 1, 1), node_weights.repeat(20, 1)
@@ -134,26 +127,26 @@ def test_polynomial_ops_equal_the_cpu_kernels(emulated, channels, dtype):
         "channelwise_polynomial": (features, node_weights, coefficients, terms, num_outputs),
         "channelwise_polynomial_coefficient_grad": (features, node_weights, grad_out, terms, num_coefficients),
     }.items():
-        produced = getattr(emulated, op_name)(*arguments)
+        produced = getattr(device_ops, op_name)(*arguments)
         expected = getattr(torch.ops.mlipkit, op_name)(*arguments)
         assert_all_close((produced,), (expected,), dtype)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_activation_composite_equals_the_kernel(emulated, activation):
+def test_activation_composite_equals_the_kernel(device_ops, activation):
     """Orders 0-3 with and without a factor, across softplus's threshold at 20."""
     generator = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(500, generator=generator, dtype=torch.float64) * 4, torch.tensor([19.5, 20.0, 20.5, 30.0], dtype=torch.float64)])
     factor = torch.randn(x.shape, generator=generator, dtype=torch.float64)
     for order in range(4):
         for given in (None, factor):
-            produced = emulated.activation_derivative(x, activation, order, 0.7, given)
+            produced = device_ops.activation_derivative(x, activation, order, 0.7, given)
             expected = torch.ops.mlipkit.activation_derivative(x, activation, order, 0.7, given)
             assert_all_close((produced,), (expected,), torch.float64)
 
 
 @pytest.mark.parametrize("weight_gradients", [True, False])
-def test_radial_convolution_composite_equals_the_fused_op(emulated, weight_gradients):
+def test_radial_convolution_composite_equals_the_fused_op(device_ops, weight_gradients):
     convolution = standalone_convolution(3, [16, 16], "silu")
     fused = convolution.fused
     edge_index = random_graph(11, 60, seed=3, isolated=(2,))
@@ -163,9 +156,9 @@ def test_radial_convolution_composite_equals_the_fused_op(emulated, weight_gradi
     plan = (edge_index, fused.couplings, fused.paths)
     g = torch.randn(11, fused.num_out_features, dtype=torch.float64)
     forward = (x, sh, radial, *mlp, *plan, fused.num_out_features)
-    assert_all_close((emulated.radial_convolution(*forward),), (torch.ops.mlipkit.radial_convolution(*forward),), torch.float64)
+    assert_all_close((device_ops.radial_convolution(*forward),), (torch.ops.mlipkit.radial_convolution(*forward),), torch.float64)
     backward = (g, x, sh, radial, *mlp, *plan, weight_gradients)
-    assert_all_close(emulated.radial_convolution_backward(*backward), torch.ops.mlipkit.radial_convolution_backward(*backward), torch.float64)
+    assert_all_close(device_ops.radial_convolution_backward(*backward), torch.ops.mlipkit.radial_convolution_backward(*backward), torch.float64)
 
 
 def model_on_fake_device(model, inputs: dict, device: str):
@@ -285,7 +278,7 @@ def test_models_on_the_gpu_equal_the_cpu(name, kernel):
                 pass  # the model has no such kernel
     produced = evaluate_on(model, cu_au_triclinic(), TEST_DEVICE)
     for key, value in produced.items():
-        assert difference(value, expected[key]) <= 1e-10, key
+        assert relative_difference(value, expected[key]) <= 1e-10, key
 
 
 @needs_gpu
@@ -306,5 +299,5 @@ def test_cuda_artifact_equals_eager_and_the_cpp_runtime(tmp_path, mode):
     python = Artifact(path)(graph)
     cpp = _runtime.Model(str(path)).evaluate(*contract_inputs(graph, torch.device("cpu")))
     for produced in (python["forces"], cpp["forces"]):
-        assert difference(produced.detach().cpu(), expected["forces"]) <= 1e-10
-    assert difference(cpp["energy"].detach().cpu().reshape(()), expected["energy"].reshape(())) <= 1e-10
+        assert relative_difference(produced.detach().cpu(), expected["forces"]) <= 1e-10
+    assert relative_difference(cpp["energy"].detach().cpu().reshape(()), expected["energy"].reshape(())) <= 1e-10
