@@ -22,7 +22,8 @@ for source in csrc/device/*.cu; do
     -Xcompiler -fPIC,-Wall,-Wextra
   nm "$object" >"$work/symbols"
   for kernel in ConvolutionForward ConvolutionInputGradient ConvolutionWeightGradient ConvolutionHarmonicsGradient \
-    PolynomialEvaluate PolynomialCoefficientGradient; do
+    PolynomialEvaluate PolynomialCoefficientGradient SegmentOuterSum SegmentOuterBasisGradient \
+    SegmentOuterFeaturesGradient; do
     for type in f d; do
       if ! grep -q "__device_stub__.*run_elements.*${#kernel}${kernel}I${type}E" "$work/symbols"; then
         echo "$source: no sm_90 kernel for $kernel<$type>" >&2
@@ -30,5 +31,5 @@ for source in csrc/device/*.cu; do
       fi
     done
   done
-  echo "$source: compiled for sm_90 by nvcc $("$nvcc" --version | grep -o "release [0-9.]*" | cut -d" " -f2), 12 kernels"
+  echo "$source: compiled for sm_90 by nvcc $("$nvcc" --version | grep -o "release [0-9.]*" | cut -d" " -f2), 18 kernels"
 done

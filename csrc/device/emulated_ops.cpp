@@ -37,6 +37,9 @@ TORCH_LIBRARY(mlipkit_emulated, m) {
   m.def(mlipkit::schemas::kActivationDerivative);
   m.def(mlipkit::schemas::kRadialConvolution);
   m.def(mlipkit::schemas::kRadialConvolutionBackward);
+  m.def(mlipkit::schemas::kSegmentOuterSum);
+  m.def(mlipkit::schemas::kSegmentOuterSumBasisGrad);
+  m.def(mlipkit::schemas::kSegmentOuterSumFeaturesGrad);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit_emulated, CPU, m) {
@@ -45,6 +48,9 @@ TORCH_LIBRARY_IMPL(mlipkit_emulated, CPU, m) {
   m.impl("tensor_product_convolution_double_backward", mlipkit::device::convolution_double_backward_device);
   m.impl("channelwise_polynomial", mlipkit::device::polynomial_device);
   m.impl("channelwise_polynomial_coefficient_grad", mlipkit::device::coefficient_grad_device);
+  m.impl("segment_outer_sum", mlipkit::device::outer_sum_device);
+  m.impl("segment_outer_sum_basis_grad", mlipkit::device::basis_grad_device);
+  m.impl("segment_outer_sum_features_grad", mlipkit::device::features_grad_device);
   m.impl("activation_derivative", mlipkit::activation::derivative_composite);
   m.impl("radial_convolution", mlipkit::convolution::radial_convolution_composite);
   m.impl("radial_convolution_backward", mlipkit::convolution::radial_convolution_backward_composite);

@@ -274,5 +274,77 @@ struct PolynomialCoefficientGradient {
   }
 };
 
+// ---------------------------------------------------------------- sums of outer products over sorted segments
+
+// GemNet-OC's triplet and quadruplet contraction and its two derivatives (see csrc/ops/segment_outer.cpp):
+// rows t of basis [T, S] carry features[source[t]] [N, C] into target sorted_target[t].
+struct SegmentOuterRows {
+  const int64_t* source;
+  const int64_t* target;      // sorted
+  const int64_t* target_ptr;  // rows of target o: [target_ptr[o], target_ptr[o + 1])
+  const int64_t* source_ptr;  // positions of source n in source_rows: [source_ptr[n], source_ptr[n + 1])
+  const int64_t* source_rows; // rows ordered by source, each source's in increasing row order
+  int64_t num_basis, num_channels;
+};
+
+// out[o][s][c] = sum over the rows of target o of basis[t][s] features[source[t]][c].
+template <typename T>
+struct SegmentOuterSum {
+  SegmentOuterRows rows;
+  const T* basis;
+  const T* features;
+  T* out;
+
+  MLIPKIT_HOST_DEVICE void operator()(int64_t index) const {
+    const int64_t S = rows.num_basis, C = rows.num_channels;
+    const int64_t c = index % C, s = (index / C) % S, o = index / (C * S);
+    T sum = T(0);
+    for (int64_t t = rows.target_ptr[o]; t < rows.target_ptr[o + 1]; ++t) {
+      sum += basis[t * S + s] * features[rows.source[t] * C + c];
+    }
+    out[index] = sum;
+  }
+};
+
+// grad_basis[t][s] = sum over c of grad[target[t]][s][c] features[source[t]][c].
+template <typename T>
+struct SegmentOuterBasisGradient {
+  SegmentOuterRows rows;
+  const T* grad;
+  const T* features;
+  T* grad_basis;
+
+  MLIPKIT_HOST_DEVICE void operator()(int64_t index) const {
+    const int64_t S = rows.num_basis, C = rows.num_channels;
+    const int64_t s = index % S, t = index / S;
+    const T* g = grad + (rows.target[t] * S + s) * C;
+    const T* f = features + rows.source[t] * C;
+    T sum = T(0);
+    for (int64_t c = 0; c < C; ++c) sum += g[c] * f[c];
+    grad_basis[index] = sum;
+  }
+};
+
+// grad_features[n][c] = sum over the rows of source n (in row order) and s of basis[t][s] grad[target[t]][s][c].
+template <typename T>
+struct SegmentOuterFeaturesGradient {
+  SegmentOuterRows rows;
+  const T* basis;
+  const T* grad;
+  T* grad_features;
+
+  MLIPKIT_HOST_DEVICE void operator()(int64_t index) const {
+    const int64_t S = rows.num_basis, C = rows.num_channels;
+    const int64_t c = index % C, n = index / C;
+    T sum = T(0);
+    for (int64_t position = rows.source_ptr[n]; position < rows.source_ptr[n + 1]; ++position) {
+      const int64_t t = rows.source_rows[position];
+      const T* g = grad + rows.target[t] * S * C + c;
+      for (int64_t s = 0; s < S; ++s) sum += basis[t * S + s] * g[s * C];
+    }
+    grad_features[index] = sum;
+  }
+};
+
 }  // namespace device
 }  // namespace mlipkit

@@ -23,6 +23,7 @@
 
 #include "../kernels/convolution_problem.hpp"
 #include "../kernels/polynomial_terms.hpp"
+#include "../ops/segment_outer.hpp"
 #include "kernels.cuh"
 
 namespace mlipkit {
@@ -205,25 +206,43 @@ class DeviceConvolutionPlan {
 
 // ---------------------------------------------------------------- graphs
 
-// Fails, naming the op and the first wrong entry, unless every index lies in [0, num_nodes) and (sorted) never
-// decreases; one synchronisation when all is well.
-inline void check_index_on_device(const char* op, const char* name, const at::Tensor& index, int64_t num_nodes,
-                                  bool sorted) {
+// Fails, naming the op and the first wrong entry, unless every index lies in [0, size) and (sorted) never
+// decreases (`hint` follows that message); one synchronisation when all is well.
+inline void check_index_on_device(const char* op, const char* name, const at::Tensor& index, int64_t size,
+                                  bool sorted, const char* hint = "") {
   if (index.numel() == 0) return;
-  const auto outside = (index < 0) | (index >= num_nodes);
+  const auto outside = (index < 0) | (index >= size);
   const auto decreasing = sorted && index.numel() > 1 ? index.slice(0, 1) < index.slice(0, 0, -1)
                                                       : at::zeros({1}, index.options().dtype(at::kBool));
   const auto flags = at::stack({outside.any(), decreasing.any()}).cpu();
   if (flags[0].item<bool>()) {
-    const int64_t edge = outside.nonzero()[0][0].item<int64_t>();
-    TORCH_CHECK(false, op, ": ", name, " of edge ", edge, " = ", index[edge].item<int64_t>(), " is outside [0, ",
-                num_nodes, ")");
+    const int64_t entry = outside.nonzero()[0][0].item<int64_t>();
+    TORCH_CHECK(false, op, ": ", name, " entry ", entry, " = ", index[entry].item<int64_t>(), " is outside [0, ", size,
+                ")");
   }
   if (flags[1].item<bool>()) {
-    const int64_t edge = decreasing.nonzero()[0][0].item<int64_t>();
-    TORCH_CHECK(false, op, ": the ", name, "s are not sorted (edge ", edge, " = ", index[edge].item<int64_t>(),
-                " > edge ", edge + 1, " = ", index[edge + 1].item<int64_t>(), "); sort edges by receiver first");
+    const int64_t entry = decreasing.nonzero()[0][0].item<int64_t>();
+    TORCH_CHECK(false, op, ": ", name, " is not sorted (entry ", entry, " = ", index[entry].item<int64_t>(),
+                " > entry ", entry + 1, " = ", index[entry + 1].item<int64_t>(), ")", hint);
   }
+}
+
+// Where each index value's rows are: ptr[v] .. ptr[v + 1] into `rows` (by_value: a stable sort of the index; a
+// sorted index is its own order and has no `rows`).
+struct DeviceRows {
+  at::Tensor ptr, rows;
+};
+
+inline DeviceRows rows_by_value(const at::Tensor& index, int64_t size, bool sorted) {
+  DeviceRows result;
+  const auto values = at::arange(size + 1, index.options());
+  if (sorted) {
+    result.ptr = at::searchsorted(index, values);
+  } else {
+    result.rows = std::get<1>(at::sort(index, /*stable=*/true, 0, false));
+    result.ptr = at::searchsorted(index.index_select(0, result.rows), values);
+  }
+  return result;
 }
 
 struct DeviceEdges {
@@ -241,13 +260,13 @@ inline DeviceEdges device_edges(const char* op, const at::Tensor& edge_index, in
   DeviceEdges edges;
   edges.index = edge_index.contiguous();
   const auto sender = edges.index[0], receiver = edges.index[1];
-  check_index_on_device(op, "receiver", receiver, num_nodes, true);
+  check_index_on_device(op, "receiver", receiver, num_nodes, true, "; sort edges by receiver first");
   check_index_on_device(op, "sender", sender, num_nodes, false);
-  const auto nodes = at::arange(num_nodes + 1, edges.index.options());
-  edges.receiver_ptr = at::searchsorted(receiver, nodes);
+  edges.receiver_ptr = rows_by_value(receiver, num_nodes, true).ptr;
   if (by_sender) {
-    edges.sender_edges = std::get<1>(at::sort(sender, /*stable=*/true, 0, false));
-    edges.sender_ptr = at::searchsorted(sender.index_select(0, edges.sender_edges), nodes);
+    auto senders = rows_by_value(sender, num_nodes, false);
+    edges.sender_ptr = senders.ptr;
+    edges.sender_edges = senders.rows;
   }
   return edges;
 }
@@ -449,6 +468,73 @@ inline at::Tensor coefficient_grad_device(const at::Tensor& features, const at::
                                                                     partial.data_ptr<scalar_t>()});
   });
   return partial.sum(0);
+}
+
+// ---------------------------------------------------------------- sums of outer products over sorted segments
+
+struct DeviceSegmentRows {
+  at::Tensor source, target;
+  DeviceRows by_target, by_source;
+
+  SegmentOuterRows rows(int64_t num_basis, int64_t num_channels) const {
+    auto pointer = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<int64_t>() : nullptr; };
+    return SegmentOuterRows{source.data_ptr<int64_t>(), target.data_ptr<int64_t>(), pointer(by_target.ptr),
+                            pointer(by_source.ptr), pointer(by_source.rows), num_basis, num_channels};
+  }
+};
+
+inline DeviceSegmentRows segment_rows(const char* op, const at::Tensor& source, const at::Tensor& sorted_target,
+                                      int64_t num_sources, int64_t num_targets, bool by_source) {
+  DeviceSegmentRows rows{source.contiguous(), sorted_target.contiguous(), {}, {}};
+  check_index_on_device(op, "source", rows.source, num_sources, false);
+  check_index_on_device(op, "sorted_target", rows.target, num_targets, true);
+  rows.by_target = rows_by_value(rows.target, num_targets, true);
+  if (by_source) rows.by_source = rows_by_value(rows.source, num_sources, false);
+  return rows;
+}
+
+inline at::Tensor outer_sum_device(const at::Tensor& basis, const at::Tensor& features, const at::Tensor& source,
+                                   const at::Tensor& sorted_target, int64_t num_targets) {
+  segment_outer::check_outer_sum(basis, features, source, sorted_target, num_targets);
+  const c10::DeviceGuard device_guard(basis.device());
+  const auto b = basis.contiguous(), f = features.contiguous();
+  const auto rows = segment_rows("mlipkit::segment_outer_sum", source, sorted_target, f.size(0), num_targets, false);
+  auto out = at::empty({num_targets, b.size(1), f.size(1)}, b.options());
+  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "mlipkit_segment_outer_sum_device", [&] {
+    launch(out.numel(), SegmentOuterSum<scalar_t>{rows.rows(b.size(1), f.size(1)), b.data_ptr<scalar_t>(),
+                                                  f.data_ptr<scalar_t>(), out.data_ptr<scalar_t>()});
+  });
+  return out;
+}
+
+inline at::Tensor basis_grad_device(const at::Tensor& grad, const at::Tensor& features, const at::Tensor& source,
+                                    const at::Tensor& sorted_target) {
+  segment_outer::check_basis_grad(grad, features, source, sorted_target);
+  const c10::DeviceGuard device_guard(grad.device());
+  const auto g = grad.contiguous(), f = features.contiguous();
+  const auto rows = segment_rows("mlipkit::segment_outer_sum_basis_grad", source, sorted_target, f.size(0), g.size(0),
+                                 false);
+  auto out = at::empty({source.size(0), g.size(1)}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mlipkit_segment_outer_sum_basis_grad_device", [&] {
+    launch(out.numel(), SegmentOuterBasisGradient<scalar_t>{rows.rows(g.size(1), g.size(2)), g.data_ptr<scalar_t>(),
+                                                            f.data_ptr<scalar_t>(), out.data_ptr<scalar_t>()});
+  });
+  return out;
+}
+
+inline at::Tensor features_grad_device(const at::Tensor& basis, const at::Tensor& grad, const at::Tensor& source,
+                                       const at::Tensor& sorted_target, int64_t num_sources) {
+  segment_outer::check_features_grad(basis, grad, source, sorted_target, num_sources);
+  const c10::DeviceGuard device_guard(basis.device());
+  const auto b = basis.contiguous(), g = grad.contiguous();
+  const auto rows = segment_rows("mlipkit::segment_outer_sum_features_grad", source, sorted_target, num_sources,
+                                 g.size(0), true);
+  auto out = at::empty({num_sources, g.size(2)}, b.options());
+  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "mlipkit_segment_outer_sum_features_grad_device", [&] {
+    launch(out.numel(), SegmentOuterFeaturesGradient<scalar_t>{rows.rows(b.size(1), g.size(2)), b.data_ptr<scalar_t>(),
+                                                               g.data_ptr<scalar_t>(), out.data_ptr<scalar_t>()});
+  });
+  return out;
 }
 
 }  // namespace device

@@ -36,6 +36,14 @@ constexpr const char* kRadialConvolutionBackward =
     "Tensor edge_radial, Tensor mlp_weights, int[] mlp_widths, str activation, "
     "float activation_scale, Tensor edge_index, Tensor couplings, int[] paths, "
     "bool weight_gradients) -> (Tensor, Tensor, Tensor, Tensor)";
+constexpr const char* kSegmentOuterSum =
+    "segment_outer_sum(Tensor basis, Tensor features, Tensor source, Tensor sorted_target, "
+    "SymInt num_targets) -> Tensor";
+constexpr const char* kSegmentOuterSumBasisGrad =
+    "segment_outer_sum_basis_grad(Tensor grad, Tensor features, Tensor source, Tensor sorted_target) -> Tensor";
+constexpr const char* kSegmentOuterSumFeaturesGrad =
+    "segment_outer_sum_features_grad(Tensor basis, Tensor grad, Tensor source, Tensor sorted_target, "
+    "SymInt num_sources) -> Tensor";
 
 }  // namespace schemas
 }  // namespace mlipkit

@@ -25,12 +25,13 @@
 
 #include "../kernels/isa.hpp"
 #include "../kernels/segment_outer_plan.hpp"
+#include "schemas.hpp"
+#include "segment_outer.hpp"
 #include "sorted_segments.hpp"
 
 namespace mlipkit {
+namespace segment_outer {
 namespace {
-
-constexpr int64_t kRowGrain = 16;
 
 void check_operand(const char* op, const char* name, const at::Tensor& tensor, int64_t dim, const at::Tensor& like) {
   TORCH_CHECK(tensor.dim() == dim, "mlipkit::", op, ": ", name, " must have ", dim, " dimensions, got shape ",
@@ -41,16 +42,57 @@ void check_operand(const char* op, const char* name, const at::Tensor& tensor, i
               " but the other operands are on ", like.device());
 }
 
-void check_indices(const char* op, const at::Tensor& source, const at::Tensor& sorted_target, int64_t num_rows) {
+void check_indices(const char* op, const at::Tensor& source, const at::Tensor& sorted_target, int64_t num_rows,
+                   const at::Tensor& like) {
   const auto check = [&](const char* name, const at::Tensor& index) {
     TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "mlipkit::", op, ": ", name,
                 " must be a 1-D int64 tensor, got ", index.scalar_type(), " of shape ", index.sizes());
     TORCH_CHECK(index.size(0) == num_rows, "mlipkit::", op, ": ", name, " has ", index.size(0), " entries for ",
                 num_rows, " basis rows");
+    TORCH_CHECK(index.device() == like.device(), "mlipkit::", op, ": ", name, " is on ", index.device(),
+                " but the other operands are on ", like.device());
   };
   check("source", source);
   check("sorted_target", sorted_target);
 }
+
+}  // namespace
+
+void check_outer_sum(const at::Tensor& basis, const at::Tensor& features, const at::Tensor& source,
+                     const at::Tensor& sorted_target, int64_t num_targets) {
+  constexpr const char* kOp = "segment_outer_sum";
+  check_operand(kOp, "basis", basis, 2, features);
+  check_operand(kOp, "features", features, 2, basis);
+  check_indices(kOp, source, sorted_target, basis.size(0), basis);
+  TORCH_CHECK(num_targets >= 0, "mlipkit::", kOp, ": num_targets must be >= 0, got ", num_targets);
+}
+
+void check_basis_grad(const at::Tensor& grad, const at::Tensor& features, const at::Tensor& source,
+                      const at::Tensor& sorted_target) {
+  constexpr const char* kOp = "segment_outer_sum_basis_grad";
+  check_operand(kOp, "grad", grad, 3, features);
+  check_operand(kOp, "features", features, 2, grad);
+  TORCH_CHECK(grad.size(2) == features.size(1), "mlipkit::", kOp, ": grad has ", grad.size(2),
+              " channels but features have ", features.size(1));
+  check_indices(kOp, source, sorted_target, source.size(0), grad);
+}
+
+void check_features_grad(const at::Tensor& basis, const at::Tensor& grad, const at::Tensor& source,
+                         const at::Tensor& sorted_target, int64_t num_sources) {
+  constexpr const char* kOp = "segment_outer_sum_features_grad";
+  check_operand(kOp, "basis", basis, 2, grad);
+  check_operand(kOp, "grad", grad, 3, basis);
+  TORCH_CHECK(grad.size(1) == basis.size(1), "mlipkit::", kOp, ": grad has ", grad.size(1), " basis rows but basis has ",
+              basis.size(1), " columns");
+  check_indices(kOp, source, sorted_target, basis.size(0), basis);
+  TORCH_CHECK(num_sources >= 0, "mlipkit::", kOp, ": num_sources must be >= 0, got ", num_sources);
+}
+
+}  // namespace segment_outer
+
+namespace {
+
+constexpr int64_t kRowGrain = 16;
 
 void check_sources(const char* op, const int64_t* source, int64_t num_rows, int64_t num_sources) {
   for (int64_t t = 0; t < num_rows; ++t) {
@@ -97,10 +139,7 @@ void run_features_grad(const T* basis, const T* grad, const int64_t* target, con
 at::Tensor outer_sum_cpu(const at::Tensor& basis, const at::Tensor& features, const at::Tensor& source,
                          const at::Tensor& sorted_target, int64_t num_targets) {
   constexpr const char* kOp = "segment_outer_sum";
-  check_operand(kOp, "basis", basis, 2, features);
-  check_operand(kOp, "features", features, 2, basis);
-  check_indices(kOp, source, sorted_target, basis.size(0));
-  TORCH_CHECK(num_targets >= 0, "mlipkit::", kOp, ": num_targets must be >= 0, got ", num_targets);
+  segment_outer::check_outer_sum(basis, features, source, sorted_target, num_targets);
   const int64_t num_basis = basis.size(1), channels = features.size(1);
   const auto b = basis.contiguous();
   const auto f = features.contiguous();
@@ -120,11 +159,7 @@ at::Tensor outer_sum_cpu(const at::Tensor& basis, const at::Tensor& features, co
 at::Tensor basis_grad_cpu(const at::Tensor& grad, const at::Tensor& features, const at::Tensor& source,
                           const at::Tensor& sorted_target) {
   constexpr const char* kOp = "segment_outer_sum_basis_grad";
-  check_operand(kOp, "grad", grad, 3, features);
-  check_operand(kOp, "features", features, 2, grad);
-  TORCH_CHECK(grad.size(2) == features.size(1), "mlipkit::", kOp, ": grad has ", grad.size(2),
-              " channels but features have ", features.size(1));
-  check_indices(kOp, source, sorted_target, source.size(0));
+  segment_outer::check_basis_grad(grad, features, source, sorted_target);
   const int64_t num_rows = source.size(0), num_basis = grad.size(1), channels = grad.size(2);
   const auto g = grad.contiguous();
   const auto f = features.contiguous();
@@ -145,12 +180,7 @@ at::Tensor basis_grad_cpu(const at::Tensor& grad, const at::Tensor& features, co
 at::Tensor features_grad_cpu(const at::Tensor& basis, const at::Tensor& grad, const at::Tensor& source,
                              const at::Tensor& sorted_target, int64_t num_sources) {
   constexpr const char* kOp = "segment_outer_sum_features_grad";
-  check_operand(kOp, "basis", basis, 2, grad);
-  check_operand(kOp, "grad", grad, 3, basis);
-  TORCH_CHECK(grad.size(1) == basis.size(1), "mlipkit::", kOp, ": grad has ", grad.size(1), " basis rows but basis has ",
-              basis.size(1), " columns");
-  check_indices(kOp, source, sorted_target, basis.size(0));
-  TORCH_CHECK(num_sources >= 0, "mlipkit::", kOp, ": num_sources must be >= 0, got ", num_sources);
+  segment_outer::check_features_grad(basis, grad, source, sorted_target, num_sources);
   const int64_t num_rows = basis.size(0), num_basis = basis.size(1), channels = grad.size(2);
   const auto b = basis.contiguous();
   const auto g = grad.contiguous();
@@ -301,11 +331,9 @@ at::Tensor features_grad_autograd(const at::Tensor& basis, const at::Tensor& gra
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(mlipkit, m) {
-  m.def("segment_outer_sum(Tensor basis, Tensor features, Tensor source, Tensor sorted_target, SymInt num_targets) -> Tensor");
-  m.def("segment_outer_sum_basis_grad(Tensor grad, Tensor features, Tensor source, Tensor sorted_target) -> Tensor");
-  m.def(
-      "segment_outer_sum_features_grad(Tensor basis, Tensor grad, Tensor source, Tensor sorted_target, "
-      "SymInt num_sources) -> Tensor");
+  m.def(schemas::kSegmentOuterSum);
+  m.def(schemas::kSegmentOuterSumBasisGrad);
+  m.def(schemas::kSegmentOuterSumFeaturesGrad);
 }
 
 TORCH_LIBRARY_IMPL(mlipkit, CPU, m) {

@@ -19,6 +19,7 @@ from torch import nn
 from mlipkit.models.gemnet_oc.indices import inner_index
 from mlipkit.nn.activations import scaled_activation
 from mlipkit.nn.scatter import sum_into_segments
+from mlipkit import ops
 from mlipkit.ops import segment_outer_sum
 
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -246,7 +247,7 @@ class EfficientInteractionBilinear(nn.Module):
         into atoms."""
         radial_weights, angular, out = basis
         num_outputs = radial_weights.shape[0]
-        if self.kernel == "segment" and features.device.type == "cpu":
+        if self.kernel == "segment" and ops.has_kernels(features.device):
             if isinstance(angular, FactoredAngular):
                 angular_features = grouped_outer_sum(angular, features, source, num_outputs)
             else:
