@@ -305,7 +305,6 @@ def test_models_on_the_gpu_equal_the_cpu(name, kernel):
 def test_cuda_artifact_equals_eager_and_the_cpp_runtime(tmp_path, mode):
     """mlip-compile --device cuda (which verifies the artifact against the eager model itself), then the
     artifact from Python and from the C++ runtime against the eager model on the CPU."""
-    _runtime = pytest.importorskip("mlipkit._runtime", reason="this build has no Python bindings of the C++ runtime")
     from mlipkit.compile import compile_model
     from mlipkit.compile.artifact import Artifact
 
@@ -316,7 +315,11 @@ def test_cuda_artifact_equals_eager_and_the_cpp_runtime(tmp_path, mode):
     expected = evaluate_on(model, atoms, "cpu")
     graph = graph_from_atoms(atoms, model.r_max, model.type_names, torch.float64)
     python = Artifact(path)(graph)
+    assert relative_difference(python["forces"].detach().cpu(), expected["forces"]) <= 1e-10
+    try:
+        from mlipkit import _runtime
+    except ImportError:
+        pytest.skip("the Python artifact agrees; this build has no Python bindings of the C++ runtime (no Python.h)")
     cpp = _runtime.Model(str(path)).evaluate(*contract_inputs(graph, torch.device("cpu")))
-    for produced in (python["forces"], cpp["forces"]):
-        assert relative_difference(produced.detach().cpu(), expected["forces"]) <= 1e-10
+    assert relative_difference(cpp["forces"].detach().cpu(), expected["forces"]) <= 1e-10
     assert relative_difference(cpp["energy"].detach().cpu().reshape(()), expected["energy"].reshape(())) <= 1e-10

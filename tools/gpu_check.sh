@@ -19,9 +19,10 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 out=${2:-out/gpu_check}
 # what a bare GPU machine lacks, or has in another version than mlipkit needs (its image has torch, numpy, scipy,
-# matplotlib, pytest, pytest-xdist, pyyaml, tqdm, cmake, ninja and pybind11); versions as in mlipkit's .venv
+# matplotlib, pytest, pytest-xdist, pyyaml, tqdm, cmake and ninja); versions as in mlipkit's .venv, the build
+# backend and pybind11 too, since pip checks a build's requirements even without build isolation
 WHEELS=(e3nn==0.6.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-        typing-extensions==4.16.0 ase==3.29.0 vesin==0.6.2 scikit-build-core==1.1.2)
+        typing-extensions==4.16.0 ase==3.29.0 vesin==0.6.2 scikit-build-core==1.1.2 pybind11==3.1.0)
 
 # every step ends by the deadline (GPU_CHECK_SECONDS, default 560 s: the device tool's 600 s a command)
 deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-560}))
