@@ -43,14 +43,7 @@ TORCH_LIBRARY(mlipkit_emulated, m) {
 }
 
 TORCH_LIBRARY_IMPL(mlipkit_emulated, CPU, m) {
-  m.impl("tensor_product_convolution", mlipkit::device::convolution_device);
-  m.impl("tensor_product_convolution_backward", mlipkit::device::convolution_backward_device);
-  m.impl("tensor_product_convolution_double_backward", mlipkit::device::convolution_double_backward_device);
-  m.impl("channelwise_polynomial", mlipkit::device::polynomial_device);
-  m.impl("channelwise_polynomial_coefficient_grad", mlipkit::device::coefficient_grad_device);
-  m.impl("segment_outer_sum", mlipkit::device::outer_sum_device);
-  m.impl("segment_outer_sum_basis_grad", mlipkit::device::basis_grad_device);
-  m.impl("segment_outer_sum_features_grad", mlipkit::device::features_grad_device);
+  mlipkit::device::register_device_ops(m);
   m.impl("activation_derivative", mlipkit::activation::derivative_composite);
   m.impl("radial_convolution", mlipkit::convolution::radial_convolution_composite);
   m.impl("radial_convolution_backward", mlipkit::convolution::radial_convolution_backward_composite);

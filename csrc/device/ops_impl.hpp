@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <array>
@@ -60,17 +61,17 @@ class Arrays {
   at::Tensor ints_on_device_, values_on_device_;
 };
 
-// CSR rows of (key, entry) pairs: ptr[num_keys + 1] and the entries in key order, stable.
+// The entries grouped by key in CSR form: ptr[num_keys + 1] and the entries in key order, each key's in their
+// given order (the CPU ops' stable counting sort, rows_by_group).
 template <typename Entry>
 std::pair<std::vector<int64_t>, std::vector<Entry>> by_key(const std::vector<std::pair<int64_t, Entry>>& keyed,
                                                            int64_t num_keys) {
-  std::vector<int64_t> ptr(static_cast<size_t>(num_keys) + 1, 0);
-  for (const auto& item : keyed) ++ptr[static_cast<size_t>(item.first) + 1];
-  for (size_t key = 0; key < static_cast<size_t>(num_keys); ++key) ptr[key + 1] += ptr[key];
-  std::vector<Entry> entries(keyed.size());
-  std::vector<int64_t> next(ptr.begin(), ptr.end() - 1);
-  for (const auto& item : keyed) entries[static_cast<size_t>(next[static_cast<size_t>(item.first)]++)] = item.second;
-  return {ptr, entries};
+  std::vector<int64_t> keys;
+  for (const auto& item : keyed) keys.push_back(item.first);
+  auto [ptr, rows] = rows_by_group(keys.data(), static_cast<int64_t>(keys.size()), num_keys);
+  std::vector<Entry> entries;
+  for (const int64_t row : rows) entries.push_back(keyed[static_cast<size_t>(row)].second);
+  return {std::move(ptr), std::move(entries)};
 }
 
 // ---------------------------------------------------------------- convolution plan
@@ -115,8 +116,10 @@ class DeviceConvolutionPlan {
     arrays_.add(p.group_nz_end, nz_end);
 
     std::vector<int64_t> group, mul, in, sh, out, weight;
+    // the paths' weight columns tile [0, W) (the CPU plan checked), so each column is one path and channel
+    std::vector<int64_t> weight_path(static_cast<size_t>(p.num_weights)), weight_u(weight_path.size());
     std::vector<std::pair<int64_t, std::array<int64_t, 3>>> out_columns, in_columns;
-    std::vector<std::pair<int64_t, std::array<int64_t, 2>>> weight_columns, sh_columns;
+    std::vector<std::pair<int64_t, std::array<int64_t, 2>>> sh_columns;
     for (int64_t path = 0; path < cpu.num_paths; ++path) {
       const auto& spec = cpu.paths[path];
       const auto& g = cpu.groups[spec.group];
@@ -129,7 +132,8 @@ class DeviceConvolutionPlan {
       for (int64_t u = 0; u < spec.mul; ++u) {
         for (int64_t k = 0; k < g.dim_out; ++k) out_columns.push_back({spec.out_offset + k * spec.mul + u, {path, k, u}});
         for (int64_t i = 0; i < g.dim_in; ++i) in_columns.push_back({spec.in_offset + i * spec.mul + u, {path, i, u}});
-        weight_columns.push_back({spec.weight_offset + u, {path, u}});
+        weight_path[static_cast<size_t>(spec.weight_offset + u)] = path;
+        weight_u[static_cast<size_t>(spec.weight_offset + u)] = u;
       }
       for (int64_t j = 0; j < harmonics_rows(groups[static_cast<size_t>(spec.group)]); ++j) {
         sh_columns.push_back({g.sh_offset + j, {path, j}});
@@ -144,8 +148,8 @@ class DeviceConvolutionPlan {
     add_columns(out_columns, p.num_out, p.out_ptr, {&p.out_path, &p.out_k, &p.out_u});
     add_columns(in_columns, p.num_in, p.in_ptr, {&p.in_path, &p.in_i, &p.in_u});
     add_columns(sh_columns, p.num_sh, p.sh_ptr, {&p.sh_path, &p.sh_j});
-    const int64_t* weight_ptr = nullptr;
-    add_columns(weight_columns, p.num_weights, weight_ptr, {&p.weight_path, &p.weight_u});
+    arrays_.add(p.weight_path, weight_path);
+    arrays_.add(p.weight_u, weight_u);
     arrays_.upload(device);
   }
 
@@ -164,21 +168,21 @@ class DeviceConvolutionPlan {
     std::vector<T> c;
     for (const auto& nonzeros : groups) {
       int64_t rows = 0;
-      for (const auto& z : nonzeros) rows = std::max(rows, key(z) + 1);
-      row.push_back(static_cast<int64_t>(ptr.size()) - 1);
-      auto sorted = nonzeros;
-      std::stable_sort(sorted.begin(), sorted.end(), [&](const NonZero& a, const NonZero& b) { return key(a) < key(b); });
-      size_t next = 0;
-      for (int64_t m = 0; m < rows; ++m) {
-        while (next < sorted.size() && key(sorted[next]) == m) {
-          i.push_back(sorted[next].i);
-          j.push_back(sorted[next].j);
-          k.push_back(sorted[next].k);
-          c.push_back(static_cast<T>(sorted[next].c));
-          ++next;
-        }
-        ptr.push_back(static_cast<int64_t>(i.size()));
+      std::vector<std::pair<int64_t, NonZero>> keyed;
+      for (const auto& z : nonzeros) {
+        rows = std::max(rows, key(z) + 1);
+        keyed.push_back({key(z), z});
       }
+      row.push_back(static_cast<int64_t>(ptr.size()) - 1);
+      const int64_t first = static_cast<int64_t>(i.size());
+      auto [group_ptr, sorted] = by_key(keyed, rows);
+      for (const auto& z : sorted) {
+        i.push_back(z.i);
+        j.push_back(z.j);
+        k.push_back(z.k);
+        c.push_back(static_cast<T>(z.c));
+      }
+      for (int64_t m = 0; m < rows; ++m) ptr.push_back(first + group_ptr[static_cast<size_t>(m) + 1]);
     }
     arrays_.add(target.row, row);
     arrays_.add(target.ptr, ptr);
@@ -330,10 +334,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_devic
     const at::Tensor& grad_out, const at::Tensor& node_features, const at::Tensor& edge_sh,
     const at::Tensor& edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths) {
   convolution::check_operands(kConvolutionOp, node_features, {{"edge_sh", edge_sh}, {"edge_weights", edge_weights}},
-                              {{"grad_out", grad_out}}, edge_index);
-  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == node_features.size(0), kConvolutionOp,
-              "_backward: grad_out must be [N, F_out] with N = ", node_features.size(0), ", got shape ",
-              grad_out.sizes());
+                              {}, edge_index);
+  convolution::check_grad_out(kConvolutionOp, "_backward", grad_out, node_features);
   const c10::DeviceGuard device_guard(node_features.device());
   const auto g = grad_out.contiguous(), x = node_features.contiguous(), sh = edge_sh.contiguous(),
              w = edge_weights.contiguous();
@@ -359,11 +361,9 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> convolution_do
                               {{"edge_sh", edge_sh}, {"edge_weights", edge_weights}, {"d_edge_sh", d_edge_sh},
                                {"d_edge_weights", d_edge_weights}},
                               {{"grad_out", grad_out}, {"d_node_features", d_node_features}}, edge_index);
-  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == node_features.size(0) &&
-                  d_node_features.sizes() == node_features.sizes() && d_edge_sh.sizes() == edge_sh.sizes() &&
-                  d_edge_weights.sizes() == edge_weights.sizes(),
-              kConvolutionOp, "_double_backward: grad_out must be [N, F_out] and the cotangents shaped like "
-              "node_features, edge_sh and edge_weights");
+  convolution::check_grad_out(kConvolutionOp, "_double_backward", grad_out, node_features);
+  convolution::check_cotangents(kConvolutionOp, node_features, edge_sh, edge_weights, d_node_features, d_edge_sh,
+                                d_edge_weights);
   const c10::DeviceGuard device_guard(node_features.device());
   const auto g = grad_out.contiguous(), x = node_features.contiguous(), sh = edge_sh.contiguous(),
              w = edge_weights.contiguous(), dx = d_node_features.contiguous(), dsh = d_edge_sh.contiguous(),
@@ -535,6 +535,18 @@ inline at::Tensor features_grad_device(const at::Tensor& basis, const at::Tensor
                                                                g.data_ptr<scalar_t>(), out.data_ptr<scalar_t>()});
   });
   return out;
+}
+
+// The device ops under their names, for the CUDA key and for the emulation alike.
+inline void register_device_ops(torch::Library& m) {
+  m.impl("tensor_product_convolution", convolution_device);
+  m.impl("tensor_product_convolution_backward", convolution_backward_device);
+  m.impl("tensor_product_convolution_double_backward", convolution_double_backward_device);
+  m.impl("channelwise_polynomial", polynomial_device);
+  m.impl("channelwise_polynomial_coefficient_grad", coefficient_grad_device);
+  m.impl("segment_outer_sum", outer_sum_device);
+  m.impl("segment_outer_sum_basis_grad", basis_grad_device);
+  m.impl("segment_outer_sum_features_grad", features_grad_device);
 }
 
 }  // namespace device

@@ -84,11 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& node_features, const at::Tensor& edge_sh,
     const at::Tensor& edge_weights, const at::Tensor& edge_index, const at::Tensor& couplings, at::IntArrayRef paths) {
   check_operands(kOp, node_features, {{"edge_sh", edge_sh}, {"edge_weights", edge_weights}}, {}, edge_index);
-  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == node_features.size(0), kOp,
-              "_backward: grad_out must be [N, F_out] with N = ", node_features.size(0), ", got shape ",
-              grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == node_features.scalar_type(), kOp, "_backward: grad_out is ",
-              grad_out.scalar_type(), " but node_features is ", node_features.scalar_type());
+  check_grad_out(kOp, "_backward", grad_out, node_features);
   const auto g = grad_out.contiguous();
   const auto x = node_features.contiguous();
   const auto sh = edge_sh.contiguous();
@@ -131,14 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> convolution_double_ba
                  {{"edge_sh", edge_sh}, {"edge_weights", edge_weights}, {"d_edge_sh", d_edge_sh},
                   {"d_edge_weights", d_edge_weights}},
                  {{"grad_out", grad_out}, {"d_node_features", d_node_features}}, edge_index);
-  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == node_features.size(0), kOp,
-              "_double_backward: grad_out must be [N, F_out] with N = ", node_features.size(0), ", got shape ",
-              grad_out.sizes());
-  TORCH_CHECK(d_node_features.sizes() == node_features.sizes() && d_edge_sh.sizes() == edge_sh.sizes() &&
-                  d_edge_weights.sizes() == edge_weights.sizes(),
-              kOp, "_double_backward: the cotangents must be shaped like node_features ", node_features.sizes(),
-              ", edge_sh ", edge_sh.sizes(), " and edge_weights ", edge_weights.sizes(), ", got ",
-              d_node_features.sizes(), ", ", d_edge_sh.sizes(), " and ", d_edge_weights.sizes());
+  check_grad_out(kOp, "_double_backward", grad_out, node_features);
+  check_cotangents(kOp, node_features, edge_sh, edge_weights, d_node_features, d_edge_sh, d_edge_weights);
   const auto g = grad_out.contiguous();
   const auto x = node_features.contiguous();
   const auto sh = edge_sh.contiguous();

@@ -288,6 +288,26 @@ inline void check_operands(const char* op, const at::Tensor& x, std::initializer
   }
 }
 
+// grad_out of a convolution op's backward (`stage`: "_backward" or "_double_backward"): [N, F_out] in
+// node_features' dtype, on its device.
+inline void check_grad_out(const char* op, const char* stage, const at::Tensor& grad_out, const at::Tensor& x) {
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == x.size(0), op, stage,
+              ": grad_out must be [N, F_out] with N = ", x.size(0), ", got shape ", grad_out.sizes());
+  TORCH_CHECK(grad_out.scalar_type() == x.scalar_type(), op, stage, ": grad_out is ", grad_out.scalar_type(),
+              " but node_features is ", x.scalar_type());
+  TORCH_CHECK(grad_out.device() == x.device(), op, stage, ": grad_out is on ", grad_out.device(),
+              " but node_features is on ", x.device());
+}
+
+// The double backward's cotangents, each shaped like the operand it pairs with.
+inline void check_cotangents(const char* op, const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w,
+                             const at::Tensor& dx, const at::Tensor& dsh, const at::Tensor& dw) {
+  TORCH_CHECK(dx.sizes() == x.sizes() && dsh.sizes() == sh.sizes() && dw.sizes() == w.sizes(), op,
+              "_double_backward: the cotangents must be shaped like node_features ", x.sizes(), ", edge_sh ",
+              sh.sizes(), " and edge_weights ", w.sizes(), ", got ", dx.sizes(), ", ", dsh.sizes(), " and ",
+              dw.sizes());
+}
+
 inline void check_senders(const char* kOp, const int64_t* sender, int64_t num_edges, int64_t num_nodes) {
   for (int64_t e = 0; e < num_edges; ++e) {
     TORCH_CHECK(sender[e] >= 0 && sender[e] < num_nodes, kOp, ": sender of edge ", e, " = ", sender[e],

@@ -192,11 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> radial_convolution_ba
     at::IntArrayRef paths, bool weight_gradients) {
   check_operands(kRadialOp, node_features, {{"edge_sh", edge_sh}, {"edge_radial", edge_radial}},
                  {{"mlp_weights", mlp_weights}}, edge_index);
-  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == node_features.size(0), kRadialOp,
-              "_backward: grad_out must be [N, F_out] with N = ", node_features.size(0), ", got shape ",
-              grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == node_features.scalar_type(), kRadialOp, "_backward: grad_out is ",
-              grad_out.scalar_type(), " but node_features is ", node_features.scalar_type());
+  check_grad_out(kRadialOp, "_backward", grad_out, node_features);
   const auto g = grad_out.contiguous();
   const auto x = node_features.contiguous();
   const auto sh = edge_sh.contiguous();
@@ -401,7 +397,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> radial_convolution_ba
     c10::string_view activation, double activation_scale, const at::Tensor& edge_index, const at::Tensor& couplings,
     at::IntArrayRef paths, bool weight_gradients) {
   check_operands(kRadialOp, node_features, {{"edge_sh", edge_sh}, {"edge_radial", edge_radial}},
-                 {{"mlp_weights", mlp_weights}, {"grad_out", grad_out}}, edge_index);
+                 {{"mlp_weights", mlp_weights}}, edge_index);
+  check_grad_out(kRadialOp, "_backward", grad_out, node_features);
   const Mlp mlp = mlp_of(mlp_weights.contiguous(), mlp_widths, std::string(activation), activation_scale);
   check_mlp_input(edge_radial, mlp_widths);
   MlpTrace trace;
