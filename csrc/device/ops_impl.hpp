@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -210,24 +211,43 @@ class DeviceConvolutionPlan {
 
 // ---------------------------------------------------------------- graphs
 
-// Fails, naming the op and the first wrong entry, unless every index lies in [0, size) and (sorted) never
-// decreases (`hint` follows that message); one synchronisation when all is well.
-inline void check_index_on_device(const char* op, const char* name, const at::Tensor& index, int64_t size,
-                                  bool sorted, const char* hint = "") {
-  if (index.numel() == 0) return;
-  const auto outside = (index < 0) | (index >= size);
-  const auto decreasing = sorted && index.numel() > 1 ? index.slice(0, 1) < index.slice(0, 0, -1)
-                                                      : at::zeros({1}, index.options().dtype(at::kBool));
-  const auto flags = at::stack({outside.any(), decreasing.any()}).cpu();
-  if (flags[0].item<bool>()) {
-    const int64_t entry = outside.nonzero()[0][0].item<int64_t>();
-    TORCH_CHECK(false, op, ": ", name, " entry ", entry, " = ", index[entry].item<int64_t>(), " is outside [0, ", size,
-                ")");
+// One index an op reads: its values must lie in [0, size) and, if sorted, never decrease (`hint` follows
+// that message).
+struct IndexCheck {
+  const char* name;
+  at::Tensor index;
+  int64_t size;
+  bool sorted;
+  const char* hint;
+};
+
+// Fails, naming the op, the index and its first wrong entry, unless every index is as its check says; one
+// synchronisation for all of them when all is well.
+inline void check_indices_on_device(const char* op, std::initializer_list<IndexCheck> checks) {
+  std::vector<at::Tensor> outside, decreasing, flags;
+  for (const IndexCheck& check : checks) {
+    const auto& index = check.index;
+    outside.push_back((index < 0) | (index >= check.size));
+    decreasing.push_back(check.sorted && index.numel() > 1 ? index.slice(0, 1) < index.slice(0, 0, -1)
+                                                           : at::zeros({1}, index.options().dtype(at::kBool)));
+    flags.push_back(outside.back().any());
+    flags.push_back(decreasing.back().any());
   }
-  if (flags[1].item<bool>()) {
-    const int64_t entry = decreasing.nonzero()[0][0].item<int64_t>();
-    TORCH_CHECK(false, op, ": ", name, " is not sorted (entry ", entry, " = ", index[entry].item<int64_t>(),
-                " > entry ", entry + 1, " = ", index[entry + 1].item<int64_t>(), ")", hint);
+  const auto found = at::stack(flags).cpu();
+  size_t n = 0;
+  for (const IndexCheck& check : checks) {
+    const auto& index = check.index;
+    if (found[static_cast<int64_t>(2 * n)].item<bool>()) {
+      const int64_t entry = outside[n].nonzero()[0][0].item<int64_t>();
+      TORCH_CHECK(false, op, ": ", check.name, " entry ", entry, " = ", index[entry].item<int64_t>(),
+                  " is outside [0, ", check.size, ")");
+    }
+    if (found[static_cast<int64_t>(2 * n + 1)].item<bool>()) {
+      const int64_t entry = decreasing[n].nonzero()[0][0].item<int64_t>();
+      TORCH_CHECK(false, op, ": ", check.name, " is not sorted (entry ", entry, " = ", index[entry].item<int64_t>(),
+                  " > entry ", entry + 1, " = ", index[entry + 1].item<int64_t>(), ")", check.hint);
+    }
+    ++n;
   }
 }
 
@@ -264,8 +284,8 @@ inline DeviceEdges device_edges(const char* op, const at::Tensor& edge_index, in
   DeviceEdges edges;
   edges.index = edge_index.contiguous();
   const auto sender = edges.index[0], receiver = edges.index[1];
-  check_index_on_device(op, "receiver", receiver, num_nodes, true, "; sort edges by receiver first");
-  check_index_on_device(op, "sender", sender, num_nodes, false);
+  check_indices_on_device(op, {{"receiver", receiver, num_nodes, true, "; sort edges by receiver first"},
+                               {"sender", sender, num_nodes, false, ""}});
   edges.receiver_ptr = rows_by_value(receiver, num_nodes, true).ptr;
   if (by_sender) {
     auto senders = rows_by_value(sender, num_nodes, false);
@@ -486,8 +506,8 @@ struct DeviceSegmentRows {
 inline DeviceSegmentRows segment_rows(const char* op, const at::Tensor& source, const at::Tensor& sorted_target,
                                       int64_t num_sources, int64_t num_targets, bool by_source) {
   DeviceSegmentRows rows{source.contiguous(), sorted_target.contiguous(), {}, {}};
-  check_index_on_device(op, "source", rows.source, num_sources, false);
-  check_index_on_device(op, "sorted_target", rows.target, num_targets, true);
+  check_indices_on_device(op, {{"source", rows.source, num_sources, false, ""},
+                               {"sorted_target", rows.target, num_targets, true, ""}});
   rows.by_target = rows_by_value(rows.target, num_targets, true);
   if (by_source) rows.by_source = rows_by_value(rows.source, num_sources, false);
   return rows;
