@@ -28,8 +28,9 @@ def load_library() -> None:
 
 
 def has_kernels(device: torch.device) -> bool:
-    """Whether the fused convolution and polynomial kernels run on ``device``: always on the CPU; on a GPU where
-    the op library was built with CUDA (elsewhere the models take the reference path)."""
+    """Whether the fused kernels (convolution, symmetric contraction, GemNet-OC's triplet sums) run on ``device``:
+    always on the CPU; on a GPU where the op library was built with CUDA (elsewhere the models take the
+    reference path)."""
     return device.type == "cpu" or (device.type == "cuda" and _built_with_cuda_kernels())
 
 

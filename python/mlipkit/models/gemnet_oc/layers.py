@@ -16,10 +16,10 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from mlipkit import ops
 from mlipkit.models.gemnet_oc.indices import inner_index
 from mlipkit.nn.activations import scaled_activation
 from mlipkit.nn.scatter import sum_into_segments
-from mlipkit import ops
 from mlipkit.ops import segment_outer_sum
 
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
